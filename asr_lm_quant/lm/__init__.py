@@ -1,0 +1,1 @@
+"""The Transformer LM, its data pipeline, training (single process and DDP), perplexity, model files."""

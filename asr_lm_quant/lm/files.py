@@ -1,0 +1,73 @@
+"""LM model directories: ``config.json`` (architecture), ``model.safetensors`` (weights), ``words.txt``.
+
+Nothing here unpickles: weights are safetensors, everything else is JSON or text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from asr_lm_quant.atomic import atomic_path, atomic_open
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.text.vocab import Vocabulary
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+VOCAB = "words.txt"
+
+
+def state_for_saving(model: TransformerLM) -> dict:
+    """The state dict with tied weights stored once (safetensors refuses shared storage)."""
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        sd.pop("out.weight", None)
+    return sd
+
+
+def save_lm(model_dir, model: TransformerLM, vocab: Vocabulary, extra: dict | None = None):
+    """Write a complete model directory (each file atomically)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(model_dir / WEIGHTS) as tmp:
+        save_file(state_for_saving(model), str(tmp), metadata={"format": "asr-lm-quant-lm"})
+    vocab.save(model_dir / VOCAB)
+    with atomic_open(model_dir / CONFIG) as f:
+        json.dump({"model": model.cfg.to_dict(), **(extra or {})}, f, indent=2)
+
+
+def load_config(model_dir) -> LMConfig:
+    path = Path(model_dir) / CONFIG
+    if not path.exists():
+        raise InputError(path, "model config does not exist (is this an LM directory?)")
+    try:
+        return LMConfig.from_dict(json.loads(path.read_text())["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InputError(path, f"not a valid LM config: {e}") from None
+
+
+def load_lm(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary]:
+    """Load a model directory written by :func:`save_lm`; the model is in eval mode."""
+    model_dir = Path(model_dir)
+    cfg = load_config(model_dir)
+    vocab = Vocabulary.load(model_dir / VOCAB)
+    if len(vocab) != cfg.vocab_size:
+        raise InputError(model_dir / VOCAB, f"{len(vocab)} words but the model expects {cfg.vocab_size}")
+    wpath = model_dir / WEIGHTS
+    if not wpath.exists():
+        raise InputError(wpath, "model weights do not exist")
+    try:
+        sd = load_file(str(wpath))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise InputError(wpath, f"cannot read safetensors file: {e}") from None
+    model = TransformerLM(cfg)
+    if cfg.tie_embeddings:
+        sd.setdefault("out.weight", sd.get("embed.weight"))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise InputError(wpath, f"weights do not match the config: missing {missing}, unexpected {unexpected}")
+    return model.to(device).eval(), vocab

@@ -1,0 +1,1 @@
+"""Hypothesis costs (n-gram and NN LM) and n-best / lattice rescoring."""

@@ -1,0 +1,1 @@
+"""WER as Kaldi and NIST compute it: sweeps, best_wer, CTM/STM/GLM, SCTK."""

@@ -1,0 +1,1 @@
+"""Corpora -> LM text: Switchboard, Fisher, eval2000, plain corpora, vocabularies."""
