@@ -1,0 +1,158 @@
+"""Back-off n-gram LMs in ARPA format, scored with kenlm.
+
+Costs are negated natural logs (Kaldi's convention); ARPA files and kenlm speak log10, so every
+score is multiplied by ln(10). Sentences start with ``<s>`` and end with ``</s>`` as ARPA files expect.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from asr_lm_quant.errors import InputError
+
+LN10 = math.log(10.0)
+UNK = "<unk>"
+
+
+def _load_kenlm():
+    import kenlm  # imported lazily: loading is slow and most commands never need it
+    return kenlm
+
+
+def _arpa_unigram_words(path: Path, needed: set[str]) -> set[str]:
+    """Which of ``needed`` are listed as 1-grams in the ARPA file (reads the 1-gram section only)."""
+    found = set()
+    opener = open
+    if path.suffix == ".gz":
+        import gzip
+        opener = gzip.open
+    in_unigrams = False
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            s = line.strip()
+            if s == "\\1-grams:":
+                in_unigrams = True
+                continue
+            if in_unigrams:
+                if s.startswith("\\"):
+                    break
+                fields = s.split()
+                if len(fields) >= 2 and fields[1] in needed:
+                    found.add(fields[1])
+    return found
+
+
+class ArpaLM:
+    """An ARPA back-off LM.
+
+    ``sentence_cost(words)`` is the cost of ``<s> words </s>``; ``begin_state``/``word_cost``/``end_cost``
+    score word by word for search and rescoring. Words outside the LM's vocabulary are scored as
+    ``<unk>`` (kenlm's behaviour); :meth:`is_oov` tells which words those are.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(self.path, "ARPA file does not exist")
+        kenlm = _load_kenlm()
+        try:
+            self._model = kenlm.Model(str(self.path))
+        except (OSError, RuntimeError) as e:
+            raise InputError(self.path, f"cannot read as an ARPA LM: {e}") from None
+        self._kenlm = kenlm
+        self.order = int(self._model.order)
+        # kenlm gives <unk> log10 prob -100 when the file lacks it; OOVs then cannot be counted fairly.
+        self.has_unk = UNK in _arpa_unigram_words(self.path, {UNK})
+
+    def is_oov(self, word: str) -> bool:
+        return word not in self._model
+
+    def sentence_cost(self, words) -> float:
+        """Cost (negated natural log) of the whole sentence with ``<s>`` and ``</s>``."""
+        if isinstance(words, str):
+            words = words.split()
+        return -self._model.score(" ".join(words), bos=True, eos=True) * LN10
+
+    def begin_state(self):
+        state = self._kenlm.State()
+        self._model.BeginSentenceWrite(state)
+        return state
+
+    def null_state(self):
+        """A state with no history (for scoring text that does not start a sentence)."""
+        state = self._kenlm.State()
+        self._model.NullContextWrite(state)
+        return state
+
+    def word_cost(self, state, word: str):
+        """``(cost_nats, new_state)`` of ``word`` after ``state``; ``state`` is not changed."""
+        out = self._kenlm.State()
+        log10p = self._model.BaseScore(state, word, out)
+        return -log10p * LN10, out
+
+    def end_cost(self, state) -> float:
+        """Cost of ``</s>`` after ``state``."""
+        return self.word_cost(state, "</s>")[0]
+
+    def word_costs(self, words, eos: bool = True) -> list[float]:
+        """Per-word costs of ``<s> words`` (and ``</s>`` last when ``eos``)."""
+        if isinstance(words, str):
+            words = words.split()
+        costs = [-lp * LN10 for lp, _, _ in self._model.full_scores(" ".join(words), bos=True, eos=eos)]
+        return costs
+
+    def perplexity_file(self, path, skip_oov: bool | None = None) -> dict:
+        """Perplexity over a text file, one sentence per line (empty lines skipped).
+
+        ``ppl`` counts every word and each end-of-sentence; ``ppl_no_eos`` leaves the end-of-sentence
+        tokens out. OOV words are scored as ``<unk>`` and counted, unless ``skip_oov`` (the default when
+        the LM has no ``<unk>``), in which case they are left out of both the sum and the count, as SRILM does.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "text file does not exist")
+        if skip_oov is None:
+            skip_oov = not self.has_unk
+        total = total_eos = 0.0
+        n_words = n_sent = n_oov = n_counted = 0
+        with open(path, "rb") as f:
+            for line in _lines(f, path):
+                words = line.split()
+                if not words:
+                    continue
+                costs = self.word_costs(words, eos=True)
+                n_sent += 1
+                n_words += len(words)
+                for w, c in zip(words, costs):
+                    if self.is_oov(w):
+                        n_oov += 1
+                        if skip_oov:
+                            continue
+                    total += c
+                    n_counted += 1
+                total_eos += costs[-1]
+        if n_sent == 0:
+            raise InputError(path, "no sentences to score")
+        return {
+            "ppl": math.exp((total + total_eos) / (n_counted + n_sent)),
+            "ppl_no_eos": math.exp(total / n_counted) if n_counted else float("nan"),
+            "cost": total + total_eos,
+            "oov": n_oov,
+            "words": n_words,
+            "sentences": n_sent,
+            "tokens_scored": n_counted + n_sent,
+            "oov_skipped": bool(skip_oov),
+        }
+
+
+def _lines(f, path):
+    """Decoded lines of a binary file; a UTF-8 error names its line and byte offset."""
+    offset = 0
+    for n, raw in enumerate(f, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(path, f"not valid UTF-8 ({e.reason})", line=n, offset=offset + e.start) from None
+        offset += len(raw)

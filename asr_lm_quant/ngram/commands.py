@@ -1,0 +1,66 @@
+"""``asr-lm-quant ngram-train`` and ``asr-lm-quant ngram-ppl``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from asr_lm_quant.atomic import atomic_open
+
+
+def _floats(s):
+    return [float(x) for x in s.split(",")] if s else None
+
+
+def _ints(s):
+    return [int(x) for x in s.split(",")] if s else None
+
+
+def register(sub):
+    p = sub.add_parser("ngram-train", help="train a Kneser-Ney ARPA n-gram LM (kaldingram)",
+                       description="Count a text (one sentence per line) and write a Kneser-Ney back-off "
+                                   "ARPA LM. With --vocab, words outside it are mapped to <unk> first.")
+    p.add_argument("--text", required=True, help="training text, one sentence per line")
+    p.add_argument("--out", required=True, help="output ARPA file")
+    p.add_argument("--order", type=int, default=3, help="n-gram order, 2..5 (default 3)")
+    p.add_argument("--vocab", help="words.txt; out-of-vocabulary words become <unk>")
+    p.add_argument("--min-counts", type=_ints, help="per-order minimum counts, e.g. 0,0,2")
+    p.add_argument("--discounts", type=_floats, help="per-order KN discounts for orders 2..N, e.g. 0.7,0.8")
+    p.add_argument("--json", help="write the training summary here")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("ngram-ppl", help="perplexity of an ARPA LM on a text file (kenlm)",
+                       description="Perplexity with and without end-of-sentence; OOVs are scored as <unk> "
+                                   "and counted unless --skip-oov (or the LM has no <unk>).")
+    p.add_argument("--lm", required=True, help="ARPA file")
+    p.add_argument("--text", required=True, help="text, one sentence per line")
+    p.add_argument("--skip-oov", action="store_true", help="leave OOV words out of the perplexity (SRILM style)")
+    p.add_argument("--json", help="write the result here (it is always printed)")
+    p.set_defaults(func=_ppl)
+
+
+def _train(args):
+    from asr_lm_quant.ngram.train import train_arpa
+    vocab = None
+    if args.vocab:
+        from asr_lm_quant.text.vocab import Vocabulary
+        vocab = Vocabulary.load(args.vocab)
+    summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
+                         discounts=args.discounts)
+    _emit(summary, args.json)
+
+
+def _ppl(args):
+    from asr_lm_quant.ngram.arpa import ArpaLM
+    lm = ArpaLM(args.lm)
+    result = lm.perplexity_file(args.text, skip_oov=True if args.skip_oov else None)
+    result.update(lm=str(args.lm), text=str(args.text), order=lm.order)
+    _emit(result, args.json)
+
+
+def _emit(result, path):
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if path:
+        with atomic_open(path) as f:
+            json.dump(result, f, indent=2)
