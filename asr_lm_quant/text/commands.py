@@ -1,0 +1,100 @@
+"""``asr-lm-quant prepare-text {kaldi-swbd,ldc-swbd,plain}``: corpora -> LM text and vocabulary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _plain(args):
+    from asr_lm_quant.text.plain import prepare_plain
+
+    stats = prepare_plain(args.train, args.valid, args.test, args.out, min_count=args.min_count,
+                          max_size=args.max_vocab, normalize=args.normalize, map_unk=not args.keep_oov,
+                          overwrite=args.overwrite)
+    print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
+
+
+def _kaldi_swbd(args):
+    from asr_lm_quant.text.kaldi_swbd import prepare_kaldi_swbd
+
+    stats = prepare_kaldi_swbd(args.kaldi_dir, args.out, train=args.train_text, valid=args.valid_text,
+                               test=args.test_text, fisher=args.fisher_text, words=args.words,
+                               overwrite=args.overwrite)
+    print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
+
+
+def _ldc_swbd(args):
+    from asr_lm_quant.text.ldc import prepare_ldc_swbd
+
+    stats = prepare_ldc_swbd(args.swbd_trans, args.out, fisher_dirs=args.fisher, eval2000=args.eval2000,
+                             dev_conversations=args.dev_conversations, words=args.words,
+                             overwrite=args.overwrite)
+    print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "prepare-text", help="prepare LM text (train/valid/test) and a vocabulary",
+        description="Prepare LM training text and a vocabulary. Writes train.txt valid.txt test.txt "
+                    "words.txt stats.json into OUT (all together, or nothing on error).")
+    sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    def common(q):
+        q.add_argument("--out", required=True, help="output directory (e.g. data/lm)")
+        q.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+
+    q = sub.add_parser(
+        "kaldi-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="from a Kaldi egs/swbd/s5c setup, as its local/pytorchnn/data_prep.sh does",
+        description="From a Kaldi swbd s5c directory: train = train_nodev + Fisher + train_nodev twice "
+                    "(Switchboard:Fisher 3:1), valid = train_dev, test = eval2000; utterance ids cut, each "
+                    "conversation in start-time order, lower case, Fisher hesitations mapped "
+                    "(hmm->hum, mmm/mm->um, mhm->um-hum); words.txt from data/lang/words.txt plus <unk>. "
+                    "File options are relative to KALDI_DIR unless absolute.")
+    q.add_argument("kaldi_dir", metavar="KALDI_DIR", help="the s5c directory (holds data/)")
+    q.add_argument("--train-text", default="data/train_nodev/text")
+    q.add_argument("--valid-text", default="data/train_dev/text")
+    q.add_argument("--test-text", default="data/eval2000/text")
+    q.add_argument("--fisher-text", default="data/local/lm/fisher/text1.gz",
+                   help="Fisher LM text made by local/swbd1_train_lms.sh; 'none' to leave Fisher out")
+    q.add_argument("--words", default="data/lang/words.txt")
+    common(q)
+    q.set_defaults(func=_kaldi_swbd)
+
+    q = sub.add_parser(
+        "ldc-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="straight from the LDC Switchboard/Fisher/eval2000 transcripts (no Kaldi needed)",
+        description="From LDC layouts: Switchboard ms98 transcripts (swb_ms98_transcriptions, with "
+                    "sw-ms98-dict.text), Fisher transcript directories (LDC2004T19/LDC2005T19, each holding "
+                    "data/trans) and the eval2000 references (LDC2002T43, holding reference/hub5e00.english."
+                    "000405.stm or an .stm file). Applies Kaldi's swbd1_data_prep.sh word mapping, acronym "
+                    "mapping and local/fisher_map_words.pl, then lays the text out as kaldi-swbd does.")
+    q.add_argument("swbd_trans", metavar="SWB_MS98_DIR", help="swb_ms98_transcriptions directory")
+    q.add_argument("--fisher", action="append", default=[], metavar="DIR",
+                   help="Fisher transcripts directory (repeatable), e.g. fe_03_p1_tran")
+    q.add_argument("--eval2000", metavar="DIR_OR_STM", help="LDC2002T43 directory or its .stm file")
+    q.add_argument("--dev-conversations", type=int, default=None,
+                   help="hold out this many Switchboard utterances as valid.txt, as Kaldi's train_dev "
+                        "(default: Kaldi's 4000 utterances)")
+    q.add_argument("--words", default=None,
+                   help="vocabulary (our or Kaldi's words.txt); default: every word of the training text")
+    common(q)
+    q.set_defaults(func=_ldc_swbd)
+
+    q = sub.add_parser(
+        "plain", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="any corpus with one sentence per line (WikiText, PTB)",
+        description="Plain corpora, one sentence per line (.gz/.xz/.bz2 read transparently). The "
+                    "vocabulary comes from --train: <s>, <unk>, then words by frequency. Other words are "
+                    "written as <unk>. stats.json reports the OOV rate of each split.")
+    q.add_argument("--train", required=True)
+    q.add_argument("--valid", required=True)
+    q.add_argument("--test", required=True)
+    q.add_argument("--min-count", type=int, default=1, help="keep words seen at least this often")
+    q.add_argument("--max-vocab", type=int, default=None, help="cap on vocabulary size (with <s>, <unk>)")
+    q.add_argument("--normalize", choices=("none", "asr"), default="none",
+                   help="'asr': sentences split, lower case, punctuation and WikiText markup removed")
+    q.add_argument("--keep-oov", action="store_true", help="write OOV words as they are, not as <unk>")
+    common(q)
+    q.set_defaults(func=_plain)
