@@ -1,0 +1,219 @@
+"""Packed quantized model directories, and loading of any LM directory.
+
+A packed directory holds ``config.json`` (the architecture, as in a plain model dir, plus ``"quantized": true``),
+``words.txt``, ``plan.json`` (the plan with its scales, for people and reports) and ``model.packed.safetensors``:
+
+- ``codes.<group>``: uint8, the group's integer codes bit-packed at its precision (code + kmax as an unsigned
+  b-bit number; for 1 bit, 1 = +alpha), little-endian bit order, row-major;
+- ``scales.<group>``: float32, one scale or one per row;
+- ``float.<name>``: the 32-bit parameters (biases, LayerNorms, groups the plan keeps in float).
+
+The safetensors metadata carries the plan (bits, per-row flags), the model config and a SHA-256 of all tensor
+bytes, so a corrupt or truncated file is an error rather than a silently wrong model. Loading rebuilds the
+weights with the same ``dequantize`` product as quantization did, so they are bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from asr_lm_quant.atomic import atomic_path, atomic_open
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.files import CONFIG, VOCAB, load_config, load_lm
+from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.quant.plan import QuantPlan, float_parameters, weight_groups
+from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, kmax, quantize_codes
+from asr_lm_quant.text.vocab import Vocabulary
+
+PACKED = "model.packed.safetensors"
+PLAN = "plan.json"
+FORMAT = "asr-lm-quant-packed"
+VERSION = "1"
+
+
+# ---- bit packing
+def pack_codes(codes: torch.Tensor, bits: int) -> np.ndarray:
+    """Integer codes -> uint8 array of ceil(n * bits / 8) bytes."""
+    c = codes.reshape(-1).to(torch.int64).numpy()
+    u = (c > 0).astype(np.uint32) if bits == 1 else (c + kmax(bits)).astype(np.uint32)
+    if bits == 8:
+        return u.astype(np.uint8)
+    planes = ((u[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(planes.reshape(-1), bitorder="little")
+
+
+def unpack_codes(buf: np.ndarray, bits: int, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: int32 codes (flat)."""
+    if bits == 8:
+        u = buf[:numel].astype(np.int32)
+    else:
+        planes = np.unpackbits(buf, count=numel * bits, bitorder="little").reshape(numel, bits)
+        u = (planes.astype(np.int32) << np.arange(bits, dtype=np.int32)).sum(axis=1, dtype=np.int32)
+    c = (2 * u - 1) if bits == 1 else (u - kmax(bits))
+    return torch.from_numpy(c.astype(np.int32))
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---- saving
+def save_packed(model_dir, model: TransformerLM, plan: QuantPlan, vocab: Vocabulary, extra: dict | None = None):
+    """Write a packed directory. Every quantized group of ``model`` must already lie on its table with the
+    plan's scales (e.g. after :func:`asr_lm_quant.quant.ptq.quantize_model`); otherwise this is an error."""
+    plan.validate(model)
+    model_dir = Path(model_dir)
+    tensors, wg = {}, weight_groups(model)
+    for name, p in wg.items():
+        g = plan.groups[name]
+        w = p.detach().cpu().float()
+        if g.bits == FLOAT_BITS:
+            tensors[f"float.{name}"] = w.contiguous()
+            continue
+        scale = plan.scale_tensor(name)
+        codes = quantize_codes(w, g.bits, scale, g.per_row)
+        if not torch.equal(dequantize(codes, scale, g.per_row), w):
+            raise ValueError(f"group {name} is not on its {g.bits}-bit table with the plan's scales "
+                             "(quantize the model with this plan before packing)")
+        tensors[f"codes.{name}"] = torch.from_numpy(pack_codes(codes, g.bits))
+        tensors[f"scales.{name}"] = scale.reshape(-1).contiguous()
+    for name, p in float_parameters(model).items():
+        tensors[f"float.{name}"] = p.detach().cpu().float().contiguous()
+    meta = {"format": FORMAT, "version": VERSION,
+            "plan": json.dumps(plan.without_scales().to_dict()),
+            "config": json.dumps(model.cfg.to_dict()),
+            "sha256": _digest(tensors)}
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(model_dir / PACKED) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    vocab.save(model_dir / VOCAB)
+    plan.save(model_dir / PLAN)
+    with atomic_open(model_dir / CONFIG) as f:
+        json.dump({"model": model.cfg.to_dict(), "quantized": True, **(extra or {})}, f, indent=2)
+
+
+# ---- loading
+def _read_packed(path: Path):
+    if not path.exists():
+        raise InputError(path, "packed model file does not exist")
+    size = path.stat().st_size
+    if size < 8:
+        raise InputError(path, f"truncated: {size} bytes, not even a safetensors header length", offset=size)
+    with open(path, "rb") as f:
+        hlen = int.from_bytes(f.read(8), "little")
+    if 8 + hlen > size:
+        raise InputError(path, f"truncated: header says {hlen} bytes but the file has {size}", offset=size)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors' own error types for bad headers and short data
+        raise InputError(path, f"corrupt or truncated packed model ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(path, f"not a packed asr-lm-quant model (format {meta.get('format')!r})", key="format")
+    if _digest(tensors) != meta.get("sha256"):
+        raise InputError(path, "checksum mismatch: the file is corrupt", key="sha256")
+    return meta, tensors
+
+
+def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
+    """Load a packed directory: the dequantized model (eval mode), its vocabulary and its plan (with scales)."""
+    model_dir = Path(model_dir)
+    path = model_dir / PACKED
+    meta, tensors = _read_packed(path)
+    cfg = load_config(model_dir)
+    try:
+        plan = QuantPlan.from_dict(json.loads(meta["plan"]), source=path)
+    except (KeyError, json.JSONDecodeError) as e:
+        raise InputError(path, f"bad plan metadata: {e}", key="plan") from None
+    vocab = Vocabulary.load(model_dir / VOCAB)
+    if len(vocab) != cfg.vocab_size:
+        raise InputError(model_dir / VOCAB, f"{len(vocab)} words but the model expects {cfg.vocab_size}")
+    with torch.device("meta"):
+        shapes_model = TransformerLM(cfg)
+    plan.validate(shapes_model, source=path)
+    model = TransformerLM(cfg)
+    wg = weight_groups(model)
+    state = {}
+    for name, p in wg.items():
+        g = plan.groups[name]
+        if g.bits == FLOAT_BITS:
+            state[name] = _get(tensors, f"float.{name}", path, p.shape)
+            continue
+        buf = _get(tensors, f"codes.{name}", path, (math.ceil(p.numel() * g.bits / 8),))
+        nscale = p.shape[0] if g.per_row else 1
+        scale = _get(tensors, f"scales.{name}", path, (nscale,)).reshape(-1, 1)
+        codes = unpack_codes(buf.numpy(), g.bits, p.numel()).reshape(p.shape)
+        if g.bits > 1 and int(codes.abs().max()) > kmax(g.bits):
+            raise InputError(path, f"codes outside the {g.bits}-bit table", key=f"codes.{name}")
+        state[name] = dequantize(codes, scale, g.per_row)
+        plan.set_scale(name, scale)
+    for name, p in float_parameters(model).items():
+        state[name] = _get(tensors, f"float.{name}", path, p.shape)
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, t in state.items():
+            params[name].copy_(t)
+    return model.to(device).eval(), vocab, plan
+
+
+def _get(tensors, key, path, shape):
+    if key not in tensors:
+        raise InputError(path, "tensor missing from the packed model", key=key)
+    t = tensors[key]
+    if tuple(t.shape) != tuple(shape):
+        raise InputError(path, f"shape {tuple(t.shape)}, expected {tuple(shape)}", key=key)
+    return t
+
+
+def is_packed(model_dir) -> bool:
+    return (Path(model_dir) / PACKED).exists()
+
+
+def load_any_lm(path, device="cpu") -> tuple[TransformerLM, Vocabulary]:
+    """Load a plain model directory (``lm.files``) or a packed quantized one (dequantized), in eval mode."""
+    if is_packed(path):
+        model, vocab, _ = load_packed(path, device)
+        return model, vocab
+    return load_lm(path, device)
+
+
+def inspect_packed(model_dir) -> dict:
+    """Per-group bits, scales and sizes, the file size and its overhead over the ideal size."""
+    model_dir = Path(model_dir)
+    model, _, plan = load_packed(model_dir)
+    rep = plan.size_report(model)
+    for name, g in rep["groups"].items():
+        sc = plan.groups[name].scales
+        if sc:
+            g["scale_min"], g["scale_max"] = min(sc), max(sc)
+    file_bytes = (model_dir / PACKED).stat().st_size
+    rep["file_bytes"] = file_bytes
+    rep["overhead"] = file_bytes / rep["ideal_bytes"] - 1
+    return rep
+
+
+def format_inspect(rep: dict) -> str:
+    lines = [f"{'group':40s} {'bits':>4s} {'row':>3s} {'params':>10s} {'bytes':>12s} {'scales':>6s} "
+             f"{'scale min':>10s} {'scale max':>10s}"]
+    for name, g in rep["groups"].items():
+        lines.append(f"{name:40s} {g['bits']:4d} {'y' if g['per_row'] else 'n':>3s} {g['numel']:10d} "
+                     f"{g['bytes']:12.0f} {g['scales']:6d} {g.get('scale_min', float('nan')):10.4g} "
+                     f"{g.get('scale_max', float('nan')):10.4g}")
+    lines.append(f"32-bit parameters: {rep['float_params']} ({4 * rep['float_params']} bytes)")
+    lines.append(f"average bits {rep['avg_bits']:.3f}; ideal {rep['ideal_bytes'] / 1e6:.4f} MB; file "
+                 f"{rep['file_bytes'] / 1e6:.4f} MB (overhead {100 * rep['overhead']:.2f}%); 32-bit model "
+                 f"{rep['fp32_bytes'] / 1e6:.4f} MB; compression {rep['compression']:.2f}x")
+    return "\n".join(lines)

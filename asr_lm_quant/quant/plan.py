@@ -1,0 +1,178 @@
+"""The quantization plan: weight group name -> precision (bits, per-row flag) and, once fitted, scales.
+
+One ``QuantPlan`` is shared by every method (PTQ, STE, ADMM, Hessian allocation, search), by the packed
+files, by loading and by reports. Weight groups are every ``nn.Linear`` weight of every layer and the
+embedding matrix (tied with the output layer, so one group); everything else (biases, LayerNorms) stays
+32-bit float and is counted in every size figure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.quant.quantizers import FLOAT_BITS, check_bits
+
+FORMAT = "asr-lm-quant-plan"
+
+
+def weight_groups(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Quantizable weights by parameter name, in model order; a tied weight appears once (first name)."""
+    groups, seen = {}, set()
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Embedding)):
+            p = mod.weight
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            groups[f"{mod_name}.weight" if mod_name else "weight"] = p
+    return groups
+
+
+def float_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters that stay 32-bit (everything not in a weight group)."""
+    ids = {id(p) for p in weight_groups(model).values()}
+    return {n: p for n, p in model.named_parameters() if id(p) not in ids}
+
+
+@dataclass
+class GroupPlan:
+    bits: int
+    per_row: bool = False
+    scales: list[float] | None = None  # fitted scales (one, or one per row); None before fitting
+
+    def to_dict(self):
+        d = {"bits": self.bits, "per_row": self.per_row}
+        if self.scales is not None:
+            d["scales"] = self.scales
+        return d
+
+
+@dataclass
+class QuantPlan:
+    groups: dict[str, GroupPlan] = field(default_factory=dict)
+
+    # ---- construction
+    @classmethod
+    def uniform(cls, model: nn.Module, bits: int, per_row: bool = False) -> "QuantPlan":
+        check_bits(bits)
+        return cls({n: GroupPlan(bits, per_row) for n in weight_groups(model)})
+
+    @classmethod
+    def from_bits(cls, bits: dict[str, int], per_row: bool = False) -> "QuantPlan":
+        return cls({n: GroupPlan(check_bits(b), per_row) for n, b in bits.items()})
+
+    def bits(self) -> dict[str, int]:
+        return {n: g.bits for n, g in self.groups.items()}
+
+    def without_scales(self) -> "QuantPlan":
+        return QuantPlan({n: GroupPlan(g.bits, g.per_row) for n, g in self.groups.items()})
+
+    def set_scale(self, name: str, scale: torch.Tensor | None):
+        self.groups[name].scales = None if scale is None else [float(x) for x in scale.reshape(-1).tolist()]
+
+    def scale_tensor(self, name: str) -> torch.Tensor:
+        g = self.groups[name]
+        if g.scales is None:
+            raise ValueError(f"group {name} has no fitted scales")
+        return torch.tensor(g.scales, dtype=torch.float32).reshape(-1, 1)
+
+    # ---- validation
+    def validate(self, model: nn.Module, source=None):
+        """Raise InputError naming the groups if the plan does not match ``model``'s weight groups."""
+        have = weight_groups(model)
+        missing = [n for n in have if n not in self.groups]
+        extra = [n for n in self.groups if n not in have]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"model groups missing from the plan: {', '.join(missing)}")
+            if extra:
+                parts.append(f"plan groups not in the model: {', '.join(extra)}")
+            raise InputError(source, "quantization plan does not match the model: " + "; ".join(parts))
+        for n, g in self.groups.items():
+            try:
+                check_bits(g.bits)
+            except ValueError as e:
+                raise InputError(source, str(e), key=n) from None
+            if g.scales is not None and g.bits != FLOAT_BITS:
+                want = have[n].shape[0] if g.per_row else 1
+                if len(g.scales) != want:
+                    raise InputError(source, f"{len(g.scales)} scales, expected {want}", key=n)
+
+    # ---- sizes
+    def size_report(self, model: nn.Module) -> dict:
+        """Bits per group, the ideal size (code bits / 8 + 32-bit parameters, in bytes), scale bytes, the
+        32-bit model size and the compression ratio."""
+        self.validate(model)
+        wg = weight_groups(model)
+        groups = {}
+        code_bits = scale_count = float_in_groups = 0
+        for n, p in wg.items():
+            g = self.groups[n]
+            n_el = p.numel()
+            if g.bits == FLOAT_BITS:
+                float_in_groups += n_el
+                nscale = 0
+            else:
+                code_bits += n_el * g.bits
+                nscale = p.shape[0] if g.per_row else 1
+            scale_count += nscale
+            groups[n] = {"numel": n_el, "bits": g.bits, "per_row": g.per_row, "scales": nscale,
+                         "bytes": n_el * g.bits / 8}
+        n_nongroup = sum(p.numel() for p in float_parameters(model).values())
+        n_group = sum(p.numel() for p in wg.values())
+        ideal = code_bits / 8 + 4 * (n_nongroup + float_in_groups)
+        fp32 = 4 * (n_group + n_nongroup)
+        return {
+            "groups": groups,
+            "group_params": n_group,
+            "float_params": n_nongroup,
+            "avg_bits": sum(p.numel() * self.groups[n].bits for n, p in wg.items()) / n_group,
+            "ideal_bytes": ideal,
+            "scale_bytes": 4 * scale_count,
+            "fp32_bytes": fp32,
+            "compression": fp32 / ideal,
+        }
+
+    # ---- (de)serialisation
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "groups": {n: g.to_dict() for n, g in self.groups.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict, source=None) -> "QuantPlan":
+        if not isinstance(d, dict) or not isinstance(d.get("groups"), dict):
+            raise InputError(source, "not a quantization plan (no 'groups' object)")
+        groups = {}
+        for n, g in d["groups"].items():
+            try:
+                bits = check_bits(int(g["bits"]))
+                scales = g.get("scales")
+                if scales is not None:
+                    scales = [float(x) for x in scales]
+                groups[n] = GroupPlan(bits, bool(g.get("per_row", False)), scales)
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(source, f"bad group entry: {e}", key=n) from None
+        return cls(groups)
+
+    def save(self, path):
+        with atomic_open(path) as f:
+            json.dump(self.to_dict(), f, indent=1)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path) -> "QuantPlan":
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "plan file does not exist")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(path, f"not valid JSON: {e}") from None
+        return cls.from_dict(d, source=path)
