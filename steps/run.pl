@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Run a command, or an array of jobs, on this machine; the interface of Kaldi's utils/run.pl.
 
-  run.pl [options] [JOB=1:N] <log-file> <command> [args...]
+Usage: run.pl [options] [JOB=1:N] <log-file> <command> [args...]
 
   run.pl JOB=1:4 exp/lm/log/score.JOB.log asr-lm-quant ppl --part JOB/4 ...
 
 Every occurrence of the job variable (JOB above; any name works) in the log file name and in the command
 is replaced by the job number. The command runs under bash with stdout and stderr appended to its log.
 Each log starts with '# <command>' and '# Started at <date>', and ends with
-'# Accounting: time=<seconds> threads=1' and '# Ended (code <exit status>) at <date>', as Kaldi's do.
+'# Accounting: time=<seconds> threads=1' and
+'# Ended (code <exit status>) at <date>, elapsed time <seconds> seconds', as Kaldi's do.
+Words of the command without white space are passed to bash as they are (so a quoted '|' or '>' is a
+shell operator, as in Kaldi); words with white space are quoted.
 
 Options:
   --max-jobs-run N   run at most N jobs at a time (default: number of CPUs); -tc N is the same
@@ -34,6 +37,9 @@ def die(msg, code=1):
 
 def parse_args(argv):
     max_jobs = os.cpu_count() or 1
+    if argv and argv[0] in ("--help", "-h"):
+        print(__doc__.strip())
+        sys.exit(0)
     i = 0
     while i < len(argv) and argv[i].startswith("-") and len(argv) - i >= 2:
         opt = argv[i]
@@ -41,12 +47,9 @@ def parse_args(argv):
             i += 1
             continue
         if opt in ("--max-jobs-run", "-tc"):
-            try:
-                max_jobs = int(argv[i + 1])
-            except ValueError:
-                die(f"{opt} expects an integer, got '{argv[i + 1]}'")
-            if max_jobs < 1:
-                die(f"{opt} must be at least 1")
+            if not re.fullmatch(r"[1-9]\d*", argv[i + 1]):
+                die(f"{opt} must be a positive integer, got '{argv[i + 1]}'")
+            max_jobs = int(argv[i + 1])
             i += 2
         elif opt == "-pe":  # -pe smp N
             i += 3
@@ -60,7 +63,7 @@ def parse_args(argv):
         if m:
             var, first, last = m.group(1), int(m.group(2)), int(m.group(3))
             if last < first:
-                die(f"invalid job range {argv[0]}")
+                die(f"empty job range {argv[0]}")
             argv = argv[1:]
         elif m1:
             var, first, last = m1.group(1), int(m1.group(2)), int(m1.group(2))
@@ -68,9 +71,10 @@ def parse_args(argv):
         elif re.fullmatch(r".+=.*:.*", argv[0]):
             die(f"bad job specifier '{argv[0]}' (expected e.g. JOB=1:10)")
     if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        die("expected [options] [JOB=1:N] <log-file> <command> ...")
+        die("Usage: run.pl [options] [JOB=1:N] <log-file> <command> [args...]  (run.pl --help for more)")
     logfile, words = argv[0], argv[1:]
+    if var is not None and last > first and var not in logfile:
+        die(f"several jobs ({var}={first}:{last}) but the log file '{logfile}' does not contain {var}")
     return max_jobs, var, first, last, logfile, words
 
 
@@ -109,8 +113,9 @@ def finish(proc, log, t0):
     code = proc.returncode
     if code < 0:
         code = 128 - code  # killed by a signal, as the shell reports it
-    log.write(f"# Accounting: time={int(round(time.time() - t0))} threads=1\n")
-    log.write(f"# Ended (code {code}) at {now()}\n")
+    elapsed = int(round(time.time() - t0))
+    log.write(f"# Accounting: time={elapsed} threads=1\n")
+    log.write(f"# Ended (code {code}) at {now()}, elapsed time {elapsed} seconds\n")
     log.close()
     return code
 
