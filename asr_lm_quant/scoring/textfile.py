@@ -43,3 +43,26 @@ def format_text(hyp: dict[str, list[str]]) -> str:
 def write_text(path, hyp: dict[str, list[str]]):
     with atomic_open(Path(path)) as f:
         f.write(format_text(hyp))
+
+
+def read_words_txt(path) -> dict[int, str]:
+    """``{id: word}`` from a Kaldi symbol table (``word id`` per line)."""
+    out: dict[int, str] = {}
+    for n, line in read_lines(path):
+        f = split_words(line)
+        if not f:
+            continue
+        if len(f) != 2 or not f[1].lstrip("-").isdigit():
+            raise InputError(path, "expected 'word integer-id'", line=n)
+        out[int(f[1])] = f[0]
+    return out
+
+
+def words_txt_of(lang_or_words) -> Path:
+    """``words.txt`` itself, or the one inside a lang/graph dir."""
+    p = Path(lang_or_words)
+    if p.is_dir():
+        p = p / "words.txt"
+    if not p.is_file():
+        raise InputError(p, "symbol table does not exist")
+    return p
