@@ -1,0 +1,117 @@
+"""CLI: ``lattice-copy``, ``lattice-info``, ``lattice-to-nbest`` (thin layers over the kaldi package)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from asr_lm_quant.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lattice-copy", help="copy lattices between Kaldi archives (binary/text, gzip)",
+                       description="Copy a lattice table, e.g. 'ark:gunzip -c lat.1.gz|' -> 'ark,t:-'. "
+                                   "As Kaldi's lattice-copy: binary unless the wspecifier has ',t'.")
+    p.add_argument("rspecifier")
+    p.add_argument("wspecifier")
+    p.add_argument("--write-lattice", action="store_true",
+                   help="write Lattice (transition-ids as ilabels) instead of keeping each lattice's type")
+    p.add_argument("--write-compact", action="store_true", help="write CompactLattice")
+    p.set_defaults(func=_copy)
+
+    p = sub.add_parser("lattice-info", help="statistics of a lattice table (JSON)")
+    p.add_argument("rspecifier")
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--per-lattice", action="store_true", help="one JSON line per lattice, then the totals")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("lattice-to-nbest", help="N-best paths of each lattice (as Kaldi's lattice-to-nbest)",
+                       description="Writes linear CompactLattices keyed <utt>-1..<utt>-N to WSPECIFIER, and "
+                                   "optionally the plain n-best file (--nbest, needs --words) and Kaldi's "
+                                   "n-best tables (--tables-dir: words, acwt, lmwt.withlm).")
+    p.add_argument("rspecifier")
+    p.add_argument("wspecifier", nargs="?", help="output lattices (omit to write only --nbest/--tables-dir)")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--lm-scale", type=float, default=1.0)
+    p.add_argument("--words", help="words.txt (for --nbest and --tables-dir)")
+    p.add_argument("--nbest", help="plain n-best output, .tsv or .jsonl")
+    p.add_argument("--tables-dir", help="directory for Kaldi n-best tables")
+    p.set_defaults(func=_to_nbest)
+
+
+def _copy(args) -> int:
+    from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
+    if args.write_lattice and args.write_compact:
+        raise InputError(None, "--write-lattice and --write-compact exclude each other")
+    kind = "lattice" if args.write_lattice else "compact" if args.write_compact else None
+    n = 0
+    with LatticeWriter(args.wspecifier, kind=kind) as w:
+        for key, lat in read_lattices(args.rspecifier):
+            w.write(key, lat)
+            n += 1
+    print(f"lattice-copy: copied {n} lattices", file=sys.stderr)
+    return 0 if n else 1
+
+
+def _info(args) -> int:
+    from asr_lm_quant.kaldi import algorithms as alg
+    from asr_lm_quant.kaldi.archive import read_lattices
+    tot = dict(lattices=0, states=0, arcs=0, frames=0, words_best=0, compact=0, empty=0)
+    t0 = time.time()
+    for key, lat in read_lattices(args.rspecifier):
+        tot["lattices"] += 1
+        tot["states"] += lat.num_states
+        tot["arcs"] += lat.num_arcs
+        tot["compact"] += int(lat.compact)
+        frames = alg.num_frames(lat)
+        tot["frames"] += frames
+        best = alg.best_path(lat, acoustic_scale=args.acoustic_scale)
+        if best is None:
+            tot["empty"] += 1
+        else:
+            tot["words_best"] += len(best.words)
+        if args.per_lattice:
+            print(json.dumps({"key": key, "type": "CompactLattice" if lat.compact else "Lattice",
+                              "states": lat.num_states, "arcs": lat.num_arcs, "frames": frames,
+                              "best_words": best.words if best else None,
+                              "best_graph_cost": best.graph_cost if best else None,
+                              "best_acoustic_cost": best.acoustic_cost if best else None}))
+    tot["arcs_per_frame"] = tot["arcs"] / tot["frames"] if tot["frames"] else None
+    tot["seconds"] = round(time.time() - t0, 3)
+    print(json.dumps(tot))
+    return 0
+
+
+def _to_nbest(args) -> int:
+    from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
+    from asr_lm_quant.kaldi.nbest import hyps_from_paths, lattice_to_nbest, write_kaldi_nbest_tables, write_nbest
+    from asr_lm_quant.kaldi.symbols import SymbolTable
+    if args.n < 1:
+        raise InputError(None, "--n must be at least 1")
+    if not (args.wspecifier or args.nbest or args.tables_dir):
+        raise InputError(None, "nothing to write: give a wspecifier, --nbest or --tables-dir")
+    if (args.nbest or args.tables_dir) and not args.words:
+        raise InputError(None, "--nbest and --tables-dir need --words words.txt")
+    symbols = SymbolTable.load(args.words) if args.words else None
+    writer = LatticeWriter(args.wspecifier) if args.wspecifier else None
+    hyps = []
+    ok = False
+    try:
+        for key, lat in read_lattices(args.rspecifier):
+            entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale)
+            for k, linear, _ in entries:
+                if writer:
+                    writer.write(k, linear)
+            if symbols:
+                hyps.extend(hyps_from_paths(key, [p for _, _, p in entries], symbols))
+        ok = True
+    finally:
+        if writer:
+            writer.close(ok=ok)
+    if args.nbest:
+        write_nbest(args.nbest, hyps)
+    if args.tables_dir:
+        write_kaldi_nbest_tables(args.tables_dir, hyps, symbols)
+    return 0

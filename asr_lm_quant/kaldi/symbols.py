@@ -1,0 +1,116 @@
+"""Kaldi symbol tables (``data/lang/words.txt``): ``word id`` per line.
+
+As ``utils/prepare_lang.sh`` writes it: ``<eps> 0``, the words ``1..N``, then ``#0``, ``<s>``, ``</s>``. Ids need
+not be contiguous (some tables skip ids), but a word or an id may appear only once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+
+# Symbols that are never words of a hypothesis.
+NON_WORDS = ("<eps>", "#0", "<s>", "</s>")
+
+
+class SymbolTable:
+    def __init__(self, pairs, path=None):
+        self.path = path
+        self.word_to_id: dict[str, int] = {}
+        self.id_to_word: dict[int, str] = {}
+        for w, i in pairs:
+            if w in self.word_to_id:
+                raise ValueError(f"duplicate word {w!r}")
+            if i in self.id_to_word:
+                raise ValueError(f"duplicate id {i}")
+            self.word_to_id[w] = i
+            self.id_to_word[i] = w
+
+    def __len__(self):
+        return len(self.word_to_id)
+
+    def __contains__(self, word):
+        return word in self.word_to_id
+
+    def items(self):
+        return sorted(self.word_to_id.items(), key=lambda kv: kv[1])
+
+    def id(self, word: str) -> int:
+        try:
+            return self.word_to_id[word]
+        except KeyError:
+            raise InputError(self.path, f"word {word!r} is not in the symbol table") from None
+
+    def word(self, i: int) -> str:
+        try:
+            return self.id_to_word[int(i)]
+        except KeyError:
+            raise InputError(self.path, f"word id {int(i)} is not in the symbol table") from None
+
+    def words(self, ids, *, key=None) -> list[str]:
+        """Map ids to words; an unknown id raises InputError naming the table and ``key``."""
+        out = []
+        get = self.id_to_word.get
+        for i in ids:
+            w = get(int(i))
+            if w is None:
+                raise InputError(self.path, f"word id {int(i)} is not in the symbol table", key=key)
+            out.append(w)
+        return out
+
+    def ids(self, words, *, oov: str | None = None, key=None) -> list[int]:
+        """Map words to ids; an unknown word maps to ``oov`` if given, else raises InputError."""
+        oov_id = self.word_to_id.get(oov) if oov is not None else None
+        if oov is not None and oov_id is None:
+            raise InputError(self.path, f"OOV symbol {oov!r} is not in the symbol table")
+        out = []
+        for w in words:
+            i = self.word_to_id.get(w, oov_id)
+            if i is None:
+                raise InputError(self.path, f"word {w!r} is not in the symbol table", key=key)
+            out.append(i)
+        return out
+
+    @classmethod
+    def load(cls, path) -> "SymbolTable":
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "symbol table does not exist")
+        pairs, seen_w, seen_i = [], {}, {}
+        with open(path, encoding="utf-8", errors="strict") as f:
+            try:
+                for n, line in enumerate(f, 1):
+                    fields = line.split()
+                    if not fields:
+                        continue
+                    if len(fields) != 2:
+                        raise InputError(path, f"expected 'word id', got {line.rstrip()!r}", line=n)
+                    w, s = fields
+                    if not s.isdigit():
+                        raise InputError(path, f"id {s!r} is not a non-negative integer", line=n)
+                    i = int(s)
+                    if w in seen_w:
+                        raise InputError(path, f"word {w!r} already defined on line {seen_w[w]}", line=n)
+                    if i in seen_i:
+                        raise InputError(path, f"id {i} already used on line {seen_i[i]}", line=n)
+                    seen_w[w], seen_i[i] = n, n
+                    pairs.append((w, i))
+            except UnicodeDecodeError as e:
+                raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
+        if not pairs:
+            raise InputError(path, "symbol table is empty")
+        return cls(pairs, path)
+
+    def save(self, path) -> None:
+        with atomic_open(path) as f:
+            for w, i in self.items():
+                f.write(f"{w} {i}\n")
+
+    @classmethod
+    def from_words(cls, words, *, with_boundaries: bool = True) -> "SymbolTable":
+        """A ``prepare_lang.sh``-style table: ``<eps>``, the sorted words, then ``#0 <s> </s>``."""
+        words = sorted(set(words) - set(NON_WORDS))
+        syms = ["<eps>"] + words + (["#0", "<s>", "</s>"] if with_boundaries else [])
+        return cls([(w, i) for i, w in enumerate(syms)])
