@@ -93,10 +93,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     $cuda_cmd "$lm_dir/log/ppl_$set.log" \
       asr-lm-quant ppl --model "$lm_dir" --text "$text_dir/$set.txt" --json "$lm_dir/ppl_$set.json"
   done
-  log "Perplexity (with end-of-sentence): $(python -c '
-import json, sys
-print(", ".join(f"{s} {json.load(open(f))[\"ppl\"]:.2f}" for s, f in zip(("valid", "test"), sys.argv[1:])))
-' "$lm_dir/ppl_valid.json" "$lm_dir/ppl_test.json")"
+  log "Perplexity (with end-of-sentence): $(python -c 'import json, sys
+print(", ".join("%s %.2f" % (s, json.load(open(f))["ppl"]) for s, f in zip(("valid", "test"), sys.argv[1:])))' \
+    "$lm_dir/ppl_valid.json" "$lm_dir/ppl_test.json")"
 fi
 
 # ---------------------------------------------------------------------------------------------------

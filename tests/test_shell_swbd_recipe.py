@@ -1,0 +1,123 @@
+"""recipes/swbd/run.sh end to end on a miniature Kaldi s5c directory (stage 0 text, stage 1 training)."""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+# Utterance ids as s5c names them; conversations interleaved and out of time order on purpose.
+TRAIN_NODEV = """\
+sw02001-A_000098-001156 hi um yeah i'd like to talk about how you dress for work
+sw02001-A_001980-002131 um-hum
+sw02001-B_000002-000118 [noise] okay
+sw02005-A_000400-000500 i think it's [laughter] great
+sw02005-A_000100-000200 well
+"""
+TRAIN_DEV = """\
+sw02054-A_000000-000500 so what do you think
+sw02054-B_000600-000900 i don't know
+"""
+EVAL2000 = """\
+en_4156-A_030185-030248 he is a police officer
+sw_4390-A_000100-000200 oh really
+"""
+FISHER = ["and uh i think mhm that's right", "hmm okay mm yeah"]
+VOCAB = sorted(set(" ".join(l.split(" ", 1)[1] for l in (TRAIN_NODEV + TRAIN_DEV).splitlines()).split()
+                   + "and uh that's right hum um he is a".split()))
+
+
+def make_s5c(root):
+    for name, text in (("train_nodev", TRAIN_NODEV), ("train_dev", TRAIN_DEV), ("eval2000", EVAL2000)):
+        (root / "data" / name).mkdir(parents=True)
+        (root / "data" / name / "text").write_text(text)
+    (root / "data" / "local" / "lm" / "fisher").mkdir(parents=True)
+    with gzip.open(root / "data" / "local" / "lm" / "fisher" / "text1.gz", "wt") as f:
+        f.write("\n".join(FISHER) + "\n")
+    (root / "data" / "lang").mkdir(parents=True)
+    syms = ["<eps>"] + VOCAB + ["#0", "<s>", "</s>"]
+    (root / "data" / "lang" / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(syms)))
+
+
+@pytest.fixture
+def recipe(tmp_path, repo_dir):
+    """A copy of recipes/swbd (outputs go to tmp, not into the repository), linked to the toolkit."""
+    r = tmp_path / "swbd"
+    r.mkdir()
+    for f in ("run.sh", "path.sh", "cmd.sh"):
+        shutil.copy(repo_dir / "recipes" / "swbd" / f, r / f)
+    (r / "steps").symlink_to(repo_dir / "steps")
+    (r / "local").symlink_to(repo_dir / "local" / "swbd")
+    (r / "conf").mkdir()
+    (r / "conf" / "lm_tiny.json").write_text(json.dumps({
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "dropout": 0.0},
+        "train": {"max_epochs": 1, "tokens_per_batch": 64, "warmup_steps": 1, "log_every": 1,
+                  "checkpoint_every": 10}}))
+    return r
+
+
+def run(recipe, repo_dir, *args):
+    env = dict(os.environ, ASR_LM_QUANT_ROOT=str(repo_dir))
+    env.pop("ASR_LM_QUANT_QUEUE", None)
+    return subprocess.run(["./run.sh", *args], capture_output=True, text=True, cwd=recipe, env=env, timeout=300)
+
+
+def test_stage0_from_s5c(recipe, repo_dir, tmp_path):
+    s5c = tmp_path / "s5c"
+    make_s5c(s5c)
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--stop-stage", "0")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Stage 0" in p.stdout and "Stage 1" not in p.stdout
+    lm = recipe / "data" / "lm"
+    train = (lm / "train.txt").read_text().splitlines()
+    assert len(train) == 3 * 5 + 2  # Switchboard three times, Fisher once
+    assert "um-hum" in train and "hum okay um yeah" in train  # Fisher hesitations mapped
+    assert (lm / "valid.txt").read_text().splitlines() == ["so what do you think", "i don't know"]
+    assert len((lm / "test.txt").read_text().splitlines()) == 2
+    words = [line.split()[0] for line in (lm / "words.txt").read_text().splitlines()]
+    assert "<unk>" in words and "<s>" in words and "<eps>" not in words and "#0" not in words
+    assert (lm / "log" / "prepare_text.log").exists()
+    # Re-running the stage leaves finished text alone.
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--stop-stage", "0")
+    assert p.returncode == 0 and "skipping" in p.stdout
+
+
+def test_stage0_reports_what_s5c_lacks(recipe, repo_dir, tmp_path):
+    s5c = tmp_path / "s5c"
+    make_s5c(s5c)
+    (s5c / "data" / "local" / "lm" / "fisher" / "text1.gz").unlink()
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--stop-stage", "0")
+    assert p.returncode != 0
+    assert "data/local/lm/fisher/text1.gz" in p.stderr and "swbd1_train_lms.sh" in p.stderr
+    assert not (recipe / "data" / "lm" / "train.txt").exists()
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--stop-stage", "0", "--use-fisher", "false")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len((recipe / "data" / "lm" / "train.txt").read_text().splitlines()) == 15
+
+
+def test_options_and_help(recipe, repo_dir):
+    p = run(recipe, repo_dir, "--help")
+    assert p.returncode == 0 and "--kaldi-swbd-dir" in p.stderr
+    p = run(recipe, repo_dir, "--stop-stage", "0")
+    assert p.returncode != 0 and "needs --kaldi-swbd-dir" in p.stderr
+    p = run(recipe, repo_dir, "--kaldi-swbd", "x")
+    assert p.returncode != 0 and "invalid option --kaldi-swbd" in p.stderr
+    p = run(recipe, repo_dir, "--stage", "1", "--stop_stage", "1")
+    assert p.returncode != 0 and "run stage 0 first" in p.stderr
+
+
+@pytest.mark.slow
+def test_stage1_trains_and_reports_perplexity(recipe, repo_dir, tmp_path):
+    s5c = tmp_path / "s5c"
+    make_s5c(s5c)
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--lm-conf", "conf/lm_tiny.json", "--stop-stage", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lm = recipe / "exp" / "lm"
+    assert (lm / "model.safetensors").exists() and (lm / "words.txt").exists()
+    for s in ("valid", "test"):
+        ppl = json.loads((lm / f"ppl_{s}.json").read_text())["ppl"]
+        assert 1 < ppl < 10 * len(VOCAB)
+    assert "Perplexity (with end-of-sentence): valid " in p.stdout
+    assert "# Ended (code 0)" in (lm / "log" / "train.log").read_text()
