@@ -1,0 +1,269 @@
+"""NN LM costs of whole hypotheses, batched by a token budget, with shared prefixes computed once.
+
+The cost of a hypothesis ``w1 .. wn`` is ``-sum_k log p(w_k | <s> w1 .. w_{k-1}) - log p(<s> | <s> w1 .. wn)``
+(natural log; ``<s>`` is both the start and the end of a sentence; an OOV word is scored as ``<unk>``).
+
+How the work is laid out (``share_prefixes=True``):
+
+- Hypotheses from any number of utterances are sorted lexicographically by their token ids, so each one
+  shares its longest common prefix with its predecessor.
+- Consecutive hypotheses are packed into *rows* of at most ``max_row`` trie nodes: a row is the prefix
+  trie of the hypotheses it holds, laid out depth first. Every node is one model position; its position
+  encoding is its depth and it attends to its ancestors only (a tree mask), so the row computes each
+  shared prefix once and gives exactly the probabilities a separate run of each hypothesis would give.
+- Rows are sorted by length and stacked into batches of at most ``token_budget`` positions (padding
+  included); the output layer runs in chunks so the ``[positions, vocab]`` logits never exist at once.
+  Peak memory is therefore bounded by the budget, whatever the number of hypotheses.
+
+With ``share_prefixes=False`` each row is one hypothesis (a causal mask), which is what the benchmark
+compares against.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.text.vocab import Vocabulary
+
+
+@dataclass
+class ScoreStats:
+    """What the last :meth:`NNScorer.costs` call did."""
+    hypotheses: int = 0
+    words: int = 0            # words scored (end-of-sentence not included)
+    oov: int = 0              # words scored as <unk>
+    positions: int = 0        # model positions computed (trie nodes, no padding)
+    padded_positions: int = 0  # positions including padding
+    batches: int = 0
+    max_batch_positions: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Row:
+    tokens: list = field(default_factory=list)   # token id per node
+    depth: list = field(default_factory=list)    # position (0 = <s>) per node
+    parent: list = field(default_factory=list)   # parent node index, -1 for the root
+    hyps: list = field(default_factory=list)     # hypothesis indices
+    paths: list = field(default_factory=list)    # node index per position of each hypothesis
+
+
+class NNScorer:
+    """Cost every hypothesis with a :class:`TransformerLM`.
+
+    ``token_budget``: most model positions (padding included) in one forward batch.
+    ``max_row``: most trie nodes in one packed row (attention cost grows with its square).
+    ``bf16``: run the model under bfloat16 autocast (log-softmax stays in float32).
+    """
+
+    def __init__(self, model: TransformerLM, vocab: Vocabulary, *, device: str | torch.device | None = None,
+                 token_budget: int = 4096, max_row: int = 256, share_prefixes: bool = True,
+                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False):
+        if len(vocab) != model.cfg.vocab_size:
+            raise ValueError(f"vocabulary has {len(vocab)} words, the model {model.cfg.vocab_size}")
+        if token_budget < 1 or max_row < 2:
+            raise ValueError("token_budget must be >= 1 and max_row >= 2")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.token_budget = int(token_budget)
+        self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
+        self.share_prefixes = share_prefixes
+        self.bf16 = bf16
+        self.logit_chunk = max(16, int(logits_bytes // (4 * model.cfg.vocab_size)))
+        self.progress = progress
+        self.stats = ScoreStats()
+
+    # -- public ---------------------------------------------------------------------------------------
+    def encode(self, words) -> list[int]:
+        """``<s>`` followed by the word ids (OOVs as ``<unk>``)."""
+        if isinstance(words, str):
+            words = words.split()
+        return [self.vocab.bos] + self.vocab.encode(words)
+
+    def costs(self, hyps) -> np.ndarray:
+        """float64 cost per hypothesis (each a list of words or a space-separated string)."""
+        import time
+        t0 = time.perf_counter()
+        seqs = [self.encode(h) for h in hyps]
+        stats = ScoreStats(hypotheses=len(seqs), words=sum(len(s) - 1 for s in seqs),
+                           oov=sum(1 for h in hyps for w in (h.split() if isinstance(h, str) else h)
+                                   if w not in self.vocab))
+        out = self.costs_from_ids(seqs, stats)
+        stats.seconds = time.perf_counter() - t0
+        self.stats = stats
+        return out
+
+    def costs_from_ids(self, seqs: list[list[int]], stats: ScoreStats | None = None) -> np.ndarray:
+        """Like :meth:`costs` for token id lists that start with ``<s>`` (no end-of-sentence)."""
+        stats = stats if stats is not None else ScoreStats(hypotheses=len(seqs))
+        longest = max((len(s) for s in seqs), default=0)
+        if longest > self.model.cfg.max_len:
+            raise ValueError(f"a hypothesis of {longest - 1} words exceeds the model's max_len "
+                             f"{self.model.cfg.max_len}")
+        total = np.zeros(len(seqs), dtype=np.float64)
+        if not seqs:
+            return total
+        rows = self._pack(seqs)
+        rows.sort(key=lambda r: len(r.tokens))
+        bar = tqdm(total=len(seqs), unit="hyp", desc="NN LM", disable=not self.progress, smoothing=0.1)
+        try:
+            for batch in self._batches(rows):
+                self._run(batch, total, stats)
+                bar.update(sum(len(r.hyps) for r in batch))
+        finally:
+            bar.close()
+        return total
+
+    # -- layout ---------------------------------------------------------------------------------------
+    def _pack(self, seqs) -> list[_Row]:
+        order = sorted(range(len(seqs)), key=(lambda i: seqs[i]) if self.share_prefixes
+                       else (lambda i: len(seqs[i])))
+        rows: list[_Row] = []
+        row = _Row()
+        prev_path: list[int] = []
+        prev_seq: list[int] = []
+        for i in order:
+            seq = seqs[i]
+            if not self.share_prefixes:
+                rows.append(_Row(tokens=list(seq), depth=list(range(len(seq))),
+                                 parent=list(range(-1, len(seq) - 1)), hyps=[i],
+                                 paths=[list(range(len(seq)))]))
+                continue
+            lcp = 0
+            if row.tokens:
+                m = min(len(seq), len(prev_seq))
+                while lcp < m and seq[lcp] == prev_seq[lcp]:
+                    lcp += 1
+            if row.tokens and len(row.tokens) + len(seq) - lcp > self.max_row:
+                rows.append(row)
+                row, lcp = _Row(), 0
+            path = prev_path[:lcp]
+            for d in range(lcp, len(seq)):
+                row.tokens.append(seq[d])
+                row.depth.append(d)
+                row.parent.append(path[-1] if path else -1)
+                path.append(len(row.tokens) - 1)
+            row.hyps.append(i)
+            row.paths.append(path)
+            prev_path, prev_seq = path, seq
+        if row.tokens:
+            rows.append(row)
+        return rows
+
+    def _batches(self, rows):
+        """Consecutive rows whose padded size fits the token budget (a longer row goes alone)."""
+        batch: list[_Row] = []
+        for r in rows:  # sorted by length, so the last row is the longest
+            if batch and (len(batch) + 1) * len(r.tokens) > self.token_budget:
+                yield batch
+                batch = []
+            batch.append(r)
+        if batch:
+            yield batch
+
+    # -- compute --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run(self, batch: list[_Row], total: np.ndarray, stats: ScoreStats):
+        B, L = len(batch), max(len(r.tokens) for r in batch)
+        tokens = np.zeros((B, L), dtype=np.int64)
+        depth = np.zeros((B, L), dtype=np.int64)
+        mask = None
+        if self.share_prefixes:
+            mask = np.zeros((B, L, L), dtype=bool)
+            mask[:, np.arange(L), np.arange(L)] = True  # padding attends to itself only
+        pairs_node, pairs_target, pairs_hyp = [], [], []
+        eos = self.vocab.eos
+        for b, r in enumerate(batch):
+            n = len(r.tokens)
+            tokens[b, :n] = r.tokens
+            depth[b, :n] = r.depth
+            if mask is not None:
+                par = r.parent
+                for j in range(1, n):  # nodes are depth first: a parent precedes its children
+                    mask[b, j, :j] = mask[b, par[j], :j]
+            for h, path in zip(r.hyps, r.paths):
+                nodes = np.asarray(path, dtype=np.int64) + b * L
+                targets = np.asarray(r.tokens, dtype=np.int64)[path[1:]].tolist() + [eos]
+                pairs_node.append(nodes)
+                pairs_target.append(np.asarray(targets, dtype=np.int64))
+                pairs_hyp.append(np.full(len(path), h, dtype=np.int64))
+        stats.batches += 1
+        stats.positions += sum(len(r.tokens) for r in batch)
+        stats.padded_positions += B * L
+        stats.max_batch_positions = max(stats.max_batch_positions, B * L)
+
+        with self._autocast():  # one region per batch: autocast casts each weight once
+            self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total)
+
+    def _score_batch(self, B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total):
+        dev = self.device
+        hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev),
+                              None if mask is None else torch.from_numpy(mask).to(dev).unsqueeze(1))
+        hidden = hidden.reshape(B * L, -1)
+        node = np.concatenate(pairs_node)
+        target = np.concatenate(pairs_target)
+        hyp = np.concatenate(pairs_hyp)
+        order = np.argsort(node, kind="stable")
+        node, target, hyp = node[order], target[order], hyp[order]
+        # Output layer over the distinct nodes that are needed, in chunks (bounded logits memory).
+        uniq, inverse = np.unique(node, return_inverse=True)
+        logp = np.empty(len(node), dtype=np.float64)
+        c = self.logit_chunk
+        for s in range(0, len(uniq), c):
+            sel = uniq[s:s + c]
+            lo, hi = np.searchsorted(node, sel[0], "left"), np.searchsorted(node, sel[-1], "right")
+            logits = self.model.out(hidden[torch.from_numpy(sel).to(dev)]).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            rows_in = torch.from_numpy(inverse[lo:hi] - s).to(dev)
+            tgt = torch.from_numpy(target[lo:hi]).to(dev)
+            logp[lo:hi] = (logits[rows_in, tgt] - lse[rows_in]).double().cpu().numpy()
+        np.subtract.at(total, hyp, logp)
+
+    def _autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _hidden(self, tokens, depth, mask):
+        """The model's final hidden states with per-node positions and an optional tree mask."""
+        m = self.model
+        x = m.embed(tokens)
+        if m.cfg.scale_embedding:
+            x = x * math.sqrt(m.cfg.d_model)
+        x = x + m.pe[depth].to(x.dtype)
+        for layer in m.layers:
+            x, _ = layer(x, None, mask)
+        if m.final_norm is not None:
+            x = m.final_norm(x)
+        return x
+
+
+def naive_costs(model: TransformerLM, vocab: Vocabulary, hyps) -> np.ndarray:
+    """One padded fp32 batch per call, full log-softmax, no sharing: how Kaldi's
+    ``compute_sentence_scores.py`` scores an utterance's N-best (the benchmark's baseline)."""
+    seqs = [[vocab.bos] + vocab.encode(h.split() if isinstance(h, str) else h) for h in hyps]
+    if not seqs:
+        return np.zeros(0)
+    L = max(len(s) for s in seqs)
+    inp = torch.zeros(len(seqs), L, dtype=torch.long)
+    tgt = torch.zeros(len(seqs), L, dtype=torch.long)
+    valid = torch.zeros(len(seqs), L, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        inp[b, :len(s)] = torch.tensor(s)
+        tgt[b, :len(s)] = torch.tensor(s[1:] + [vocab.eos])
+        valid[b, :len(s)] = True
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(inp).float(), dim=-1)
+        tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    return (-(tok * valid).sum(dim=1)).double().numpy()

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""NN LM scoring throughput (hypothesis words per second) and peak memory, N-best lists of 20, 100 and 1000.
+
+The model has the Switchboard configuration (6 layers, d_model 512, 8 heads, d_ff 512, post-norm, tied
+embeddings, vocabulary ~30k) with random weights: throughput does not depend on the values. Utterances
+have 5-30 words and their N-best variants differ from a base sentence in a few words, as real N-best
+lists do, so hypotheses share prefixes.
+
+Variants, each in its own process (so ``ru_maxrss`` is its own peak), on the same data:
+- ``naive``: each utterance's N-best as one padded fp32 batch with a full log-softmax, no sharing (how
+  Kaldi's ``compute_sentence_scores.py`` scores).
+- ``bucket_fp32`` / ``bucket_bf16``: NNScorer without prefix sharing (length-sorted rows, token budget).
+- ``trie_fp32`` / ``trie_bf16``: NNScorer with packed prefix tries (the default is ``trie_bf16`` on CPU).
+Reported: median seconds over repeats, words/s, ratio to ``naive``, peak RSS growth over the loaded
+model, and the largest cost difference from ``naive``. Prints JSON (and writes it with --out).
+
+    .venv/bin/python bench/bench_nn_scoring.py [--quick] [--threads 2] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+
+VARIANTS = ["naive", "bucket_fp32", "bucket_bf16", "trie_fp32", "trie_bf16"]
+
+
+def make_nbest(rng: random.Random, vocab_size: int, n: int, min_len=5, max_len=30):
+    """One utterance: ``n`` distinct hypotheses, each the base sentence with 1-3 word edits."""
+    def word():  # Zipf-like: frequent words much more likely
+        return f"w{min(vocab_size - 1, 2 + int(rng.paretovariate(1.0)) - 1)}"
+    base = [word() for _ in range(rng.randint(min_len, max_len))]
+    seen, out = {tuple(base)}, [base]
+    tries = 0
+    while len(out) < n and tries < 100 * n:
+        tries += 1
+        h = list(base)
+        for _ in range(1 + min(2, int(rng.expovariate(1.5)))):
+            op, pos = rng.random(), rng.randrange(len(h) + 1)
+            if op < 0.7 and pos < len(h):
+                h[pos] = word()
+            elif op < 0.85 and pos < len(h) and len(h) > 1:
+                del h[pos]
+            else:
+                h.insert(pos, word())
+        if tuple(h) not in seen:
+            seen.add(tuple(h))
+            out.append(h)
+    return out
+
+
+def build_model(vocab_size):
+    import torch
+    from asr_lm_quant.lm.model import LMConfig, TransformerLM
+    from asr_lm_quant.text.vocab import Vocabulary
+    torch.manual_seed(0)
+    cfg = LMConfig(vocab_size=vocab_size, d_model=512, n_layers=6, n_heads=8, d_ff=512, norm="post",
+                   dropout=0.0, tie_embeddings=True)
+    model = TransformerLM(cfg).eval()
+    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(2, vocab_size)])
+    return model, vocab
+
+
+def worker(args):
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+    from asr_lm_quant.rescore.nnscore import NNScorer, naive_costs
+    model, vocab = build_model(args.vocab)
+    rng = random.Random(args.seed)
+    utts = [make_nbest(rng, args.vocab, args.n) for _ in range(args.utts)]
+    variant = args.variant
+    if variant == "naive":
+        def run():
+            return np.concatenate([naive_costs(model, vocab, u) for u in utts])
+        naive_costs(model, vocab, [["w2", "w3"]])  # warm-up
+    else:
+        scorer = NNScorer(model, vocab, token_budget=args.budget, max_row=args.max_row,
+                          share_prefixes=variant.startswith("trie"), bf16=variant.endswith("bf16"))
+
+        def run():  # all utterances at once: batches span utterances
+            return scorer.costs([h for u in utts for h in u])
+        scorer.costs([["w2", "w3"]])
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, costs = [], None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        costs = run()
+        times.append(time.perf_counter() - t0)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"seconds": sorted(times)[len(times) // 2], "times": times,
+           "words": sum(len(h) for u in utts for h in u), "hyps": sum(len(u) for u in utts),
+           "peak_rss_growth_mb": (rss1 - rss0) / 1024, "peak_rss_mb": rss1 / 1024,
+           "costs": costs.tolist()}
+    if variant != "naive":
+        out["stats"] = scorer.stats.to_dict()
+    print(json.dumps(out))
+
+
+def run_variant(args, variant, n, utts, repeats):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant, "--n", str(n),
+           "--utts", str(utts), "--repeats", str(repeats), "--threads", str(args.threads),
+           "--vocab", str(args.vocab), "--budget", str(args.budget), "--max-row", str(args.max_row),
+           "--seed", str(args.seed + n)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"rc {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="trie_bf16")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--utts", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=30000)
+    p.add_argument("--budget", type=int, default=4096, help="NNScorer token budget")
+    p.add_argument("--max-row", type=int, default=256, help="NNScorer packed row size")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="fewer utterances and repeats")
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    import numpy as np
+    # (N, utterances sampled, repeats): sized to keep the whole run to a few minutes on 2 cores.
+    plan = [(20, 8, 3), (100, 3, 3), (1000, 1, 1)]
+    if args.quick:
+        plan = [(20, 2, 1), (100, 1, 1), (1000, 1, 1)]
+    results = {"config": {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": 512, "vocab": args.vocab,
+                          "token_budget": args.budget, "max_row": args.max_row, "threads": args.threads,
+                          "cpu_count": os.cpu_count()}, "nbest": {}}
+    for n, utts, repeats in plan:
+        rows = {}
+        for v in VARIANTS:
+            rows[v] = run_variant(args, v, n, utts, repeats)
+            print(f"N={n} {v}: {rows[v].get('seconds', rows[v].get('error'))}", file=sys.stderr)
+        base = rows["naive"]
+        for v, r in rows.items():
+            if "error" in r:
+                continue
+            r["words_per_s"] = r["words"] / r["seconds"]
+            if "error" not in base:
+                r["speedup_vs_naive"] = base["seconds"] / r["seconds"]
+                r["max_abs_cost_diff_vs_naive"] = float(np.max(np.abs(np.array(r["costs"]) -
+                                                                      np.array(base["costs"]))))
+        for r in rows.values():
+            r.pop("costs", None)
+        results["nbest"][str(n)] = rows
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
