@@ -138,7 +138,9 @@ def main(argv):
             pid, status = os.wait()
             for job, (proc, log, t0, log_j) in list(running.items()):
                 if proc.pid == pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    # (os.waitstatus_to_exitcode needs Python 3.9; a system python3 may be older)
+                    proc.returncode = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                                       else os.WEXITSTATUS(status))
                     if finish(proc, log, t0) != 0:
                         failed.append((job, log_j))
                     del running[job]
