@@ -121,3 +121,24 @@ def test_stage1_trains_and_reports_perplexity(recipe, repo_dir, tmp_path):
         assert 1 < ppl < 10 * len(VOCAB)
     assert "Perplexity (with end-of-sentence): valid " in p.stdout
     assert "# Ended (code 0)" in (lm / "log" / "train.log").read_text()
+
+
+def test_stage0_from_ldc_layouts(recipe, repo_dir):
+    ldc = repo_dir / "tests" / "fixtures" / "text" / "ldc"
+    args = ["--swbd-trans", str(ldc / "swb_ms98_transcriptions"), "--eval2000", str(ldc / "LDC2002T43"),
+            "--fisher-trans", f"{ldc / 'fe_03_p1_tran'} {ldc / 'fe_03_p2_tran'}", "--dev-utterances", "2",
+            "--stop-stage", "0"]
+    p = run(recipe, repo_dir, *args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lm = recipe / "data" / "lm"
+    assert len((lm / "valid.txt").read_text().splitlines()) == 2
+    stats = json.loads((lm / "stats.json").read_text())
+    log = (lm / "log" / "prepare_text.log").read_text()
+    assert log.startswith(f"# asr-lm-quant prepare-text ldc-swbd {ldc / 'swb_ms98_transcriptions'} --eval2000 ")
+    assert log.count("--fisher ") == 2
+    # Without Fisher the training text shrinks by exactly the Fisher sentences.
+    p = run(recipe, repo_dir, *args, "--use-fisher", "false", "--text-dir", "data/lm_nofisher")
+    assert p.returncode == 0, p.stdout + p.stderr
+    swbd_only = len((recipe / "data" / "lm_nofisher" / "train.txt").read_text().splitlines())
+    assert swbd_only < stats["train"]["sentences"]
+    assert swbd_only % 3 == 0  # Switchboard three times

@@ -22,6 +22,7 @@ use_fisher=true          # add the Fisher transcripts to the training text (Kald
 swbd_trans=              # without Kaldi: the LDC swb_ms98_transcriptions directory
 fisher_trans=            # without Kaldi: Fisher transcript directories (space separated)
 eval2000=                # without Kaldi: the LDC2002T43 directory or its .stm file
+dev_utterances=4000      # without Kaldi: first Switchboard utterances held out for validation (s5c's train_dev)
 text_dir=data/lm
 lm_conf=conf/lm_swbd.json
 lm_dir=exp/lm
@@ -37,6 +38,7 @@ Options:
   --swbd-trans <dir>       without Kaldi: LDC swb_ms98_transcriptions directory
   --fisher-trans <dirs>    without Kaldi: Fisher transcript directories, space separated
   --eval2000 <dir|stm>     without Kaldi: LDC2002T43 directory or its .stm
+  --dev-utterances <n>     without Kaldi: utterances held out for validation (default: $dev_utterances)
   --text-dir <dir>         LM text output (default: $text_dir)
   --lm-conf <json>         LM and training configuration (default: $lm_conf)
   --lm-dir <dir>           LM output directory (default: $lm_dir)
@@ -66,7 +68,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     steps/prepare_lm_text.sh --cmd "$train_cmd" "$text_dir" kaldi-swbd "$kaldi_swbd_dir" "${fisher_opt[@]}"
   elif [ -n "$swbd_trans" ]; then
     [ -n "$eval2000" ] || { echo "$0: --swbd-trans needs --eval2000 (the test set)" >&2; exit 1; }
-    ldc_opts=(--eval2000 "$eval2000")
+    ldc_opts=(--eval2000 "$eval2000" --dev-utterances "$dev_utterances")
     if [ "$use_fisher" = true ]; then
       [ -n "$fisher_trans" ] || { echo "$0: give --fisher-trans, or --use-fisher false" >&2; exit 1; }
       for d in $fisher_trans; do ldc_opts+=(--fisher "$d"); done
