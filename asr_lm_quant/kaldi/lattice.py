@@ -165,8 +165,9 @@ class Lattice:
         kind = "CompactLattice" if self.compact else "Lattice"
         return f"<{kind} states={self.num_states} arcs={self.num_arcs} start={self.start}>"
 
-    def equals(self, other: "Lattice", *, float32: bool = True) -> bool:
-        """Same structure, labels, alignments and weights (compared as float32 when ``float32``)."""
+    def equals(self, other: "Lattice", *, float32: bool = True, rtol: float = 0.0) -> bool:
+        """Same structure, labels, alignments and weights (compared as float32 when ``float32``; with
+        ``rtol`` > 0 weights may differ by that relative amount, as after Kaldi's 6-digit text form)."""
         if self.compact != other.compact or self.start != other.start:
             return False
         cast = (lambda a: a.astype(np.float32)) if float32 else (lambda a: a)
@@ -175,7 +176,11 @@ class Lattice:
             if not np.array_equal(getattr(self, name), getattr(other, name)):
                 return False
         for name in ("graph", "acoustic", "final_graph", "final_acoustic"):
-            if not np.array_equal(cast(getattr(self, name)), cast(getattr(other, name))):
+            a, b = cast(getattr(self, name)), cast(getattr(other, name))
+            if rtol:
+                if not np.allclose(a, b, rtol=rtol, atol=1e-6):
+                    return False
+            elif not np.array_equal(a, b):
                 return False
         return True
 

@@ -1,0 +1,53 @@
+"""Random lattices shaped like Kaldi's decoding output, for tests and benchmarks.
+
+``random_compact_lattice`` makes a top-sorted, connected CompactLattice: every state has a frame time, every
+arc's transition-id count is the time it spans, every complete path covers ``num_frames`` frames, some arcs
+are epsilon (silence) arcs, and a few final weights carry the last frames' alignment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+
+
+def random_compact_lattice(rng: np.random.Generator, *, num_frames: int = 100, num_states: int = 30,
+                           arcs_per_state: float = 3.0, vocab: int = 1000, max_tid: int = 5000,
+                           eps_prob: float = 0.1, acoustic_scale: float = 10.0) -> Lattice:
+    final_tail = 2 if num_frames > 4 else 0
+    num_states = max(2, min(num_states, num_frames - final_tail + 1))
+    inner = np.sort(rng.choice(np.arange(1, num_frames - final_tail), size=num_states - 2, replace=False)) \
+        if num_states > 2 else np.zeros(0, np.int64)
+    times = np.concatenate([[0], inner, [num_frames]]).astype(np.int64)
+    n = len(times)
+    src, dst = [], []
+    for s in range(n - 1):
+        src.append(s), dst.append(s + 1)
+        extra = rng.poisson(max(arcs_per_state - 1, 0))
+        for _ in range(extra):
+            d = int(rng.integers(s + 1, n))
+            src.append(s), dst.append(d)
+    src, dst = np.array(src), np.array(dst)
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    span = times[dst] - times[src]
+    words = rng.integers(1, vocab, size=len(src))
+    words[rng.random(len(src)) < eps_prob] = 0
+    ali = rng.integers(1, max_tid, size=int(span.sum())).astype(np.int32)
+    graph = rng.gamma(2.0, 3.0, size=len(src)) * (words != 0) + rng.random(len(src))
+    acoustic = span * rng.normal(1.0, 0.2, size=len(src)).clip(0.1) * acoustic_scale
+    fg = np.full(n, np.inf)
+    fa = np.full(n, np.inf)
+    fg[n - 1], fa[n - 1] = float(rng.random() * 2), 0.0
+    flens = np.zeros(n, np.int64)
+    fali = np.zeros(0, np.int32)
+    # A state exactly final_tail frames before the end may also end the utterance through its final weight.
+    tail = np.flatnonzero(times == num_frames - final_tail) if final_tail else []
+    if len(tail):
+        s = int(tail[0])
+        fg[s], fa[s] = float(rng.random() * 3), float(final_tail * acoustic_scale)
+        flens[s] = final_tail
+        fali = rng.integers(1, max_tid, size=final_tail).astype(np.int32)
+    return Lattice(True, 0, src, dst, words, words, graph.astype(np.float32), acoustic.astype(np.float32),
+                   fg, fa, _offsets(span), ali, _offsets(flens), fali)
