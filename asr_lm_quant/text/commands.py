@@ -28,7 +28,7 @@ def _ldc_swbd(args):
     from asr_lm_quant.text.ldc import prepare_ldc_swbd
 
     stats = prepare_ldc_swbd(args.swbd_trans, args.out, fisher_dirs=args.fisher, eval2000=args.eval2000,
-                             dev_conversations=args.dev_conversations, words=args.words,
+                             dev_utterances=args.dev_utterances, words=args.words, dictionary=args.dictionary,
                              overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
@@ -74,11 +74,13 @@ def register(subparsers):
     q.add_argument("--fisher", action="append", default=[], metavar="DIR",
                    help="Fisher transcripts directory (repeatable), e.g. fe_03_p1_tran")
     q.add_argument("--eval2000", metavar="DIR_OR_STM", help="LDC2002T43 directory or its .stm file")
-    q.add_argument("--dev-conversations", type=int, default=None,
-                   help="hold out this many Switchboard utterances as valid.txt, as Kaldi's train_dev "
-                        "(default: Kaldi's 4000 utterances)")
+    q.add_argument("--dev-utterances", type=int, default=4000,
+                   help="hold out the first N Switchboard utterances as valid.txt, as s5c's train_dev")
+    q.add_argument("--dictionary", default=None,
+                   help="Switchboard dictionary (default: SWB_MS98_DIR/sw-ms98-dict.text)")
     q.add_argument("--words", default=None,
-                   help="vocabulary (our or Kaldi's words.txt); default: every word of the training text")
+                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
     common(q)
     q.set_defaults(func=_ldc_swbd)
 

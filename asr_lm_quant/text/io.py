@@ -5,9 +5,19 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import re
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
+
+_ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def split_fields(line: str) -> list[str]:
+    """Whitespace-separated fields as Perl's ``split(" ")`` and awk see them: only ASCII whitespace
+    separates (a no-break space inside a word does not)."""
+    return [f for f in _ASCII_SPACE.split(line) if f]
+
 
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 
