@@ -157,6 +157,8 @@ def parse_fst_text(lines, *, prefer_compact: bool = True) -> Lattice:
                     w = _parse_weight(f[4], n)
                     if w[2] is not None:
                         raise TextLatticeError(f"Lattice arc with a CompactLattice weight {f[4]!r}", n)
+            except TextLatticeError:
+                raise
             except ValueError:
                 raise TextLatticeError(f"bad label in {' '.join(f)!r}", n) from None
             arcs.append((s, d, il, ol, w[0], w[1], w[2] or []))
