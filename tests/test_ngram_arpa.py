@@ -25,7 +25,7 @@ def test_sentence_costs_by_hand(tiny):
     assert tiny.sentence_cost("b a") == pytest.approx((0.5 + 0.9 + 0.2 + 0.7 + 0.6) * LN10, abs=1e-5)
     # an OOV is scored as <unk> after the back-off of its history
     assert tiny.sentence_cost(["a", "zz"]) == pytest.approx((0.2 + 0.3 + 1.0 + 0.5) * LN10, abs=1e-5)
-    assert tiny.is_oov("zz") and not tiny.is_oov("a") and tiny.has_unk
+    assert tiny.is_oov("zz") and not tiny.is_oov("a") and tiny.has_unk and not tiny.is_oov("<unk>")
 
 
 def test_incremental_equals_sentence(tiny):

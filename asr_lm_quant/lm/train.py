@@ -112,7 +112,8 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
     valid_plan, valid_enc = None, None
     if valid_text:
         valid_enc = encode_file(valid_text, vocab)
-        valid_plan = BatchPlan(sequences(valid_enc, vocab.bos, opts.max_len), opts.tokens_per_batch,
+        # whole sentences (up to the model's reach), so the figure equals `asr-lm-quant ppl`
+        valid_plan = BatchPlan(sequences(valid_enc, vocab.bos, cfg.max_len - 1), opts.tokens_per_batch,
                                shuffle=False, min_rows=world_size)
     log.info("train: %d sentences, %d words (%.2f%% OOV), %d batches/epoch; %d parameters",
              len(train_enc.sentences), train_enc.words, 100 * train_enc.oov / max(1, train_enc.words),

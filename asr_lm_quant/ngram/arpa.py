@@ -67,6 +67,9 @@ class ArpaLM:
         self.has_unk = UNK in _arpa_unigram_words(self.path, {UNK})
 
     def is_oov(self, word: str) -> bool:
+        """True for words the LM scores as ``<unk>`` (a literal ``<unk>`` counts as known when listed)."""
+        if word == UNK:
+            return not self.has_unk
         return word not in self._model
 
     def sentence_cost(self, words) -> float:

@@ -1,0 +1,128 @@
+"""``asr-lm-quant train``, ``ppl`` and ``import-kaldi``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+
+
+def _set_threads(n):
+    if n:
+        import torch
+        torch.set_num_threads(n)
+
+
+def _parse_overrides(pairs) -> dict:
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise InputError(None, f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train a Transformer LM (resumes automatically; works under torchrun)",
+                       description="Train a Transformer LM. Re-running the same command resumes from the newest "
+                                   "checkpoint in --out. Under `torchrun --nproc-per-node N` it trains "
+                                   "data-parallel (gloo on CPU, nccl on GPU) with the same global batch.")
+    p.add_argument("--config", required=True, help="JSON file: {'model': {...}, 'train': {...}}")
+    p.add_argument("--train", required=True, help="training text, one sentence per line")
+    p.add_argument("--valid", help="validation text (for early stopping and the best model)")
+    p.add_argument("--vocab", required=True, help="words.txt with <s> and <unk>")
+    p.add_argument("--out", required=True, help="output directory (model, checkpoints/, log/, results.json)")
+    p.add_argument("--seed", type=int, help="overrides the configuration's seed")
+    p.add_argument("--max-epochs", type=int, help="overrides the configuration's max_epochs")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (overrides the configuration)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a training option, e.g. --set lr=0.002 (repeatable)")
+    p.add_argument("--init-model", help="model directory to start from (same vocabulary and architecture)")
+    p.add_argument("--max-steps-this-run", type=int, default=0,
+                   help="stop (with a checkpoint) after this many steps; re-run to continue")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("ppl", help="perplexity of an LM on a text file",
+                       description="Perplexity with and without end-of-sentence (<s> ends each sentence), "
+                                   "OOV words scored as <unk> and counted.")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--text", required=True, help="text, one sentence per line")
+    p.add_argument("--json", help="also write the result here")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tokens-per-batch", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=_ppl)
+
+    p = sub.add_parser("import-kaldi", help="import a Kaldi pytorchnn Transformer LM (model.pt + words.txt)",
+                       description="Convert Kaldi's steps/pytorchnn Transformer (a torch.save'd state_dict, "
+                                   "read with weights_only=True) into a model directory. Sizes come from "
+                                   "the tensors; give --nhead and --activation as the model was trained.")
+    p.add_argument("--model-pt", required=True, help="Kaldi model.pt (state_dict)")
+    p.add_argument("--words", required=True, help="the words.txt the model was trained with (line order = index)")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--nhead", type=int, default=8, help="attention heads (Kaldi recipe: 8)")
+    p.add_argument("--activation", choices=("gelu", "relu"), default="gelu",
+                   help="feed-forward activation (Kaldi's TransformerModel default: gelu)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.set_defaults(func=_import_kaldi)
+
+
+def _train(args):
+    from asr_lm_quant.lm.train import train
+    _set_threads(args.threads)
+    overrides = _parse_overrides(args.set)
+    if args.max_epochs is not None:
+        overrides["max_epochs"] = args.max_epochs
+    if args.bf16:
+        overrides["bf16"] = True
+    r = train(args.config, args.train, args.valid, args.vocab, args.out, seed=args.seed, overrides=overrides,
+              max_steps_this_run=args.max_steps_this_run, init_model=args.init_model)
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        json.dump(r, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _load_model(path, device):
+    try:  # quantized (packed) model directories load through the quantization package when present
+        from asr_lm_quant.quant.packed import load_any_lm as load
+    except ImportError:
+        from asr_lm_quant.lm.files import load_lm as load
+    return load(path, device)
+
+
+def _ppl(args):
+    from asr_lm_quant.lm.ppl import perplexity
+    _set_threads(args.threads)
+    model, vocab = _load_model(args.model, args.device)
+    r = perplexity(model, vocab, args.text, device=args.device, tokens_per_batch=args.tokens_per_batch,
+                   bf16=args.bf16)
+    r.update(model=str(args.model), text=str(args.text))
+    json.dump(r, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if args.json:
+        with atomic_open(args.json) as f:
+            json.dump(r, f, indent=2)
+
+
+def _import_kaldi(args):
+    from asr_lm_quant.lm.files import CONFIG, WEIGHTS, save_lm
+    from asr_lm_quant.lm.kaldi_import import import_kaldi
+    out = Path(args.out)
+    if not args.overwrite and ((out / WEIGHTS).exists() or (out / CONFIG).exists()):
+        raise InputError(out, "already holds a model (use --overwrite to replace it)")
+    model, vocab = import_kaldi(args.model_pt, args.words, n_heads=args.nhead, activation=args.activation)
+    save_lm(out, model, vocab, extra={"imported_from": {"model_pt": str(args.model_pt), "words": str(args.words),
+                                                        "format": "kaldi-pytorchnn"}})
+    print(json.dumps({"out": str(out), "model": model.cfg.to_dict(), "parameters": model.num_parameters()}, indent=2))

@@ -1,0 +1,122 @@
+"""Import a Kaldi pytorchnn Transformer LM (``steps/pytorchnn``: ``model.pt`` + ``words.txt``).
+
+Kaldi's ``TransformerModel`` is post-norm ``nn.TransformerEncoder`` layers over a sqrt(d)-scaled embedding
+plus sinusoidal positions, with a (usually tied) biased output layer: exactly our
+:class:`~asr_lm_quant.lm.model.TransformerLM` with ``norm="post"``, ``final_norm=False``,
+``scale_embedding=True``, ``max_len`` = the rows of its ``pe`` buffer. Sizes come from the tensor
+shapes; the number of heads and the activation are not in the file and must be given
+(Kaldi's defaults: 8 heads with ``--nhead 8``, ``gelu``). The file is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.text.vocab import UNK, Vocabulary
+
+_LAYER = re.compile(r"^transformer_encoder\.layers\.(\d+)\.(.+)$")
+_RENAME = {
+    "self_attn.in_proj_weight": "attn.in_proj.weight", "self_attn.in_proj_bias": "attn.in_proj.bias",
+    "self_attn.out_proj.weight": "attn.out_proj.weight", "self_attn.out_proj.bias": "attn.out_proj.bias",
+    "linear1.weight": "ff.fc1.weight", "linear1.bias": "ff.fc1.bias",
+    "linear2.weight": "ff.fc2.weight", "linear2.bias": "ff.fc2.bias",
+    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
+    "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
+}
+
+
+def read_kaldi_words(path) -> Vocabulary:
+    """Kaldi pytorchnn vocabulary: the 0-based line order is the index (the id column is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "words file does not exist")
+    words, seen = [], {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not valid UTF-8 ({e.reason})", offset=e.start) from None
+    for n, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] in seen:
+            raise InputError(path, f"word {fields[0]!r} repeats line {seen[fields[0]]}", line=n)
+        seen[fields[0]] = n
+        words.append(fields[0])
+    for required in ("<s>", UNK):
+        if required not in seen:
+            raise InputError(path, f"lacks {required!r}, which the model needs (sentence boundary / OOV words)")
+    return Vocabulary(words)
+
+
+def load_kaldi_state(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "model file does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign or unsafe pickles
+        raise InputError(path, f"cannot read as a weights-only state_dict: {str(e).splitlines()[0]}") from None
+    if not isinstance(sd, dict) or "encoder.weight" not in sd:
+        raise InputError(path, "not a Kaldi pytorchnn Transformer state_dict (no 'encoder.weight')")
+    return sd
+
+
+def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu", path=None
+                        ) -> tuple[LMConfig, dict]:
+    """Map a Kaldi state_dict onto our parameter names; returns (config, state_dict)."""
+    ntoken, ninp = sd["encoder.weight"].shape
+    layers = sorted({int(m.group(1)) for k in sd if (m := _LAYER.match(k))})
+    if not layers or layers != list(range(len(layers))):
+        raise InputError(path, "no transformer_encoder.layers.N.* tensors (is this the LSTM model?)")
+    nhid = sd["transformer_encoder.layers.0.linear1.weight"].shape[0]
+    pe = sd.get("pos_encoder.pe")
+    max_len = pe.shape[0] if pe is not None else 5000
+    final_norm = "transformer_encoder.norm.weight" in sd
+    tied = "decoder.weight" not in sd or torch.equal(sd["decoder.weight"], sd["encoder.weight"])
+    eps = 1e-5
+    try:
+        cfg = LMConfig(vocab_size=ntoken, d_model=ninp, n_layers=len(layers), n_heads=n_heads, d_ff=nhid,
+                       dropout=0.0, tie_embeddings=tied, norm="post", activation=activation, max_len=max_len,
+                       scale_embedding=True, final_norm=final_norm, layer_norm_eps=eps)
+    except ValueError as e:
+        raise InputError(path, str(e)) from None
+    out = {"embed.weight": sd["encoder.weight"]}
+    used = {"encoder.weight", "pos_encoder.pe"}
+    for k, v in sd.items():
+        m = _LAYER.match(k)
+        if m and m.group(2) in _RENAME:
+            out[f"layers.{m.group(1)}.{_RENAME[m.group(2)]}"] = v
+            used.add(k)
+    if final_norm:
+        out["final_norm.weight"] = sd["transformer_encoder.norm.weight"]
+        out["final_norm.bias"] = sd["transformer_encoder.norm.bias"]
+        used |= {"transformer_encoder.norm.weight", "transformer_encoder.norm.bias"}
+    out["out.weight"] = sd.get("decoder.weight", sd["encoder.weight"])
+    out["out.bias"] = sd.get("decoder.bias", torch.zeros(ntoken))
+    used |= {"decoder.weight", "decoder.bias"}
+    unknown = sorted(set(sd) - used)
+    if unknown:
+        raise InputError(path, f"unexpected tensors {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    return cfg, {k: v.float() for k, v in out.items()}
+
+
+def import_kaldi(model_pt, words_txt, *, n_heads: int = 8, activation: str = "gelu"
+                 ) -> tuple[TransformerLM, Vocabulary]:
+    """Load a Kaldi pytorchnn Transformer and its vocabulary as our model (eval mode)."""
+    sd = load_kaldi_state(model_pt)
+    vocab = read_kaldi_words(words_txt)
+    cfg, ours = convert_kaldi_state(sd, n_heads=n_heads, activation=activation, path=model_pt)
+    if len(vocab) != cfg.vocab_size:
+        raise InputError(words_txt, f"{len(vocab)} words, but {model_pt} has {cfg.vocab_size} embedding rows")
+    model = TransformerLM(cfg)
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as e:
+        raise InputError(model_pt, f"tensor shapes do not fit a Transformer: {str(e).splitlines()[-1]}") from None
+    return model.eval(), vocab

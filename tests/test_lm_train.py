@@ -1,0 +1,172 @@
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from asr_lm_quant.cli import main
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+from asr_lm_quant.lm.files import load_lm
+from asr_lm_quant.lm.loop import train_loop
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.lm.optim import build_optimizer, lr_at
+from asr_lm_quant.lm.options import TrainOptions, load_train_config
+from asr_lm_quant.lm.ppl import perplexity
+from asr_lm_quant.lm.train import train
+from asr_lm_quant.text.vocab import Vocabulary
+
+FIX = "tests/fixtures/lm"
+TINY = {"model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "dropout": 0.1},
+        "train": {"max_epochs": 2, "tokens_per_batch": 1024, "max_len": 48, "lr": 0.003, "warmup_steps": 4,
+                  "checkpoint_every": 5, "log_every": 4, "keep_checkpoints": 3}}
+
+
+@pytest.fixture
+def data(repo_dir, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    d = repo_dir / FIX
+    return cfg, d / "train.txt", d / "valid.txt", d / "words.txt"
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_reaches_same_weights(data, tmp_path):
+    cfg, tr, va, words = data
+    full = train(cfg, tr, va, words, tmp_path / "a")
+    assert full["done"] and full["steps"] > 10 and full["valid_ppl"] < 685
+    # interrupted twice; the second time the newest checkpoint is lost, as if killed between checkpoints
+    assert train(cfg, tr, va, words, tmp_path / "b", max_steps_this_run=3) == {"done": False, "step": 3}
+    assert train(cfg, tr, va, words, tmp_path / "b", max_steps_this_run=9) == {"done": False, "step": 12}
+    ck = tmp_path / "b/checkpoints"
+    shutil.rmtree(ck / "step-00000012")
+    (ck / "latest").write_text("step-00000010\n")
+    resumed = train(cfg, tr, va, words, tmp_path / "b")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    assert resumed["valid_ppl"] == pytest.approx(full["valid_ppl"], rel=1e-9)
+    # the result is a normal model directory, and its perplexity is the one training reported
+    model, vocab = load_lm(tmp_path / "a")
+    r = perplexity(model, vocab, va, progress=False)
+    assert r["ppl"] == pytest.approx(full["valid_ppl"], rel=1e-4)
+    log = [json.loads(line) for line in (tmp_path / "b/log/train.jsonl").read_text().splitlines()]
+    assert {"start", "train", "valid", "stop"} <= {rec["event"] for rec in log}
+    assert all(rec["tokens_per_s"] > 0 for rec in log if rec["event"] == "train")
+    # re-running a finished run does nothing; changing the configuration is refused
+    assert train(cfg, tr, va, words, tmp_path / "a")["steps"] == full["steps"]
+    with pytest.raises(InputError, match="differ from the run already"):
+        train(cfg, tr, va, words, tmp_path / "b", overrides={"lr": 0.01})
+
+
+def test_early_stopping_and_plateau(data, tmp_path):
+    cfg, tr, va, words = data
+    r = train(cfg, tr, va, words, tmp_path / "o", overrides={
+        "lr": 3.0, "schedule": "plateau", "plateau_factor": 0.5, "max_epochs": 30, "patience": 2,
+        "warmup_steps": 0, "eval_every": 2, "clip_norm": 0.0})
+    assert r["stop_reason"] in ("early_stopping", "min_lr")
+    hist = [h["ppl"] for h in r["valid_history"]]
+    best = min(range(len(hist)), key=hist.__getitem__)
+    assert r["best_step"] == r["valid_history"][best]["step"]
+    assert r["valid_ppl"] == pytest.approx(hist[best], rel=1e-6)  # the kept model is the best one
+    assert r["epochs"] < 30
+
+
+def test_hooks_are_called(data):
+    cfg, tr, va, words = data
+    vocab = Vocabulary.load(words)
+    model_cfg, opts = load_train_config(cfg)
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), **model_cfg))
+    opts.max_epochs = 1
+    plan = BatchPlan(sequences(encode_file(tr, vocab), vocab.bos, opts.max_len), opts.tokens_per_batch)
+    seen = []
+    target = model.layers[0].ff.fc1.weight
+
+    def extra_loss(m, batch, step):
+        return 100.0 * m.layers[0].ff.fc1.weight.pow(2).sum()
+
+    def after_step(m, step):
+        seen.append(step)
+
+    before = target.detach().norm().item()
+    p = train_loop(model, build_optimizer(model, opts), plan, opts, extra_loss=extra_loss, after_step=after_step)
+    assert seen == list(range(len(plan))) and p["done"]
+    assert target.detach().norm().item() < 0.9 * before  # the penalty pulled the weights down
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_state_roundtrip(name):
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_heads=2, d_ff=8, n_layers=1))
+    opts = TrainOptions(optimizer=name)
+    opt = build_optimizer(model, opts)
+    model(torch.randint(0, 10, (2, 5))).sum().backward()
+    opt.step()
+    tensors, meta = optimizer_to_tensors(opt)
+    meta = json.loads(json.dumps(meta))
+    opt2 = build_optimizer(model, opts)
+    optimizer_from_tensors(opt2, tensors, meta)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
+                                  for g in s2["param_groups"]]
+    for pid in s1["state"]:
+        for k, v in s1["state"][pid].items():
+            torch.testing.assert_close(v, s2["state"][pid][k], atol=0, rtol=0)
+
+
+def test_schedules():
+    o = TrainOptions(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_at(0, 110, o) == pytest.approx(0.1)
+    assert lr_at(9, 110, o) == pytest.approx(1.0)
+    assert lr_at(60, 110, o) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(110, 110, o) == pytest.approx(0.1)
+    o = TrainOptions(lr=1.0, warmup_steps=0, schedule="plateau")
+    assert lr_at(50, 100, o, plateau_scale=0.25) == 0.25
+    o = TrainOptions(lr=1.0, warmup_steps=4, schedule="inv_sqrt")
+    assert lr_at(15, 100, o) == pytest.approx(0.5)
+
+
+def test_config_errors(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text('{"model": {"d_model": 30, "n_heads": 4}}')
+    with pytest.raises(InputError, match="key 'model'.*divisible"):
+        load_train_config(p)
+    p.write_text('{"model": {}, "train": {"optimiser": "sgd"}}')
+    with pytest.raises(InputError, match="key 'train'.*optimiser"):
+        load_train_config(p)
+    p.write_text('{"model": {},\n "train": }')
+    with pytest.raises(InputError, match="line 2"):
+        load_train_config(p)
+
+
+def test_shipped_configs(repo_dir):
+    for path in sorted((repo_dir / "recipes").glob("*/conf/lm*.json")):
+        model, opts = load_train_config(path)
+        assert model and opts
+    model, opts = load_train_config(repo_dir / "recipes/swbd/conf/lm.json")
+    assert (model["d_model"], model["d_ff"], model["n_layers"], model["n_heads"], model["norm"]) == \
+        (512, 512, 6, 8, "post")
+    assert opts.optimizer == "sgd" and opts.schedule == "plateau"
+    assert load_train_config(repo_dir / "recipes/swbd/conf/lm_large.json")[0]["n_layers"] == 12
+
+
+def test_cli_train_and_ppl(data, tmp_path, capsys):
+    cfg, tr, va, words = data
+    out = tmp_path / "m"
+    assert main(["train", "--config", str(cfg), "--train", str(tr), "--valid", str(va), "--vocab", str(words),
+                 "--out", str(out), "--max-epochs", "1", "--set", "tokens_per_batch=2048"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert json.loads((out / "train_config.json").read_text())["train"]["tokens_per_batch"] == 2048
+    capsys.readouterr()
+    assert main(["ppl", "--model", str(out), "--text", str(va), "--json", str(tmp_path / "p.json")]) == 0
+    r = json.loads((tmp_path / "p.json").read_text())
+    assert r["ppl"] == pytest.approx(res["valid_ppl"], rel=1e-4)
+    assert r["ppl_no_eos"] != r["ppl"] and r["oov"] == res["valid_oov"] > 0
+    assert main(["ppl", "--model", str(tmp_path / "none"), "--text", str(va)]) == 1
+    assert "model config does not exist" in capsys.readouterr().err
