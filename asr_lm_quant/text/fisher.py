@@ -23,27 +23,28 @@ from asr_lm_quant.text.io import read_lines, split_fields
 _A = re.ASCII
 _FRAGMENT_WORDS = ("acceptable|arthritis|ball|cause|comes|course|eight|eighty|field|giving|habitating|heard|"
                    "hood|how|king|ninety|okay|paper|press|scripts|store|till|vascular|wood|what|york")
+# (substring that must be present for the rule to apply, pattern, replacement); the check only saves time.
 _SUBS = [
-    (re.compile(r"<[^>]*>", _A), ""),                                  # <german (( ja wohl )) >
-    (re.compile(r"(\w),(\w| )", _A), r"\1 \2"),                        # commas between words
-    (re.compile(r"( |^)'(blade|cause|course|frisco|okay|plain|specially)( |$)", _A), r" \2 "),
-    (re.compile(r"'em", _A), "-em"),
-    (re.compile(r"(^| )'(.*?)'( |$)", _A), r" \2 "),                   # 'kay' -> kay (twice: adjacent ones)
-    (re.compile(r"(^| )'(.*?)'( |$)", _A), r" \2 "),
-    (re.compile(r"( |^)'(\w)( |-|$)", _A), r"\1 "),                    # 'a- -> (nothing)
-    (re.compile(r"( |^)-( |$)", _A), " "),                             # dangling -
-    (re.compile(r"\?", _A), ""),
-    (re.compile(r"( |^)non-(\w+)( |$)", _A), r" non \2 "),
-    (re.compile(r"( |-)(" + _FRAGMENT_WORDS + r")(-| )", _A), r" \2 "),
-    (re.compile(r"\[\[skip\]\]", _A), " "),
-    (re.compile(r"\[pause\]", _A), " "),
-    (re.compile(r"\[breath\]", _A), "[noise]"),
-    (re.compile(r"\[cough\]", _A), "[noise]"),
-    (re.compile(r"\[lipsmack\]", _A), "[noise]"),
-    (re.compile(r"\[sigh\]", _A), "[noise]"),
-    (re.compile(r"\[sneeze\]", _A), "[noise]"),
-    (re.compile(r"\[mn\]", _A), "[vocalized-noise]"),
-    (re.compile(r"\[laugh\]", _A), "[laughter]"),
+    ("<", re.compile(r"<[^>]*>", _A), ""),                                  # <german (( ja wohl )) >
+    (",", re.compile(r"(\w),(\w| )", _A), r"\1 \2"),                        # commas between words
+    ("'", re.compile(r"( |^)'(blade|cause|course|frisco|okay|plain|specially)( |$)", _A), r" \2 "),
+    ("'em", re.compile(r"'em", _A), "-em"),
+    ("'", re.compile(r"(^| )'(.*?)'( |$)", _A), r" \2 "),                   # 'kay' -> kay (twice: adjacent ones)
+    ("'", re.compile(r"(^| )'(.*?)'( |$)", _A), r" \2 "),
+    ("'", re.compile(r"( |^)'(\w)( |-|$)", _A), r"\1 "),                    # 'a- -> (nothing)
+    ("-", re.compile(r"( |^)-( |$)", _A), " "),                             # dangling -
+    ("?", re.compile(r"\?", _A), ""),
+    ("non-", re.compile(r"( |^)non-(\w+)( |$)", _A), r" non \2 "),
+    ("", re.compile(r"( |-)(" + _FRAGMENT_WORDS + r")(-| )", _A), r" \2 "),
+    ("[", re.compile(r"\[\[skip\]\]", _A), " "),
+    ("[", re.compile(r"\[pause\]", _A), " "),
+    ("[", re.compile(r"\[breath\]", _A), "[noise]"),
+    ("[", re.compile(r"\[cough\]", _A), "[noise]"),
+    ("[", re.compile(r"\[lipsmack\]", _A), "[noise]"),
+    ("[", re.compile(r"\[sigh\]", _A), "[noise]"),
+    ("[", re.compile(r"\[sneeze\]", _A), "[noise]"),
+    ("[", re.compile(r"\[mn\]", _A), "[vocalized-noise]"),
+    ("[", re.compile(r"\[laugh\]", _A), "[laughter]"),
 ]
 _BLANK = re.compile(r"^\s*$", _A)
 _SPLIT = re.compile(r"\s+", _A)
@@ -67,8 +68,9 @@ def map_fisher_line(line: str) -> str | None:
     line = line.replace("*", "").replace("(", "").replace(")", "")
     if _BLANK.match(line):
         return None
-    for pattern, repl in _SUBS:
-        line = pattern.sub(repl, line)
+    for trigger, pattern, repl in _SUBS:
+        if trigger in line:
+            line = pattern.sub(repl, line)
     words = [("-" + w[1:]) if w.startswith("'") else w for w in _perl_split(line)]
     return " ".join(words)
 

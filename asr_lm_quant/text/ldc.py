@@ -9,7 +9,8 @@
 - eval2000 references (LDC2002T43) ``2000_hub5_eng_eval_tr/reference/hub5e00.english.000405.stm``: Kaldi's
   local/eval2000_data_prep.sh text (ids ``en_4156-A_030185-030248``, words from the 7th field, ``;;``
   comments and IGNORE_TIME_SEGMENT_ lines dropped).
-Then the pytorchnn layout of ``swbd_layout``. Kaldi's local/dict.patch (a few fixes to the dictionary) is not
+Then the pytorchnn layout of ``swbd_layout``. The transcripts are read directly: lhotse's Switchboard and Fisher
+recipes need the audio, which LM text does not. Kaldi's local/dict.patch (a few fixes to the dictionary) is not
 applied; pass Kaldi's ``data/lang/words.txt`` as ``words`` to get exactly its vocabulary.
 """
 

@@ -46,6 +46,8 @@ _RULES = [
 
 
 def map_swbd_word(word: str) -> str:
+    if "[" not in word and "{" not in word and "_" not in word:
+        return word  # no rule can apply: the common case, kept fast
     for pattern, repl in _RULES:
         word = pattern.sub(repl, word, count=1)
     return word
