@@ -1,0 +1,130 @@
+"""``asr-lm-quant score-kaldi``, ``score-hub5`` and ``wer``: thin layers over the scoring modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from asr_lm_quant.errors import InputError
+
+
+def _common(p, min_lmwt, max_lmwt):
+    p.add_argument("--min-lmwt", type=int, default=min_lmwt, help=f"lowest LM weight (default {min_lmwt})")
+    p.add_argument("--max-lmwt", type=int, default=max_lmwt, help=f"highest LM weight (default {max_lmwt})")
+    p.add_argument("--word-ins-penalty", default="0.0,0.5,1.0",
+                   help="comma-separated word insertion penalties (default 0.0,0.5,1.0)")
+    p.add_argument("--hyp", action="append", default=[], metavar="LMWT:WIP:FILE",
+                   help="score this hypothesis text as setting LMWT/WIP instead of reading lat.*.gz "
+                        "(repeatable; e.g. 10:0.0:rescored.txt)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+
+
+def _hyp_settings(specs):
+    from asr_lm_quant.scoring.sweep import Setting, parse_wips
+    out = {}
+    for spec in specs:
+        parts = spec.split(":", 2)
+        if len(parts) != 3:
+            raise InputError(None, f"--hyp {spec!r}: expected LMWT:WIP:FILE")
+        try:
+            lmwt = float(parts[0])
+        except ValueError:
+            raise InputError(None, f"--hyp {spec!r}: LM weight is not a number") from None
+        wip = parse_wips(parts[1])[0]
+        path = Path(parts[2])
+        if not path.is_file():
+            raise InputError(path, "hypothesis file does not exist")
+        out[Setting(lmwt, wip)] = path
+    return out
+
+
+def cmd_score_kaldi(args) -> int:
+    from asr_lm_quant.scoring.kaldi_sweep import sweep_decode_dir, sweep_texts
+    data = Path(args.data_dir)
+    if not (data / "text").is_file():
+        raise InputError(data / "text", "reference text does not exist")
+    if args.hyp:
+        summary = sweep_texts(data, _hyp_settings(args.hyp), args.decode_dir, hyp_filter=args.hyp_filter,
+                              hyp_filter_cmd=args.hyp_filter_cmd, ref_filter_cmd=args.ref_filter_cmd,
+                              stats=not args.no_stats, plot=not args.no_plot)
+    else:
+        summary = sweep_decode_dir(data, args.lang, args.decode_dir, min_lmwt=args.min_lmwt,
+                                   max_lmwt=args.max_lmwt, wips=args.word_ins_penalty,
+                                   hyp_filter=args.hyp_filter, hyp_filter_cmd=args.hyp_filter_cmd,
+                                   ref_filter_cmd=args.ref_filter_cmd, recipe_filters=args.recipe_filters,
+                                   stats=not args.no_stats, plot=not args.no_plot)
+    print(summary["best"]["best_wer"])
+    return 0
+
+
+def cmd_score_hub5(args) -> int:
+    from asr_lm_quant.scoring.hub5 import hub5_score_texts, hub5_sweep
+    kw = dict(glm=args.glm, stm=args.stm, name=args.name, sctk_bin=args.sctk_bin, nj=args.nj,
+              plot=not args.no_plot)
+    if args.hyp:
+        summary = hub5_score_texts(args.data_dir, _hyp_settings(args.hyp), args.decode_dir, **kw)
+    else:
+        summary = hub5_sweep(args.data_dir, args.lang, args.decode_dir, min_lmwt=args.min_lmwt,
+                             max_lmwt=args.max_lmwt, wips=args.word_ins_penalty, frame_shift=args.frame_shift,
+                             **kw)
+    for sub in summary["subsets"].values():
+        print(sub["best_wer"])
+    return 0
+
+
+def cmd_wer(args) -> int:
+    from asr_lm_quant.scoring.kaldi_sweep import score_hyp_file
+    res = score_hyp_file(args.ref, args.hyp, out_dir=args.out_dir, utt2spk=args.utt2spk,
+                         hyp_filter=args.hyp_filter, mode=args.mode, sclite=args.sclite)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        print(res.kaldi_report(), end="")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score-kaldi", help="Kaldi-style WER sweep over LM weight and insertion penalty",
+                       description="As Kaldi's steps/scoring/score_kaldi_wer.sh: writes <decode-dir>/wer_LMWT_WIP, "
+                                   "scoring_kaldi/penalty_WIP/LMWT.txt, scoring_kaldi/best_wer, "
+                                   "scoring_kaldi/wer_details/ and sweep.json/sweep.md/wer_vs_lmwt.png.")
+    p.add_argument("data_dir", help="data dir with text (and utt2spk for per-speaker details)")
+    p.add_argument("lang", help="lang or graph dir holding words.txt, or words.txt itself")
+    p.add_argument("decode_dir", help="decode dir with lat.*.gz (or the output dir with --hyp)")
+    _common(p, 7, 17)
+    p.add_argument("--hyp-filter", choices=["none", "hub5"], default="none",
+                   help="built-in hypothesis filter: none (Kaldi's default) or hub5 (Switchboard's removals)")
+    p.add_argument("--hyp-filter-cmd", help="shell filter for hypothesis files (like local/wer_hyp_filter)")
+    p.add_argument("--ref-filter-cmd", help="shell filter for data/text (like local/wer_ref_filter)")
+    p.add_argument("--recipe-filters", action="store_true",
+                   help="use ./local/wer_{hyp,ref,output}_filter when executable, as Kaldi does")
+    p.add_argument("--no-stats", action="store_true", help="skip scoring_kaldi/wer_details")
+    p.set_defaults(func=cmd_score_kaldi)
+
+    p = sub.add_parser("score-hub5", help="Hub5 (eval2000/rt03) scoring with SCTK hubscr, best WER per subset",
+                       description="As Switchboard's local/score_sclite.sh: writes <decode-dir>/score_LMWT_WIP/ "
+                                   "(<name>.ctm, hubscr reports) and scoring/best_wer, hub5_summary.json/.md.")
+    p.add_argument("data_dir", help="data dir with segments, reco2file_and_channel, stm and glm")
+    p.add_argument("lang", help="lang or graph dir holding words.txt, or words.txt itself")
+    p.add_argument("decode_dir", help="decode dir with lat.*.gz (or the output dir with --hyp)")
+    _common(p, 5, 17)
+    p.add_argument("--frame-shift", type=float, default=0.03,
+                   help="seconds per frame of the lattice alignments (0.03 for chain models, 0.01 otherwise)")
+    p.add_argument("--glm", help="GLM file (default <data-dir>/glm)")
+    p.add_argument("--stm", help="STM file (default <data-dir>/stm)")
+    p.add_argument("--name", help="set name for file names and subsets (default: the data dir's name)")
+    p.add_argument("--sctk-bin", help="folder with sclite and hubscr.pl (default: $SCTK_BIN, Kaldi's, Debian's)")
+    p.add_argument("--nj", type=int, default=2, help="hubscr runs at once (default 2)")
+    p.set_defaults(func=cmd_score_hub5)
+
+    p = sub.add_parser("wer", help="WER of one hypothesis text against a reference text (compute-wer's report)")
+    p.add_argument("ref", help="reference text (utt-id words)")
+    p.add_argument("hyp", help="hypothesis text (utt-id words)")
+    p.add_argument("--mode", choices=["present", "all", "strict"], default="present",
+                   help="as compute-wer --mode (default present)")
+    p.add_argument("--sclite", action="store_true", help="count errors as sclite does (3/3/4 costs)")
+    p.add_argument("--hyp-filter", choices=["none", "hub5"], default="none")
+    p.add_argument("--out-dir", help="also write wer and wer_details/ (per_utt, per_spk, ops) here")
+    p.add_argument("--utt2spk", help="utt2spk for wer_details/per_spk")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_wer)
