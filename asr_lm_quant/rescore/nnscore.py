@@ -104,8 +104,22 @@ class NNScorer:
         self.stats = stats
         return out
 
-    def costs_from_ids(self, seqs: list[list[int]], stats: ScoreStats | None = None) -> np.ndarray:
-        """Like :meth:`costs` for token id lists that start with ``<s>`` (no end-of-sentence)."""
+    def word_costs(self, hyps) -> list[np.ndarray]:
+        """Per hypothesis, the cost of each word and, last, of the end of sentence (float64)."""
+        import time
+        t0 = time.perf_counter()
+        seqs = [self.encode(h) for h in hyps]
+        per = [np.zeros(len(s), dtype=np.float64) for s in seqs]
+        stats = ScoreStats(hypotheses=len(seqs), words=sum(len(s) - 1 for s in seqs))
+        self.costs_from_ids(seqs, stats, per_token=per)
+        stats.seconds = time.perf_counter() - t0
+        self.stats = stats
+        return per
+
+    def costs_from_ids(self, seqs: list[list[int]], stats: ScoreStats | None = None,
+                       per_token: list | None = None) -> np.ndarray:
+        """Like :meth:`costs` for token id lists that start with ``<s>`` (no end-of-sentence).
+        ``per_token``: arrays of ``len(seq)`` to receive each word's and the end's cost."""
         stats = stats if stats is not None else ScoreStats(hypotheses=len(seqs))
         longest = max((len(s) for s in seqs), default=0)
         if longest > self.model.cfg.max_len:
@@ -119,7 +133,7 @@ class NNScorer:
         bar = tqdm(total=len(seqs), unit="hyp", desc="NN LM", disable=not self.progress, smoothing=0.1)
         try:
             for batch in self._batches(rows):
-                self._run(batch, total, stats)
+                self._run(batch, total, stats, per_token)
                 bar.update(sum(len(r.hyps) for r in batch))
         finally:
             bar.close()
@@ -174,7 +188,7 @@ class NNScorer:
 
     # -- compute --------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _run(self, batch: list[_Row], total: np.ndarray, stats: ScoreStats):
+    def _run(self, batch: list[_Row], total: np.ndarray, stats: ScoreStats, per_token=None):
         B, L = len(batch), max(len(r.tokens) for r in batch)
         tokens = np.zeros((B, L), dtype=np.int64)
         depth = np.zeros((B, L), dtype=np.int64)
@@ -204,9 +218,11 @@ class NNScorer:
         stats.max_batch_positions = max(stats.max_batch_positions, B * L)
 
         with self._autocast():  # one region per batch: autocast casts each weight once
-            self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total)
+            self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total,
+                              per_token)
 
-    def _score_batch(self, B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total):
+    def _score_batch(self, B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total,
+                     per_token):
         dev = self.device
         hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev),
                               None if mask is None else torch.from_numpy(mask).to(dev).unsqueeze(1))
@@ -229,6 +245,11 @@ class NNScorer:
             tgt = torch.from_numpy(target[lo:hi]).to(dev)
             logp[lo:hi] = (logits[rows_in, tgt] - lse[rows_in]).double().cpu().numpy()
         np.subtract.at(total, hyp, logp)
+        if per_token is not None:
+            pos = np.concatenate([np.arange(len(n)) for n in pairs_node])[order]
+            by_hyp = np.argsort(hyp, kind="stable")
+            for chunk in np.split(by_hyp, np.flatnonzero(np.diff(hyp[by_hyp])) + 1):
+                per_token[hyp[chunk[0]]][pos[chunk]] = -logp[chunk]
 
     def _autocast(self):
         if not self.bf16:

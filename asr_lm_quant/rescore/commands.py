@@ -1,0 +1,139 @@
+"""``asr-lm-quant rescore-nbest`` and ``asr-lm-quant rescore-lattice``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _weights(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(None, f"--weight: expected numbers separated by commas, got {s!r}") from None
+
+
+def _add_lm_options(p):
+    p.add_argument("--old-lm", required=True, help="ARPA file of the LM the decoder used (plain or .gz)")
+    p.add_argument("--lm-dir", required=True, help="NN LM directory (plain or quantized)")
+    p.add_argument("--words", help="words.txt of the lattices and Kaldi n-best tables (data/lang/words.txt)")
+    p.add_argument("--weight", default="0.8",
+                   help="NN LM interpolation weight w, or several separated by commas (default 0.8)")
+    p.add_argument("--acwt", type=float, default=0.1, help="acoustic scale for N-best / pruning (default 0.1)")
+    p.add_argument("--device", default="cpu", help="torch device for the NN LM, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="run the NN LM under bfloat16 autocast")
+    p.add_argument("--token-budget", type=int, default=4096, help="model positions per NN batch (default 4096)")
+    p.add_argument("--max-row", type=int, default=256, help="trie nodes per packed row (default 256)")
+    p.add_argument("--no-share-prefixes", action="store_true", help="score every hypothesis separately")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--json", help="write the summary here (it is always logged)")
+
+
+def register(sub):
+    p = sub.add_parser("rescore-nbest", help="N-best rescoring with an NN LM interpolated with the old n-gram",
+                       description="new_graph = graph - ngram + w * nn + (1 - w) * ngram for each hypothesis. "
+                                   "Input: lattices (turned into N-best as lattice-to-nbest does), our "
+                                   "TSV/JSONL n-best file, or a dir of Kaldi n-best tables (words, acwt, "
+                                   "lmwt.withlm). With several weights, output paths must contain {weight}.")
+    _add_lm_options(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--lattices", help="lattice rspecifier, e.g. 'ark:gunzip -c decode/lat.1.gz|'")
+    src.add_argument("--nbest", help="n-best file (.tsv or .jsonl)")
+    src.add_argument("--nbest-tables", help="dir with Kaldi n-best tables words, acwt, lmwt.withlm")
+    p.add_argument("--n", type=int, default=20, help="N-best size when reading lattices (default 20)")
+    p.add_argument("--out-lattices", help="wspecifier for rescored lattices (one per utterance)")
+    p.add_argument("--out-nbest", help="rescored n-best list (.tsv or .jsonl)")
+    p.add_argument("--out-tables", help="dir for Kaldi n-best tables (words, acwt, lmwt.*)")
+    p.set_defaults(func=_nbest)
+
+    p = sub.add_parser("rescore-lattice", help="lattice rescoring with the path-cover estimate",
+                       description="Prune, expand likely arcs to unique histories, score a set of paths "
+                                   "covering every arc with the NN LM and give each arc the estimate of the "
+                                   "best path through it: graph += w * nn - w * ngram.")
+    _add_lm_options(p)
+    p.add_argument("--lattices", required=True, help="lattice rspecifier")
+    p.add_argument("--beam", type=float, default=5.0, help="pruning beam (default 5)")
+    p.add_argument("--epsilon", type=float, default=0.5,
+                   help="arcs with a posterior above this get a unique history (default 0.5)")
+    p.add_argument("--out-lattices", required=True, help="wspecifier for the rescored lattices")
+    p.set_defaults(func=_lattice)
+
+
+def _outputs(weights, **paths):
+    """Per output, weight -> path; with several weights a path must contain {weight}."""
+    out = {}
+    for name, path in paths.items():
+        if not path:
+            continue
+        if len(weights) > 1 and "{weight}" not in path:
+            raise InputError(path, f"--{name.replace('_', '-')}: with several weights the path must contain "
+                                   "{weight}")
+        out[name] = {w: path.replace("{weight}", f"{w:g}") for w in weights}
+    return out
+
+
+def _setup(args):
+    from asr_lm_quant.kaldi.symbols import SymbolTable
+    from asr_lm_quant.ngram import ArpaLM
+    from asr_lm_quant.rescore.nnscore import NNScorer
+    try:
+        from asr_lm_quant.quant.packed import load_any_lm
+    except ImportError:  # quantization support not installed
+        from asr_lm_quant.lm.files import load_lm as load_any_lm
+    weights = _weights(args.weight)
+    if not weights:
+        raise InputError(None, "--weight: no weight given")
+    for w in weights:
+        if not 0.0 <= w <= 1.0:
+            raise InputError(None, f"--weight {w}: must be in [0, 1]")
+    model, vocab = load_any_lm(args.lm_dir, args.device)
+    scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
+                      share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
+    symbols = SymbolTable.load(args.words) if args.words else None
+    return weights, scorer, ArpaLM(args.old_lm), symbols
+
+
+def _finish(args, summary):
+    log.info("rescored: %s", json.dumps(summary))
+    if args.json:
+        with atomic_open(args.json) as f:
+            json.dump(summary, f, indent=2)
+
+
+def _nbest(args):
+    from asr_lm_quant.kaldi.nbest import read_kaldi_nbest_tables, read_nbest
+    from asr_lm_quant.rescore.nbest import rescore_nbest_job
+    weights, scorer, old, symbols = _setup(args)
+    if symbols is None and (args.lattices or args.nbest_tables or args.out_lattices or args.out_tables):
+        raise InputError(None, "--words is needed to read lattices or Kaldi tables and to write them")
+    outs = _outputs(weights, out_lattices=args.out_lattices, out_nbest=args.out_nbest, out_tables=args.out_tables)
+    if not outs:
+        raise InputError(None, "give at least one of --out-lattices, --out-nbest, --out-tables")
+    hyps = None
+    if args.nbest:
+        hyps = read_nbest(args.nbest)
+    elif args.nbest_tables:
+        hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
+        hyps.sort(key=lambda h: (h.utterance, h.rank))
+    summary = rescore_nbest_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
+                                lattices=args.lattices, hyps=hyps, n=args.n, acoustic_scale=args.acwt,
+                                out_lattices=outs.get("out_lattices"), out_nbest=outs.get("out_nbest"),
+                                out_tables=outs.get("out_tables"))
+    _finish(args, summary)
+
+
+def _lattice(args):
+    from asr_lm_quant.rescore.lattice import rescore_lattice_job
+    weights, scorer, old, symbols = _setup(args)
+    if symbols is None:
+        raise InputError(None, "--words is needed to read lattices")
+    outs = _outputs(weights, out_lattices=args.out_lattices)
+    summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
+                                  lattices=args.lattices, out_lattices=outs["out_lattices"],
+                                  acoustic_scale=args.acwt, beam=args.beam, epsilon=args.epsilon)
+    _finish(args, summary)

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# N-best rescoring of a Kaldi decode dir with a (plain or quantized) Transformer LM, as Kaldi's
+# steps/pytorchnn/lmrescore_nbest_pytorchnn.sh: each lat.JOB.gz becomes N-best lists (lattice-to-nbest at
+# --acwt), the old n-gram LM cost (from its ARPA file) is taken out of each graph cost and the interpolation
+#   new_graph = graph - ngram + weight * nn + (1 - weight) * ngram
+# put in. Writes <out-decode-dir>/lat.JOB.gz (per utterance the union of its rescored linear paths, keyed by
+# the utterance id, as nbest-to-lattice writes), archives.JOB/ (Kaldi n-best tables words, acwt, lmwt.withlm,
+# lmwt.nolm, lmwt.lmonly, lmwt.nn, lmwt.interp.W), nbest.JOB.tsv, num_jobs; logs in <out-decode-dir>/log/.
+# One job per lat.JOB.gz through $cmd (run.pl here; queue.pl or slurm.pl from $KALDI_ROOT work the same).
+
+cmd=run.pl
+nj=
+N=20
+weight=0.8
+acwt=0.1
+words=
+device=cpu
+bf16=false
+token_budget=4096
+skip_scoring=false
+scoring_opts=
+help_message="Usage: $0 [options] <old-lm-arpa> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
+e.g.: $0 data/local/lm/sw1_fsh.o4g.kn.gz exp/lm/transformer data/eval2000 \\
+        exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg_nbest
+Options:
+  --cmd <cmd>               how to run jobs: run.pl, queue.pl, slurm.pl [opts] (default: run.pl)
+  --nj <n>                  most jobs at a time (default: the input's num_jobs; one job per lat.JOB.gz)
+  --N <n>                   N-best size (default: 20)
+  --weight <w>              NN LM weight in the interpolation, 0..1 (default: 0.8)
+  --acwt <s>                acoustic scale for the N-best (default: 0.1, chain models)
+  --words <words.txt>       symbol table of the lattices (default: <in-decode-dir>/../graph*/words.txt)
+  --device <dev>            torch device for the NN LM: cpu, cuda, cuda:1 (default: cpu)
+  --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
+  --token-budget <n>        model positions per NN batch (default: 4096)
+  --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
+  --scoring-opts <opts>     options for steps/score_kaldi.sh"
+
+. "$(dirname "$0")/parse_options.sh" || exit 1
+
+if [ $# -ne 5 ]; then
+  printf '%b\n' "$help_message" >&2
+  exit 1
+fi
+oldlm=$1
+lmdir=$2
+data=$3
+indir=$4
+dir=$5
+
+if [ "$cmd" = run.pl ] && ! command -v run.pl >/dev/null 2>&1; then cmd="$(dirname "$0")/run.pl"; fi
+aq=asr-lm-quant
+command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
+
+if [ -z "$words" ]; then
+  for f in "$indir"/../graph*/words.txt; do [ -f "$f" ] && { words=$f; break; }; done
+  [ -n "$words" ] || { echo "$0: no words.txt found in $indir/../graph*/; give --words" >&2; exit 1; }
+fi
+for f in "$oldlm" "$lmdir/config.json" "$words" "$indir/num_jobs"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+njobs=$(cat "$indir/num_jobs")
+for j in $(seq "$njobs"); do
+  [ -f "$indir/lat.$j.gz" ] || { echo "$0: no such file $indir/lat.$j.gz" >&2; exit 1; }
+done
+[ -n "$nj" ] || nj=$njobs
+case "$cmd" in *run.pl*|*queue.pl*|*slurm.pl*) cmd="$cmd --max-jobs-run $nj" ;; esac
+
+mkdir -p "$dir/log" || exit 1
+cp "$indir/num_jobs" "$dir/num_jobs"
+opts=(--old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" --acwt "$acwt" --weight "$weight"
+      --device "$device" --token-budget "$token_budget")
+[ "$bf16" = true ] && opts+=(--bf16)
+
+echo "$0: rescoring $njobs lattice archives of $indir (N=$N, weight=$weight)"
+$cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
+  $aq rescore-nbest "${opts[@]}" --lattices "ark:gunzip -c $indir/lat.JOB.gz|" \
+    --out-lattices "ark:|gzip -c >$dir/lat.JOB.gz" --out-tables "$dir/archives.JOB" \
+    --out-nbest "$dir/nbest.JOB.tsv" --json "$dir/log/rescore.JOB.json" || {
+  echo "$0: rescoring failed; see $dir/log/rescore.*.log" >&2
+  exit 1
+}
+
+if [ "$skip_scoring" != true ]; then
+  if [ -f "$data/text" ]; then
+    "$(dirname "$0")/score_kaldi.sh" --cmd "$cmd" $scoring_opts "$data" "$(dirname "$words")" "$dir" || exit 1
+  else
+    echo "$0: $data/text does not exist; not scoring"
+  fi
+fi
+exit 0
