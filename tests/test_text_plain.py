@@ -1,8 +1,6 @@
 import gzip
 import json
 import lzma
-import subprocess
-import sys
 
 import pytest
 
@@ -65,6 +63,20 @@ def test_prepare_plain_compressed_inputs_and_oov(tmp_path):
     assert oct((out / "words.txt").stat().st_mode & 0o777) != oct(0o600)
 
 
+def test_prepare_plain_given_vocabulary_and_keep_oov(tmp_path):
+    t = _write(tmp_path / "t.txt", "a b c\nc d\n")
+    words = _write(tmp_path / "words.txt", "<eps> 0\nc 1\na 2\n#0 3\n<s> 4\n</s> 5\n")  # Kaldi's table
+    out = tmp_path / "lm"
+    stats = prepare_plain(t, t, t, out, vocab=words, map_unk=False)
+    assert (out / "train.txt").read_text() == "a b c\nc d\n"  # OOVs kept as they are
+    assert Vocabulary.load(out / "words.txt").words == ["c", "a", "<s>", "</s>", "<unk>"]
+    assert stats["train"]["oov"] == 2 and stats["vocab_file"] == str(words)
+    bad = _write(tmp_path / "bad.txt", "<s> 0\n<unk> 0\n")
+    with pytest.raises(InputError, match=r"bad.txt, line 2: duplicate id 0"):
+        prepare_plain(t, t, t, tmp_path / "lm2", vocab=bad)
+    assert not (tmp_path / "lm2").exists()
+
+
 def test_prepare_plain_refuses_existing_output_unless_overwrite(tmp_path):
     t = _write(tmp_path / "t.txt", "a b\n")
     out = tmp_path / "lm"
@@ -116,17 +128,17 @@ def test_read_lines_reports_offsets(tmp_path):
 
 
 def test_wikitext2_asr_normalised_subset(shared_dir, tmp_path):
-    # The first 300 lines of real WikiText-2 train, through the command line as the mini recipe runs it.
+    # Real WikiText-2 (the first lines of each split), through the command line as the mini recipe runs it.
     src = shared_dir / "data" / "wikitext-2"
-    with lzma.open(src / "train.txt.xz", "rt", encoding="utf-8") as f:
-        head = [next(f) for _ in range(300)]
-    train = _write(tmp_path / "train.txt", "".join(head))
+    parts = {}
+    for split, n in (("train", 300), ("valid", 200), ("test", 200)):
+        with lzma.open(src / f"{split}.txt.xz", "rt", encoding="utf-8") as f:
+            head = "".join(next(f) for _ in range(n))
+        parts[split] = _write(tmp_path / f"{split}.txt.xz", head, lzma.open)
     out = tmp_path / "lm"
-    r = subprocess.run([sys.executable, "-m", "asr_lm_quant.cli", "prepare-text", "plain", "--train", str(train),
-                        "--valid", str(src / "valid.txt.xz"), "--test", str(src / "test.txt.xz"),
-                        "--normalize", "asr", "--min-count", "2", "--out", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    rc = cli_main(["prepare-text", "plain", "--train", str(parts["train"]), "--valid", str(parts["valid"]),
+                   "--test", str(parts["test"]), "--normalize", "asr", "--min-count", "2", "--out", str(out)])
+    assert rc == 0
     lines = (out / "train.txt").read_text().splitlines()
     assert lines[2] == "released in january 2011 in japan it is the third game in the valkyria series"
     text = "\n".join(lines)
@@ -139,4 +151,4 @@ def test_wikitext2_asr_normalised_subset(shared_dir, tmp_path):
     assert all(counts[w] >= 2 for w in vocab.words[2:])  # --min-count 2
     assert stats["vocab_size"] == len(vocab)
     assert 0.05 < stats["valid"]["oov_rate"] < 0.5  # a 300-line vocabulary misses many valid words
-    assert stats["valid"]["sentences"] > 7000
+    assert stats["valid"]["sentences"] > 300 and stats["test"]["sentences"] > 300

@@ -11,7 +11,7 @@ def _plain(args):
 
     stats = prepare_plain(args.train, args.valid, args.test, args.out, min_count=args.min_count,
                           max_size=args.max_vocab, normalize=args.normalize, map_unk=not args.keep_oov,
-                          overwrite=args.overwrite)
+                          vocab=args.vocab, overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
 
@@ -97,6 +97,8 @@ def register(subparsers):
     q.add_argument("--max-vocab", type=int, default=None, help="cap on vocabulary size (with <s>, <unk>)")
     q.add_argument("--normalize", choices=("none", "asr"), default="none",
                    help="'asr': sentences split, lower case, punctuation and WikiText markup removed")
+    q.add_argument("--vocab", default=None,
+                   help="use this words.txt (ours or Kaldi's) instead of building one from --train")
     q.add_argument("--keep-oov", action="store_true", help="write OOV words as they are, not as <unk>")
     common(q)
     q.set_defaults(func=_plain)

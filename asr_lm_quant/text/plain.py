@@ -18,6 +18,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.io import check_exists, read_lines
 from asr_lm_quant.text.normalize import normalize_asr_text
 from asr_lm_quant.text.outdir import staged_output, write_json
+from asr_lm_quant.text.swbd_layout import lm_vocabulary, read_symbol_table
 from asr_lm_quant.text.vocab import BOS, UNK, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,26 @@ def _map_and_write(sentences, vocab: Vocabulary, out, *, map_unk: bool, desc: st
 
 
 def prepare_plain(train, valid, test, out_dir, *, min_count: int = 1, max_size: int | None = None,
-                  normalize: str = "none", map_unk: bool = True, overwrite: bool = False) -> dict:
+                  normalize: str = "none", map_unk: bool = True, vocab=None, overwrite: bool = False) -> dict:
     """Prepare LM text from plain corpora; return the statistics also written to ``stats.json``.
 
-    ``oov_rate`` counts words the new vocabulary lacks; ``unk_rate`` also counts ``<unk>`` already in
-    the source (WikiText has mapped its rare words to ``<unk>``).
+    ``vocab``: a words.txt (ours or Kaldi's) to use instead of building one from ``train`` (then
+    ``min_count``/``max_size`` do not apply). ``oov_rate`` counts words the vocabulary lacks; ``unk_rate``
+    also counts ``<unk>`` already in the source (WikiText has mapped its rare words to ``<unk>``).
     """
     inputs = {"train": Path(train), "valid": Path(valid), "test": Path(test)}
-    check_exists(*inputs.values())
+    check_exists(*inputs.values(), *([vocab] if vocab else []))
     counts = count_words(tqdm(read_sentences(inputs["train"], normalize=normalize), desc="counting",
                               unit=" sent", mininterval=2.0, leave=False))
     if not counts:
         raise InputError(inputs["train"], "no words in the training text (empty corpus)")
-    vocab = build_vocabulary(counts, min_count=min_count, max_size=max_size)
-    stats = {"inputs": {k: str(v) for k, v in inputs.items()},
+    if vocab:
+        vocab_path = str(vocab)
+        vocab = lm_vocabulary(read_symbol_table(vocab), source=vocab)
+    else:
+        vocab_path = None
+        vocab = build_vocabulary(counts, min_count=min_count, max_size=max_size)
+    stats = {"inputs": {k: str(v) for k, v in inputs.items()}, "vocab_file": vocab_path,
              "normalize": normalize, "min_count": min_count, "max_size": max_size, "map_unk": map_unk,
              "vocab_size": len(vocab), "train_types": len(counts)}
     with staged_output(out_dir, OUTPUT_NAMES, overwrite=overwrite) as stage:
