@@ -50,7 +50,7 @@ def _sq_error(w2, alpha, bits):
 
 
 def fit_scale(w: torch.Tensor, bits: int, per_row: bool = False, init: torch.Tensor | None = None,
-              max_iter: int = 50, grid: int = 24) -> torch.Tensor:
+              max_iter: int = 50, grid: int = 12) -> torch.Tensor:
     """Least-squares scale(s) for ``w`` at ``bits``: shape [R, 1] (R = rows if per_row else 1), float32.
 
     ``init`` (a previous scale) skips the grid search: training loops refit cheaply from it each step.
@@ -65,30 +65,32 @@ def fit_scale(w: torch.Tensor, bits: int, per_row: bool = False, init: torch.Ten
             return w2.abs().mean(dim=1, keepdim=True)
         if init is not None:
             alpha = init.detach().float().reshape(-1, 1).expand(w2.shape[0], 1).clone()
-            best, _ = _sq_error(w2, alpha, bits)
+            best, c = _sq_error(w2, alpha, bits)
         else:
-            # grid of scales between absmax / kmax / 64 and absmax / kmax (no clipping at the top end)
+            # grid of scales from absmax / kmax / 60 up to absmax / kmax (no clipping at the top end)
             top = absmax / kmax(bits)
-            alpha, best = None, None
+            alpha = best = c = None
             for f in torch.logspace(-1.8, 0, grid).tolist():
                 a = top * f
-                e, _ = _sq_error(w2, a, bits)
+                e, ca = _sq_error(w2, a, bits)
                 if alpha is None:
-                    alpha, best = a.clone(), e
+                    alpha, best, c = a.clone(), e, ca
                 else:
                     better = e < best
                     alpha = torch.where(better, a, alpha)
                     best = torch.where(better, e, best)
+                    c = torch.where(better, ca, c)
         for _ in range(max_iter):
-            c = round_codes(w2, alpha, bits)
             cc = (c * c).sum(dim=1, keepdim=True)
             new = torch.where(cc > 0, (w2 * c).sum(dim=1, keepdim=True) / cc.clamp_min(1e-30), alpha)
-            e, _ = _sq_error(w2, new, bits)
-            improved = e < best * (1 - 1e-7)
-            if not bool(improved.any()):
-                break
+            e, cn = _sq_error(w2, new, bits)
+            improved = e <= best  # the closed form never raises the error for fixed codes
+            moved = (cn != c).any(dim=1, keepdim=True)
             alpha = torch.where(improved, new, alpha)
             best = torch.where(improved, e, best)
+            c = torch.where(improved, cn, c)
+            if not bool((improved & moved).any()):  # a fixed point: codes = round(w / alpha), alpha closed form
+                break
         return alpha
 
 

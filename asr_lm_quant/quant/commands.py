@@ -1,0 +1,116 @@
+"""CLI: ``quantize``, ``quant-inspect``, ``quant-sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from asr_lm_quant.quant.pipeline import METHODS, QuantConfig
+from asr_lm_quant.quant.search import SearchOptions
+from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions
+
+
+def register(sub):
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("quantize", help="quantize an LM (PTQ, STE-QAT, ADMM, Hessian or search mixed precision)",
+                       formatter_class=fmt,
+                       description="Quantize a model directory and write a packed model directory with "
+                                   "quant_config.json, plan.json and results.json.")
+    p.add_argument("model", help="input model directory (plain or packed)")
+    p.add_argument("out", help="output directory (packed model)")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--bits", type=int, help="uniform precision (ptq, ste, admm)")
+    p.add_argument("--budget-bits", type=float, help="mixed precision budget: average bits per weight")
+    p.add_argument("--compression", type=float, help="mixed precision budget: compression ratio of the model")
+    p.add_argument("--budget-mb", type=float, help="mixed precision budget: model size in MB")
+    p.add_argument("--candidates", default="1,2,4,8", help="candidate precisions (comma-separated)")
+    p.add_argument("--per-row", action="store_true", help="one scale per row instead of per group")
+    p.add_argument("--train", dest="train_text", help="training text (methods that train)")
+    p.add_argument("--valid", dest="valid_text", help="validation text (reported; Hessian estimate)")
+    p.add_argument("--test", dest="test_text", help="test text (reported)")
+    d, a, s = FinetuneOptions(), AdmmOptions(), SearchOptions()
+    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--tokens-per-batch", type=int, default=2048)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
+    p.add_argument("--rho", type=float, default=a.rho, help="ADMM penalty")
+    p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
+    p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
+    p.add_argument("--gamma", type=float, default=s.gamma, help="search size penalty weight")
+    p.add_argument("--arch-lr", type=float, default=s.arch_lr, help="search logits learning rate")
+    p.add_argument("--gumbel", action="store_true", help="search with Gumbel-softmax samples")
+    p.add_argument("--search-steps", type=int, help="search steps (default: --steps)")
+    p.add_argument("--hessian-tol", type=float, default=1e-2, help="Hutchinson stopping tolerance (relative)")
+    p.add_argument("--hessian-max-samples", type=int, default=50)
+    p.add_argument("--hessian-batches", type=int, default=8, help="held-out batches the Hessian cycles over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("quant-inspect", help="per-group bits, scales and sizes of a packed model",
+                       formatter_class=fmt)
+    p.add_argument("model", help="packed model directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("quant-sweep", help="run a list of quantization systems and tabulate them",
+                       formatter_class=fmt,
+                       description="Runs the systems of a JSON file (see asr_lm_quant/quant/sweep.py); writes "
+                                   "OUT/<system>/, OUT/results.json, OUT/results.md and PNG plots.")
+    p.add_argument("--systems", required=True, help="systems JSON file")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="model directories")
+    p.add_argument("--train", help="training text")
+    p.add_argument("--valid", help="validation text")
+    p.add_argument("--test", help="test text")
+    p.add_argument("--only", help="comma-separated system names to run")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("out", help="output directory")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_quantize(args):
+    from asr_lm_quant.quant.pipeline import run
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = QuantConfig.from_dict({
+        "model": args.model, "out": args.out, "method": args.method,
+        "train_text": args.train_text, "valid_text": args.valid_text, "test_text": args.test_text,
+        "bits": args.bits, "budget_bits": args.budget_bits, "compression": args.compression,
+        "budget_mb": args.budget_mb, "candidates": [int(x) for x in args.candidates.split(",")],
+        "per_row": args.per_row, "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
+        "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed),
+        "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every),
+        "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
+        "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
+        "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,
+        "seed": args.seed})
+    res = run(cfg, overwrite=args.overwrite)
+    print(json.dumps({k: res.get(k) for k in ("method", "avg_bits", "size_mb", "compression", "valid_ppl",
+                                              "test_ppl")}))
+
+
+def cmd_inspect(args):
+    from asr_lm_quant.quant.packed import format_inspect, inspect_packed
+    rep = inspect_packed(args.model)
+    print(json.dumps(rep, indent=1) if args.json else format_inspect(rep))
+
+
+def cmd_sweep(args):
+    from asr_lm_quant.errors import InputError
+    from asr_lm_quant.quant.sweep import results_table, run_sweep
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = {}
+    for m in args.model:
+        if "=" not in m:
+            raise InputError(None, f"--model takes NAME=DIR, not {m!r}", key="--model")
+        k, v = m.split("=", 1)
+        models[k] = v
+    rows = run_sweep(args.systems, args.out, models=models,
+                     texts={"train": args.train, "valid": args.valid, "test": args.test},
+                     only=args.only.split(",") if args.only else None)
+    print(results_table(rows), end="")

@@ -1,0 +1,82 @@
+"""Per-group Hessian traces by Hutchinson's estimator, and the sensitivity Omega_l(b).
+
+``Tr(H_l) ~ mean_v v_l^T (H v)_l`` with Rademacher ``v``; ``H v`` comes from double back-propagation of the
+mean token cross entropy (model in eval mode, so dropout does not make the loss random). Samples cycle over
+held-out batches; sampling stops when every group's running mean moves by less than ``tol`` (relative) or
+after ``max_samples``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from tqdm import tqdm
+
+from asr_lm_quant.quant.plan import weight_groups
+from asr_lm_quant.quant.quantizers import quant_error
+from asr_lm_quant.quant.train import token_loss
+
+log = logging.getLogger(__name__)
+
+
+def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator) -> dict[str, float]:
+    """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v``."""
+    names = list(params)
+    ps = [params[n] for n in names]
+    loss = token_loss(model(inputs), targets)
+    grads = torch.autograd.grad(loss, ps, create_graph=True)
+    vs = [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in ps]
+    hv = torch.autograd.grad(grads, ps, grad_outputs=vs)
+    return {n: float((v * h).sum()) for n, v, h in zip(names, vs, hv)}
+
+
+def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: int = 100, min_samples: int = 4,
+                      seed: int = 0) -> dict:
+    """Estimate ``Tr(H_l)`` for every weight group. ``batches``: ``lm.data.Batch`` objects (held-out data).
+
+    Returns ``{"trace": {group: value}, "stderr": {group: value}, "samples": k, "converged": bool}``."""
+    if not batches:
+        raise ValueError("no batches for the Hessian estimate")
+    params = weight_groups(model)
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    sums = {n: 0.0 for n in params}
+    sq = {n: 0.0 for n in params}
+    prev, converged, k = None, False, 0
+    bar = tqdm(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True)
+    for k in range(1, max_samples + 1):
+        b = batches[(k - 1) % len(batches)]
+        s = hvp_sample(model, params, b.inputs, b.targets, gen)
+        for n, x in s.items():
+            sums[n] += x
+            sq[n] += x * x
+        mean = {n: sums[n] / k for n in params}
+        bar.update(1)
+        if prev is not None and k >= min_samples:
+            change = max(abs(mean[n] - prev[n]) / max(abs(mean[n]), 1e-12) for n in params)
+            bar.set_postfix(change=f"{change:.3g}")
+            if change < tol:
+                converged = True
+                break
+        prev = mean
+    bar.close()
+    model.train(was)
+    stderr = {n: math.sqrt(max(sq[n] / k - (sums[n] / k) ** 2, 0.0) / max(k - 1, 1)) for n in params}
+    return {"trace": {n: sums[n] / k for n in params}, "stderr": stderr, "samples": k, "converged": converged}
+
+
+def sensitivities(model, traces: dict[str, float], candidates, per_row: bool = False) -> dict[str, dict[int, float]]:
+    """``Omega_l(b) = Tr(H_l) / n_l * ||Q_b(W_l) - W_l||^2`` for every group and candidate precision.
+
+    A negative trace estimate (non-convex point or noise) is floored at a tiny positive fraction of the
+    largest trace, so the allocation still prefers the smaller quantization error there."""
+    params = weight_groups(model)
+    top = max((abs(t) for t in traces.values()), default=1.0) or 1.0
+    out = {}
+    for n, p in params.items():
+        tr = max(traces[n], 1e-6 * top)
+        out[n] = {int(b): tr / p.numel() * quant_error(p, int(b), per_row) for b in candidates}
+    return out

@@ -1,0 +1,181 @@
+"""One quantization run from a configuration: load, quantize by a method, pack, reload, evaluate, record.
+
+The output directory is a packed model directory (``packed.py``) plus ``quant_config.json`` (every option),
+``results.json`` (sizes, perplexities, timings, the method's record) beside it. The perplexities are those
+of the model loaded back from the packed file, i.e. exactly what a user of the directory gets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+from asr_lm_quant.quant.allocate import allocate_bits, budget_bits
+from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
+from asr_lm_quant.quant.packed import load_any_lm, load_packed, save_packed
+from asr_lm_quant.quant.plan import QuantPlan, float_parameters, weight_groups
+from asr_lm_quant.quant.ptq import quantize_model
+from asr_lm_quant.quant.search import SearchOptions, search_precisions
+from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, evaluate_ppl, ste_train
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ptq", "ste", "admm", "hessian", "search")
+RESULTS = "results.json"
+CONFIG = "quant_config.json"
+
+
+@dataclass
+class QuantConfig:
+    model: str
+    out: str
+    method: str
+    train_text: str | None = None
+    valid_text: str | None = None
+    test_text: str | None = None
+    bits: int | None = None                 # uniform precision (ptq, ste, admm)
+    budget_bits: float | None = None        # mixed precision budget: average bits per weight
+    compression: float | None = None        # ... or compression ratio of the whole model
+    budget_mb: float | None = None          # ... or total model size in MB (1e6 bytes)
+    candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    per_row: bool = False
+    tokens_per_batch: int = 2048
+    max_len: int = 128
+    eval_tokens_per_batch: int = 8192
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
+    admm: AdmmOptions = field(default_factory=AdmmOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
+    search_steps: int | None = None         # steps of the search (default: finetune.steps)
+    hessian_tol: float = 1e-2
+    hessian_max_samples: int = 50
+    hessian_batches: int = 8
+    seed: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source=None) -> "QuantConfig":
+        d = dict(d)
+        try:
+            for key, typ in (("finetune", FinetuneOptions), ("admm", AdmmOptions), ("search", SearchOptions)):
+                if isinstance(d.get(key), dict):
+                    d[key] = typ(**d[key])
+            return cls(**d)
+        except TypeError as e:
+            raise InputError(source, f"bad quantization config: {e}") from None
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle):
+    return BatchPlan(sequences(encode_file(path, vocab), vocab.bos, cfg.max_len), tokens_per_batch,
+                     seed=cfg.seed, shuffle=shuffle)
+
+
+def _budget(model, cfg: QuantConfig) -> float:
+    groups = weight_groups(model)
+    sizes = {n: p.numel() for n, p in groups.items()}
+    nfloat = sum(p.numel() for p in float_parameters(model).values())
+    given = [x is not None for x in (cfg.budget_bits, cfg.compression, cfg.budget_mb)]
+    if sum(given) != 1:
+        raise InputError(None, f"method {cfg.method} needs exactly one of --budget-bits, --compression, --budget-mb")
+    if cfg.budget_mb is not None:
+        return cfg.budget_mb * 8e6 - 32 * nfloat
+    return budget_bits(sizes, nfloat, avg_bits=cfg.budget_bits, compression=cfg.compression)
+
+
+def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
+    """Run one configuration; returns the results dict (also written to ``<out>/results.json``)."""
+    if cfg.method not in METHODS:
+        raise InputError(None, f"unknown method {cfg.method!r} (one of {', '.join(METHODS)})", key="method")
+    out = Path(cfg.out)
+    if (out / RESULTS).exists() and not overwrite:
+        raise FileExistsError(f"{out / RESULTS}: already exists (pass --overwrite to replace it)")
+    seed_everything(cfg.seed)
+    model, vocab = load_any_lm(cfg.model)
+    model.float()
+    if cfg.method in ("ptq", "ste", "admm") and cfg.bits is None:
+        raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
+    needs_train = cfg.method != "ptq"
+    for name in (["train_text"] if needs_train else []) + (["valid_text"] if cfg.method == "hessian" else []):
+        if getattr(cfg, name) is None:
+            raise InputError(None, f"method {cfg.method} needs --{name.replace('_', '-')}", key=name)
+    train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True) if needs_train else None
+    t0 = time.perf_counter()
+    record: dict = {}
+    ft = cfg.finetune
+    if cfg.method in ("ptq", "ste", "admm"):
+        plan = QuantPlan.uniform(model, cfg.bits, cfg.per_row)
+    if cfg.method == "ptq":
+        plan = quantize_model(model, plan)
+    elif cfg.method == "ste":
+        plan, record = ste_train(model, plan, train, ft)
+    elif cfg.method == "admm":
+        plan, record = admm_train(model, plan, train, ft, cfg.admm)
+    else:
+        budget = _budget(model, cfg)
+        record["budget_bits"] = budget
+        if cfg.method == "hessian":
+            valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
+            held = [b for _, b in zip(range(cfg.hessian_batches), valid.iterate(0))]
+            tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
+                                   seed=cfg.seed)
+            omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)
+            groups = weight_groups(model)
+            bits = allocate_bits(omega, {n: p.numel() for n, p in groups.items()}, budget,
+                                 {n: p.shape[0] for n, p in groups.items()}, cfg.per_row)
+            record["hessian"] = tr
+            record["omega"] = {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}
+        else:
+            searched = copy.deepcopy(model)
+            sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
+            bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
+                                                       cfg.per_row)
+            del searched
+        record["chosen_bits"] = bits
+        plan, admm_record = admm_train(model, QuantPlan.from_bits(bits, cfg.per_row), train, ft, cfg.admm)
+        record.update(admm_record)
+    train_s = time.perf_counter() - t0
+    save_packed(out, model, plan, vocab, extra={"quantization": {"method": cfg.method}})
+    qmodel, _, plan = load_packed(out)
+    size = plan.size_report(qmodel)
+    from asr_lm_quant.quant.packed import PACKED
+    results = {"method": cfg.method, "bits": cfg.bits, "plan_bits": plan.bits(), "avg_bits": size["avg_bits"],
+               "size_mb": (out / PACKED).stat().st_size / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
+               "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / (out / PACKED).stat().st_size,
+               "ideal_compression": size["compression"], "train_seconds": train_s, "record": record}
+    results.update(evaluate_texts(qmodel, vocab, cfg))
+    with atomic_open(out / CONFIG) as f:
+        json.dump(cfg.to_dict(), f, indent=2)
+    with atomic_open(out / RESULTS) as f:
+        json.dump(results, f, indent=1)
+    log.info("%s: %.3f MB (%.1fx), valid ppl %s, test ppl %s", out, results["size_mb"], results["compression"],
+             results.get("valid_ppl"), results.get("test_ppl"))
+    return results
+
+
+def evaluate_texts(model, vocab, cfg: QuantConfig) -> dict:
+    res = {}
+    for split in ("valid", "test"):
+        path = getattr(cfg, f"{split}_text")
+        if path:
+            ev = evaluate_ppl(model, _plan_for(path, vocab, cfg, cfg.eval_tokens_per_batch, False), cfg.finetune.bf16)
+            res[f"{split}_ppl"] = ev["ppl"]
+            res[f"{split}_tokens"] = ev["tokens"]
+    return res

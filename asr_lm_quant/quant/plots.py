@@ -1,0 +1,64 @@
+"""PNG plots (matplotlib, Agg): Hessian traces per group, chosen bits per group, size vs perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from asr_lm_quant.atomic import atomic_path  # noqa: E402
+
+
+def _short(name: str) -> str:
+    return name.replace(".weight", "").replace("layers.", "L").replace("attn.", "").replace("ff.", "")
+
+
+def _save(fig, path):
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_traces(traces: dict[str, float], path, stderr: dict[str, float] | None = None):
+    names = list(traces)
+    fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(names)), 3.5))
+    vals = [max(traces[n], 1e-12) for n in names]
+    ax.bar(range(len(names)), vals, yerr=[stderr[n] for n in names] if stderr else None, color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=70, fontsize=7)
+    ax.set_ylabel("Hessian trace (Hutchinson)")
+    ax.set_title("Hessian trace per weight group")
+    _save(fig, path)
+
+
+def plot_bits(bits_by_method: dict[str, dict[str, int]], path):
+    methods = list(bits_by_method)
+    names = list(next(iter(bits_by_method.values())))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 3.5))
+    for i, m in enumerate(methods):
+        ax.bar([j + i * width for j in range(len(names))], [bits_by_method[m].get(n, 0) for n in names],
+               width, label=m)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], [_short(n) for n in names], rotation=70,
+                  fontsize=7)
+    ax.set_ylabel("bits")
+    ax.set_title("precision per weight group")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_size_ppl(rows: list[dict], path, key: str = "valid_ppl"):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r.get(key) is None:
+            continue
+        ax.scatter(r["size_mb"], r[key], s=18)
+        ax.annotate(r["name"], (r["size_mb"], r[key]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (MB, packed file)")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title("size vs perplexity")
+    _save(fig, path)

@@ -1,0 +1,110 @@
+"""Mixed-precision architecture search (methods.md): per-group logits over candidate precisions.
+
+Group l's effective weight is ``sum_b softmax(a_l)_b * Q_b(W_l)`` (straight-through gradients through each
+``Q_b``; optionally Gumbel-softmax samples instead of the softmax). The loss adds
+``gamma * E[size] / budget`` to the LM cross entropy, where ``E[size]`` is the model size expected under the
+softmax. Weights and logits train jointly; then ``argmax_b a_l`` per group, repaired greedily if over budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from asr_lm_quant.lm.data import BatchPlan
+from asr_lm_quant.quant.allocate import group_bits_cost
+from asr_lm_quant.quant.plan import weight_groups
+from asr_lm_quant.quant.quantizers import fake_quant
+from asr_lm_quant.quant.train import FinetuneOptions, forward_with, run_steps, token_loss
+
+
+@dataclass
+class SearchOptions:
+    gamma: float = 1.0         # weight of the size penalty (expected size / budget)
+    arch_lr: float = 0.05      # Adam learning rate of the logits
+    gumbel: bool = False       # Gumbel-softmax samples instead of the plain softmax
+    tau: float = 1.0           # Gumbel-softmax temperature
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,
+                      sopts: SearchOptions, per_row: bool = False) -> tuple[dict[str, int], dict]:
+    """Train the super-network; return ``(bits per group, record)``. ``budget`` is in bits (groups and
+    scales, as :func:`allocate.budget_bits` gives). The model's latent weights are trained too."""
+    cands = sorted(int(b) for b in candidates)
+    groups = weight_groups(model)
+    rows = {n: p.shape[0] for n, p in groups.items()}
+    costs = {n: torch.tensor([float(group_bits_cost(p.numel(), rows[n], b, per_row)) for b in cands])
+             for n, p in groups.items()}
+    logits = {n: torch.zeros(len(cands), requires_grad=True) for n in groups}
+    scales: dict = {}
+    gen = torch.Generator().manual_seed(opts.seed)
+    trace = []
+
+    def probs(n):
+        if sopts.gumbel:
+            g = -torch.log(-torch.log(torch.rand(len(cands), generator=gen).clamp(1e-10, 1 - 1e-10)))
+            return F.softmax((logits[n] + g) / sopts.tau, dim=0)
+        return F.softmax(logits[n], dim=0)
+
+    def loss_fn(b):
+        weights, size = {}, 0.0
+        for n, p in groups.items():
+            pr = probs(n)
+            w = 0.0
+            for i, bits in enumerate(cands):
+                q, s = fake_quant(p, bits, per_row, init=scales.get((n, bits)))
+                if s is not None:
+                    scales[(n, bits)] = s
+                w = w + pr[i] * q
+            weights[n] = w
+            size = size + (pr * costs[n]).sum()
+        lm = token_loss(forward_with(model, weights, b.inputs, opts.bf16), b.targets)
+        return lm + sopts.gamma * size / budget, lm.detach()
+
+    def after_step(step):
+        if (step + 1) % opts.log_every == 0:
+            trace.append({"step": step + 1,
+                          "probs": {n: F.softmax(a.detach(), 0).tolist() for n, a in logits.items()}})
+
+    hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="search",
+                     extra_params=list(logits.values()), extra_lr=sopts.arch_lr)
+    final_logits = {n: a.detach() for n, a in logits.items()}
+    chosen = {n: cands[int(torch.argmax(a))] for n, a in final_logits.items()}
+    repaired = repair_budget(chosen, final_logits, cands, {n: p.numel() for n, p in groups.items()}, rows,
+                             budget, per_row)
+    record = {"candidates": cands, "argmax": chosen, "bits": repaired, "repaired": repaired != chosen,
+              "logits": {n: a.tolist() for n, a in final_logits.items()}, "train": hist, "trace": trace}
+    return repaired, record
+
+
+def repair_budget(bits: dict[str, int], logits: dict[str, torch.Tensor], cands, numel, rows, budget: float,
+                  per_row: bool = False) -> dict[str, int]:
+    """Lower precisions greedily until the budget holds: each move takes the group and next-lower
+    candidate that loses the least log-probability per bit saved."""
+    bits = dict(bits)
+
+    def size():
+        return sum(group_bits_cost(numel[n], rows[n], b, per_row) for n, b in bits.items())
+
+    while size() > budget:
+        best = None
+        for n, b in bits.items():
+            lower = [c for c in cands if c < b]
+            if not lower:
+                continue
+            nb = max(lower)
+            lp = F.log_softmax(logits[n], 0)
+            loss = float(lp[cands.index(b)] - lp[cands.index(nb)])
+            saved = group_bits_cost(numel[n], rows[n], b, per_row) - group_bits_cost(numel[n], rows[n], nb, per_row)
+            score = loss / saved
+            if best is None or score < best[0]:
+                best = (score, n, nb)
+        if best is None:
+            raise ValueError("budget cannot be met even at the lowest candidate precisions")
+        bits[best[1]] = best[2]
+    return bits

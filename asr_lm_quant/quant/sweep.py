@@ -1,0 +1,128 @@
+"""A list of quantization systems from a JSON file -> one directory each, results.json, results.md, plots.
+
+Systems file::
+
+    {"defaults": {<QuantConfig fields>},
+     "models": {"base": "exp/lm", "deep": "exp/lm_deep"},
+     "systems": [{"name": "fp", "method": "fp"},
+                 {"name": "admm-4", "method": "admm", "bits": 4},
+                 {"name": "deep-hessian", "model": "deep", "method": "hessian", "budget_size_of": "base"}]}
+
+``method: "fp"`` evaluates the unquantized model. ``budget_size_of: NAME`` sets the size budget to the 32-bit
+size of model NAME (a deeper model compressed to the size of a shallower full-precision one). A system whose
+directory already has results.json is not run again (re-running the stage resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.quant import plots
+from asr_lm_quant.quant.packed import load_any_lm
+from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, evaluate_texts, run
+from asr_lm_quant.quant.plan import QuantPlan
+
+log = logging.getLogger(__name__)
+
+
+def load_systems(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "systems file does not exist")
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    if not isinstance(conf, dict) or not isinstance(conf.get("systems"), list):
+        raise InputError(path, "expected an object with a 'systems' list")
+    names = set()
+    for i, s in enumerate(conf["systems"]):
+        if not isinstance(s, dict) or "name" not in s or "method" not in s:
+            raise InputError(path, f"system {i} needs a 'name' and a 'method'", key=f"systems[{i}]")
+        if s["name"] in names:
+            raise InputError(path, f"duplicate system name {s['name']!r}", key=f"systems[{i}]")
+        names.add(s["name"])
+    return conf
+
+
+def fp_results(model_dir, cfg: QuantConfig) -> dict:
+    model, vocab = load_any_lm(model_dir)
+    size = QuantPlan.uniform(model, 32).size_report(model)
+    res = {"method": "fp", "bits": 32, "avg_bits": 32.0, "size_mb": size["fp32_bytes"] / 1e6,
+           "ideal_mb": size["fp32_bytes"] / 1e6, "fp32_mb": size["fp32_bytes"] / 1e6, "compression": 1.0}
+    res.update(evaluate_texts(model, vocab, cfg))
+    return res
+
+
+def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, texts: dict[str, str] | None = None,
+              only: list[str] | None = None) -> list[dict]:
+    conf = load_systems(systems_file)
+    out_dir = Path(out_dir)
+    models = {**conf.get("models", {}), **(models or {})}
+    defaults = {**conf.get("defaults", {}), **{f"{k}_text": v for k, v in (texts or {}).items() if v}}
+    rows = []
+    for s in conf["systems"]:
+        if only and s["name"] not in only:
+            continue
+        s = dict(s)
+        name, method = s.pop("name"), s["method"]
+        model_name = s.pop("model", "base")
+        if model_name not in models:
+            raise InputError(systems_file, f"model {model_name!r} is not defined (give --model {model_name}=DIR)",
+                             key=name)
+        size_of = s.pop("budget_size_of", None)
+        sdir = out_dir / name
+        if size_of is not None:
+            m, _ = load_any_lm(models[size_of])
+            s["budget_mb"] = QuantPlan.uniform(m, 32).size_report(m)["fp32_bytes"] / 1e6
+        cfg = QuantConfig.from_dict({**defaults, **s, "model": models[model_name], "out": str(sdir),
+                                     "method": "ptq" if method == "fp" else method}, source=systems_file)
+        if (sdir / RESULTS).exists():
+            res = json.loads((sdir / RESULTS).read_text())
+            log.info("%s: already done", name)
+        elif method == "fp":
+            res = fp_results(models[model_name], cfg)
+            sdir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(sdir / RESULTS) as f:
+                json.dump(res, f, indent=1)
+        else:
+            log.info("system %s: %s", name, method)
+            res = run(cfg)
+        rows.append({"name": name, "model": model_name, **res})
+    write_report(rows, out_dir)
+    return rows
+
+
+def write_report(rows: list[dict], out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out_dir / "results.json") as f:
+        json.dump([{k: v for k, v in r.items() if k != "record"} for r in rows], f, indent=1)
+    with atomic_open(out_dir / "results.md") as f:
+        f.write(results_table(rows))
+    if rows:
+        plots.plot_size_ppl(rows, out_dir / "size_vs_ppl.png")
+    bits = {r["name"]: r["plan_bits"] for r in rows if r.get("method") in ("hessian", "search") and r.get("plan_bits")}
+    if bits:
+        plots.plot_bits(bits, out_dir / "bits_per_group.png")
+    for r in rows:
+        h = (r.get("record") or {}).get("hessian")
+        if h:
+            plots.plot_traces(h["trace"], out_dir / f"hessian_trace_{r['name']}.png", h.get("stderr"))
+
+
+def results_table(rows: list[dict]) -> str:
+    def f(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    lines = ["| system | model | method | avg bits | size MB | compression | valid ppl | test ppl |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['model']} | {r['method']} | {f(r.get('avg_bits'), '.2f')} | "
+                     f"{f(r.get('size_mb'), '.3f')} | {f(r.get('compression'), '.1f')}x | "
+                     f"{f(r.get('valid_ppl'), '.2f')} | {f(r.get('test_ppl'), '.2f')} |")
+    return "\n".join(lines) + "\n"

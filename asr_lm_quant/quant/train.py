@@ -1,0 +1,201 @@
+"""Fine-tuning loops for quantization: straight-through QAT and ADMM (methods.md), on ``lm.data`` batches.
+
+Both train the latent float weights of a ``TransformerLM``; the forward pass sees whatever weights a method
+chooses (fake-quantized for STE, plain for ADMM) through ``torch.func.functional_call``, which also keeps the
+tied embedding/output matrix tied. Each returns the plan with fitted scales, the model already hard-quantized
+(its weights exactly ``alpha * codes``), and a history of the training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from tqdm import tqdm
+
+from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
+from asr_lm_quant.quant.plan import QuantPlan, weight_groups
+from asr_lm_quant.quant.ptq import quantize_model
+from asr_lm_quant.quant.quantizers import FLOAT_BITS, fake_quant, project
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneOptions:
+    steps: int = 200            # optimizer steps
+    lr: float = 3e-4            # Adam learning rate (constant after warm-up)
+    warmup: int = 10
+    clip_norm: float = 1.0
+    bf16: bool = False          # bf16 autocast of the forward pass
+    seed: int = 0
+    log_every: int = 20
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def batch_stream(plan: BatchPlan):
+    """Endless stream of training batches, epoch after epoch (order fixed by the plan's seed)."""
+    epoch = 0
+    while True:
+        for _, b in plan.iterate(epoch):
+            yield b
+        epoch += 1
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy (nats) over the real target tokens."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=PAD_TARGET)
+
+
+def forward_with(model, weights: dict, inputs, bf16: bool = False):
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    with ctx:
+        return functional_call(model, weights, (inputs,), tie_weights=True)
+
+
+@torch.no_grad()
+def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
+    """Perplexity of ``model`` (eval mode) over every batch of ``plan``; end of sentence included."""
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for _, b in plan.iterate(0):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        with ctx:
+            logits = model(b.inputs)
+        total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b.targets.reshape(-1),
+                                       ignore_index=PAD_TARGET, reduction="sum"))
+        n += b.tokens
+    model.train(was)
+    return {"loss": total / n, "ppl": math.exp(total / n), "tokens": n}
+
+
+def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, after_step=None,
+              desc: str = "finetune", extra_params=None, extra_lr: float | None = None) -> list[dict]:
+    """Adam on ``params`` (and ``extra_params`` at ``extra_lr``) for ``opts.steps`` steps of ``loss_fn(batch)``.
+
+    ``loss_fn`` returns ``(total loss, lm loss)``; ``after_step(step)`` runs after each update."""
+    groups = [{"params": list(params), "lr": opts.lr}]
+    if extra_params:
+        groups.append({"params": list(extra_params), "lr": extra_lr or opts.lr})
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.Adam(groups)
+    torch.manual_seed(opts.seed)
+    stream = batch_stream(train)
+    model.train()
+    hist, win, win_tok, t0 = [], 0.0, 0, time.perf_counter()
+    for step in tqdm(range(opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True):
+        b = next(stream)
+        warm = min(1.0, (step + 1) / max(1, opts.warmup))
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * warm
+        loss, lm = loss_fn(b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if opts.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(groups[0]["params"], opts.clip_norm)
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+        win += float(lm) * b.tokens
+        win_tok += b.tokens
+        if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
+            dt = time.perf_counter() - t0
+            hist.append({"step": step + 1, "loss": win / win_tok, "tokens_per_s": win_tok / dt})
+            log.debug("%s step %d loss %.4f", desc, step + 1, win / win_tok)
+            win, win_tok, t0 = 0.0, 0, time.perf_counter()
+    model.eval()
+    return hist
+
+
+def _latent(model):
+    return {n: p for n, p in model.named_parameters()}
+
+
+def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -> tuple[QuantPlan, dict]:
+    """Quantization-aware training with straight-through gradients; ends hard-quantized."""
+    plan.validate(model)
+    groups = weight_groups(model)
+    scales = {}
+
+    def loss_fn(b):
+        weights = {}
+        for n, p in groups.items():
+            g = plan.groups[n]
+            weights[n], s = fake_quant(p, g.bits, g.per_row, init=scales.get(n))
+            if s is not None:
+                scales[n] = s
+        loss = token_loss(forward_with(model, weights, b.inputs, opts.bf16), b.targets)
+        return loss, loss.detach()
+
+    hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste")
+    return quantize_model(model, plan), {"train": hist}
+
+
+@dataclass
+class AdmmOptions:
+    rho: float = 1e-3            # penalty weight of (rho/2)||W - Q + U||^2
+    rho_growth: float = 1.3      # rho *= growth after every projection
+    rho_max: float = 1.0
+    project_every: int = 20      # optimizer steps between projections
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
+               admm: AdmmOptions) -> tuple[QuantPlan, dict]:
+    """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
+    At the end W = Q: the returned model is exactly the quantized model whose perplexity is reported."""
+    plan.validate(model)
+    groups = {n: p for n, p in weight_groups(model).items() if plan.groups[n].bits != FLOAT_BITS}
+    scales, Q, U = {}, {}, {}
+    for n, p in groups.items():
+        g = plan.groups[n]
+        Q[n], scales[n] = project(p, g.bits, g.per_row)
+        U[n] = torch.zeros_like(p, dtype=torch.float32)
+    state = {"rho": admm.rho}
+    distances = [{"step": 0, "rel_dist": _rel_dist(groups, Q)}]
+
+    def loss_fn(b):
+        lm = token_loss(model(b.inputs) if not opts.bf16 else forward_with(model, {}, b.inputs, True), b.targets)
+        pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in groups.items())
+        return lm + 0.5 * state["rho"] * pen, lm.detach()
+
+    def after_step(step):
+        if (step + 1) % admm.project_every:
+            return
+        with torch.no_grad():
+            for n, p in groups.items():
+                g = plan.groups[n]
+                Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n], max_iter=10)
+                U[n] += p - Q[n]
+        distances.append({"step": step + 1, "rel_dist": _rel_dist(groups, Q), "rho": state["rho"]})
+        state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
+
+    hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm")
+    with torch.no_grad():  # final projection, then W = Q
+        for n, p in groups.items():
+            g = plan.groups[n]
+            Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n])
+            p.copy_(Q[n])
+    out = plan.without_scales()
+    for n in groups:
+        out.set_scale(n, scales[n])
+    return out, {"train": hist, "distance": distances}
+
+
+def _rel_dist(groups, Q) -> float:
+    """||W - Q||^2 / ||W||^2 over all quantized groups."""
+    with torch.no_grad():
+        num = sum(float(((p - Q[n]) ** 2).sum()) for n, p in groups.items())
+        den = sum(float((p ** 2).sum()) for p in groups.values())
+    return num / max(den, 1e-30)
