@@ -8,7 +8,7 @@ from asr_lm_quant.cli import main as cli_main
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.io import read_lines
 from asr_lm_quant.text.normalize import normalize_asr_text
-from asr_lm_quant.text.plain import build_vocabulary, count_words, prepare_plain
+from asr_lm_quant.text.plain import build_vocabulary, count_words, prepare_plain, read_sentences
 from asr_lm_quant.text.vocab import Vocabulary
 
 
@@ -152,3 +152,13 @@ def test_wikitext2_asr_normalised_subset(shared_dir, tmp_path):
     assert stats["vocab_size"] == len(vocab)
     assert 0.05 < stats["valid"]["oov_rate"] < 0.5  # a 300-line vocabulary misses many valid words
     assert stats["valid"]["sentences"] > 300 and stats["test"]["sentences"] > 300
+
+
+def test_wikitext2_vocabulary_matches_published_size(shared_dir):
+    # WikiText-2 is published with 33,278 types counting the end-of-line symbol; ours has <s> for it.
+    src = shared_dir / "data" / "wikitext-2"
+    counts = count_words(read_sentences(src / "train.txt.xz"))
+    assert sum(counts.values()) == 2_051_910
+    vocab = build_vocabulary(counts)
+    assert len(vocab) == 33_278
+    assert vocab.words[:4] == ["<s>", "<unk>", "the", ","]
