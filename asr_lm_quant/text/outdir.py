@@ -25,8 +25,10 @@ def staged_output(out_dir, names, *, overwrite: bool = False):
     existing = [n for n in names if (out_dir / n).exists()]
     if existing and not overwrite:
         raise OutputExists(f"{out_dir}: already holds {', '.join(existing)} (use --overwrite to replace)")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging.", dir=out_dir))
+    ok = False
     try:
         yield stage
         missing = [n for n in names if not (stage / n).exists()]
@@ -36,8 +38,12 @@ def staged_output(out_dir, names, *, overwrite: bool = False):
         for n in names:
             os.chmod(stage / n, mode)  # temp files are private; results get the usual permissions
             os.replace(stage / n, out_dir / n)
+        ok = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not ok:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # leave no trace of a failed run
 
 
 def _default_mode() -> int:
