@@ -216,6 +216,6 @@ def test_failed_overwrite_keeps_previous_results(s5c, tmp_path):
     fisher = s5c / "data/local/lm/fisher/text1.gz"
     with gzip.open(fisher, "wb") as f:  # fails half-way through the streamed Fisher text
         f.write(b"fine line\n" * 1000 + b"bad \xff byte\n")
-    with pytest.raises(InputError, match=r"text1.gz, line 1001, byte offset 10000: not valid UTF-8"):
+    with pytest.raises(InputError, match=r"text1.gz, line 1001, byte offset 10004: not valid UTF-8"):
         prepare_kaldi_swbd(s5c, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
