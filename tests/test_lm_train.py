@@ -149,11 +149,11 @@ def test_shipped_configs(repo_dir):
     for path in sorted((repo_dir / "recipes").glob("*/conf/lm*.json")):
         model, opts = load_train_config(path)
         assert model and opts
-    model, opts = load_train_config(repo_dir / "recipes/swbd/conf/lm.json")
+    model, opts = load_train_config(repo_dir / "recipes/swbd/conf/lm_swbd.json")
     assert (model["d_model"], model["d_ff"], model["n_layers"], model["n_heads"], model["norm"]) == \
         (512, 512, 6, 8, "post")
     assert opts.optimizer == "sgd" and opts.schedule == "plateau"
-    assert load_train_config(repo_dir / "recipes/swbd/conf/lm_large.json")[0]["n_layers"] == 12
+    assert load_train_config(repo_dir / "recipes/swbd/conf/lm_swbd_large.json")[0]["n_layers"] == 12
 
 
 def test_cli_train_and_ppl(data, tmp_path, capsys):
