@@ -1,1 +1,1 @@
-"""Results tables (markdown, JSON) and plots built from the JSON files that stages leave."""
+"""Results tables and plots from the JSON files that recipe stages leave (``asr-lm-quant report``)."""

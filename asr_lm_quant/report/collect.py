@@ -1,0 +1,107 @@
+"""Gather what the mini recipe's stages wrote under ``exp/`` into one results dict.
+
+Layout read (every file optional except the first pass; what is missing is simply absent from the table):
+
+- ``ngram/ppl_{valid,test}.json``: the 3-gram's perplexity (``asr-lm-quant ngram-ppl``).
+- ``ngram/first_pass.json``: first-pass WER, LMWT/penalty tuned on the dev half, eval half reported.
+- ``ngram/decode_test_{dev,eval}/oracle.json``: N-best and lattice oracle WERs of the first pass.
+- ``ngram/decode_test/scoring_kaldi/sweep.json``: the first pass's LMWT sweep on the whole test set.
+- ``{lm,lm_deep}/ppl_{valid,test}.json``: full-precision Transformer perplexities (``asr-lm-quant ppl``).
+- ``quant/results.json``: rows of ``asr-lm-quant quant-sweep`` (bits, sizes, compression, perplexities,
+  per-group bits).
+- ``rescore/<system>/{nbest,lattice}.json``: weight/LMWT/penalty tuned on dev, WER on eval
+  (``local/mini/tune.py``). Systems are ``lm``, ``lm_deep`` and ``q_<quant system>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from asr_lm_quant.errors import InputError
+
+FP_MODELS = {"lm": "base", "lm_deep": "deep"}
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+
+
+def _model_size(model_dir: Path) -> dict | None:
+    """32-bit size of a full-precision model directory (as the quantization reports count it)."""
+    if not (model_dir / "config.json").exists():
+        return None
+    from asr_lm_quant.quant.packed import load_any_lm
+    from asr_lm_quant.quant.plan import QuantPlan
+    model, _ = load_any_lm(model_dir)
+    size = QuantPlan.uniform(model, 32).size_report(model)
+    return {"size_mb": size["fp32_bytes"] / 1e6, "avg_bits": 32.0, "compression": 1.0}
+
+
+def collect(exp) -> dict:
+    exp = Path(exp)
+    first = read_json(exp / "ngram" / "first_pass.json")
+    if first is None:
+        raise InputError(exp / "ngram" / "first_pass.json", "missing: run stage 2 of the recipe first")
+    out: dict = {"exp": str(exp)}
+    ngram = {"name": "3gram", "kind": "ngram", "method": "kn3", "bits": None}
+    for split in ("valid", "test"):
+        p = read_json(exp / "ngram" / f"ppl_{split}.json")
+        if p:
+            ngram[f"{split}_ppl"] = p["ppl"]
+    arpa = exp / "ngram" / "3gram.arpa"
+    if arpa.exists():
+        ngram["arpa_mb"] = arpa.stat().st_size / 1e6
+    ngram["wer_first_pass"] = first["eval_wer"]
+    ngram["first_pass"] = first
+    for half in ("dev", "eval"):
+        o = read_json(exp / "ngram" / f"decode_test_{half}" / "oracle.json")
+        if o:
+            out[f"oracle_{half}"] = o
+    if "oracle_eval" in out:
+        ngram["nbest_oracle_wer"] = out["oracle_eval"]["nbest_oracle_wer"]
+        ngram["lattice_oracle_wer"] = out["oracle_eval"]["lattice_oracle_wer"]
+    sweep = read_json(exp / "ngram" / "decode_test" / "scoring_kaldi" / "sweep.json")
+    if sweep:
+        out["first_pass_sweep"] = sweep
+    out["first_pass"] = ngram
+
+    quant_rows = read_json(exp / "quant" / "results.json") or []
+    systems = []
+    for name, model in FP_MODELS.items():
+        if not (exp / name).exists():
+            continue
+        row = {"name": name, "model": model, "method": "fp", "bits": 32}
+        fp = next((r for r in quant_rows if r.get("method") == "fp" and r.get("model") == model), None)
+        if fp:
+            row.update({k: fp[k] for k in ("size_mb", "avg_bits", "compression") if k in fp})
+        else:
+            row.update(_model_size(exp / name) or {})
+        for split in ("valid", "test"):
+            p = read_json(exp / name / f"ppl_{split}.json")
+            if p:
+                row[f"{split}_ppl"] = p["ppl"]
+            elif fp and fp.get(f"{split}_ppl") is not None:
+                row[f"{split}_ppl"] = fp[f"{split}_ppl"]
+        systems.append(row)
+    for r in quant_rows:
+        if r.get("method") == "fp":
+            continue
+        row = {"name": "q_" + r["name"], "model": r.get("model", "base")}
+        for k in ("method", "bits", "avg_bits", "size_mb", "compression", "valid_ppl", "test_ppl", "plan_bits"):
+            if k in r:
+                row[k] = r[k]
+        systems.append(row)
+    for row in systems:
+        for method in ("nbest", "lattice"):
+            res = read_json(exp / "rescore" / row["name"] / f"{method}.json")
+            if res:
+                row[f"wer_{method}"] = res["eval_wer"]
+                row[f"{method}_tuning"] = res
+    out["systems"] = systems
+    return out

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The mini recipe: the whole toolkit on data anyone can get, with a real recogniser.
+#
+#   ./run.sh                      # everything (make demo): about 40 minutes on 2 CPU cores
+#   ./run.sh --quick              # a tiny version (CI): a few minutes
+#   ./run.sh --stage 5 --stop-stage 6
+#
+# Stages:
+#   0  LM text: WikiText-2 normalised as ASR output (lower case, no punctuation) -> data/lm
+#   1  First-pass LM: Kneser-Ney 3-gram (exp/ngram/3gram.arpa) and its perplexity on valid/test
+#   2  Test audio and first pass: test sentences synthesised with festival (two voices), decoded with
+#      pocketsphinx using the 3-gram; its word lattices become a Kaldi decode dir
+#      (exp/ngram/decode_test/lat.JOB.gz, CompactLattices with 3-gram graph costs), scored Kaldi style;
+#      the test set is split in halves: dev (tuning) and eval (reporting)
+#   3  Transformer LMs: the mini configuration (exp/lm) and a deeper one (exp/lm_deep)
+#   4  Quantization systems (uniform 8/4/2/1-bit, Hessian and searched mixed precision, ADMM) -> exp/quant
+#   5  N-best and lattice rescoring with every model: weights tuned on dev, WER reported on eval
+#   6  Report: exp/results.md, exp/results.json and plots
+# Logs go to <dir>/log/. Every stage can be re-run; expensive results (audio, lattices) are cached.
+
+set -euo pipefail
+
+stage=0
+stop_stage=100
+quick=false
+nj=2
+corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz)
+max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
+quick_corpus_lines=3000  # --quick: raw training lines kept
+num_sents=300            # test sentences to synthesise
+voices=slt,kal           # festival voices, alternating across utterances
+snr=                     # add white noise at this SNR (dB); empty = clean audio
+seed=0
+nbest=20                 # N-best size for rescoring and the N-best oracle
+weights=0.5,0.7,0.9      # NN LM interpolation weights tried on the dev half
+lm_conf=conf/lm.json
+lm_deep_conf=conf/lm_deep.json
+lm_epochs=               # overrides max_epochs of both LM configurations
+lm_max_steps=            # caps the training steps of both LMs (empty: the configurations decide)
+bf16=true                # bf16 autocast for LM training (several times faster on CPUs with AMX/AVX512-BF16)
+quant_conf=conf/quant.json
+cache_dir=cache          # audio and lattice cache (content-keyed; safe to share between runs)
+threads=2
+
+help_message="Usage: $0 [options]
+Options:
+  --stage <n> / --stop-stage <n>   stages to run (default: $stage..$stop_stage)
+  --quick                          tiny version: few sentences, tiny models, short training
+  --nj <n>                         parallel jobs (default: $nj)
+  --corpus-dir <dir>               WikiText-2 (default: $corpus_dir)
+  --max-vocab <n>                  LM vocabulary size (default: $max_vocab)
+  --num-sents <n>                  test sentences (default: $num_sents)
+  --voices <list>                  festival voices: slt,kal (default: $voices)
+  --snr <dB>                       add white noise at this SNR (default: none)
+  --nbest <n>                      N-best size (default: $nbest)
+  --weights <list>                 NN LM weights tuned on the dev half (default: $weights)
+  --lm-conf / --lm-deep-conf <f>   Transformer LM configurations
+  --lm-epochs <n>                  override the LM configurations' max_epochs
+  --lm-max-steps <n>               cap the LM training steps
+  --bf16 <bool>                    bf16 autocast in LM training (default: $bf16)
+  --quant-conf <f>                 quantization systems (default: $quant_conf)
+  --cache-dir <dir>                audio/lattice cache (default: $cache_dir)"
+
+# Kaldi-style options take a value; --quick alone means --quick true.
+args=()
+for a in "$@"; do
+  if [ "$a" = --quick ]; then args+=(--quick true); else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
+
+cd "$(dirname "$0")"
+. ./path.sh
+. ./cmd.sh
+. steps/parse_options.sh || exit 1
+if [ $# -ne 0 ]; then
+  echo "$0: unexpected arguments: $*" >&2
+  printf '%b\n' "$help_message" >&2
+  exit 1
+fi
+
+if [ "$quick" = true ]; then
+  num_sents=10
+  lm_conf=conf/lm_tiny.json
+  lm_deep_conf=conf/lm_tiny.json
+  lm_epochs=${lm_epochs:-1}
+  lm_max_steps=${lm_max_steps:-40}
+  max_vocab=3000
+  [ -f conf/quant_quick.json ] && quant_conf=conf/quant_quick.json
+  weights=0.5,0.8
+  nbest=10
+fi
+
+log() {
+  echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
+}
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+export OMP_NUM_THREADS=$threads
+start_time=$(date +%s)
+
+if [ "$quick" = true ]; then
+  log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
+else
+  log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, two Transformer LMs, the"
+  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 40 minutes on"
+  log "2 CPU cores (stage 2 ~6 min, 3 ~15 min, 4 ~10 min, 5 ~8 min); later runs reuse cached audio/lattices."
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 0; then
+  log "Stage 0: LM text from WikiText-2 ($corpus_dir) -> data/lm"
+  files=()
+  for s in train valid test; do
+    f=
+    for ext in .txt .txt.xz .txt.gz; do [ -f "$corpus_dir/$s$ext" ] && { f=$corpus_dir/$s$ext; break; }; done
+    if [ -z "$f" ]; then
+      echo "$0: WikiText-2 not found: no $corpus_dir/$s.txt (.xz/.gz)." >&2
+      echo "  Get it (e.g. https://huggingface.co/datasets/Salesforce/wikitext, config wikitext-2-v1, or the" >&2
+      echo "  original wikitext-2-v1.zip), put wiki.{train,valid,test}.tokens there as {train,valid,test}.txt" >&2
+      echo "  (xz or gzip is fine), and pass --corpus-dir DIR." >&2
+      exit 1
+    fi
+    files+=("$f")
+  done
+  if [ "$quick" = true ]; then
+    mkdir -p data/local/corpus
+    python3 - "${files[0]}" "$quick_corpus_lines" > data/local/corpus/train.txt <<'PY'
+import gzip, lzma, sys
+path, n = sys.argv[1], int(sys.argv[2])
+op = lzma.open if path.endswith(".xz") else gzip.open if path.endswith(".gz") else open
+with op(path, "rt", encoding="utf-8") as f:
+    for i, line in enumerate(f):
+        if i >= n:
+            break
+        sys.stdout.write(line)
+PY
+    files[0]=data/local/corpus/train.txt
+  fi
+  $train_cmd data/lm/log/prepare_text.log \
+    asr-lm-quant prepare-text plain --train "${files[0]}" --valid "${files[1]}" --test "${files[2]}" \
+      --normalize asr --max-vocab "$max_vocab" --out data/lm --overwrite
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 1; then
+  log "Stage 1: Kneser-Ney 3-gram on data/lm/train.txt -> exp/ngram"
+  $train_cmd exp/ngram/log/train.log \
+    asr-lm-quant ngram-train --text data/lm/train.txt --out exp/ngram/3gram.arpa --order 3 \
+      --vocab data/lm/words.txt --json exp/ngram/train.json
+  for s in valid test; do
+    $train_cmd exp/ngram/log/ppl_$s.log \
+      asr-lm-quant ngram-ppl --lm exp/ngram/3gram.arpa --text data/lm/$s.txt --json exp/ngram/ppl_$s.json
+  done
+  python3 local/make_lang.py data/lm/words.txt data/lang
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 2; then
+  log "Stage 2: $num_sents test sentences, festival ($voices) -> data/test; pocketsphinx -> exp/ngram/decode_test"
+  for cmd in text2wave festival; do
+    if ! command -v $cmd >/dev/null; then
+      bash steps/install_system_deps.sh || {
+        echo "$0: festival is needed: sudo apt-get install festival festvox-us-slt-hts festvox-kallpc16k" >&2; exit 1; }
+    fi
+  done
+  snr_opt=()
+  [ -n "$snr" ] && snr_opt=(--snr "$snr")
+  $train_cmd data/test/log/prepare_test.log \
+    python3 local/prepare_test.py --lm-dir data/lm --data data/test --cache-dir "$cache_dir/audio" \
+      --num "$num_sents" --voices "$voices" --seed "$seed" --nj "$nj" "${snr_opt[@]+"${snr_opt[@]}"}"
+  dir=exp/ngram/decode_test
+  rm -f $dir/lat.*.gz
+  $decode_cmd JOB=1:$nj $dir/log/decode.JOB.log \
+    python3 local/decode.py --job JOB --nj $nj --cache-dir "$cache_dir/lattices" \
+      data/test exp/ngram/3gram.arpa data/lang/words.txt $dir
+  echo $nj > $dir/num_jobs
+  steps/score_kaldi.sh --cmd "$decode_cmd" data/test data/lang $dir
+  python3 local/oracle.py --n "$nbest" data/test data/lang/words.txt $dir > $dir/log/oracle.log
+  log "First pass: $(cat $dir/scoring_kaldi/best_wer); oracle: $(cat $dir/log/oracle.log)"
+  python3 local/split_halves.py data/test $dir
+  for half in dev eval; do
+    steps/score_kaldi.sh --cmd "$decode_cmd" data/test_$half data/lang ${dir}_$half
+    python3 local/oracle.py --n "$nbest" data/test_$half data/lang/words.txt ${dir}_$half > /dev/null
+  done
+  python3 local/tune.py --out exp/ngram/first_pass.json none=${dir}_dev,${dir}_eval
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 3; then
+  epoch_opt=()
+  [ -n "$lm_epochs" ] && epoch_opt=(--max-epochs "$lm_epochs")
+  [ -n "$lm_max_steps" ] && epoch_opt+=(--set max_steps="$lm_max_steps")
+  [ "$bf16" = true ] && epoch_opt+=(--bf16)
+  for pair in lm:$lm_conf lm_deep:$lm_deep_conf; do
+    name=${pair%%:*}; conf=${pair#*:}
+    log "Stage 3: Transformer LM $conf -> exp/$name"
+    # Re-running resumes from the newest checkpoint (and does nothing once training finished).
+    $cuda_cmd exp/$name/log/train.log \
+      asr-lm-quant train --config "$conf" --train data/lm/train.txt --valid data/lm/valid.txt \
+        --vocab data/lm/words.txt --out exp/$name --threads "$threads" "${epoch_opt[@]+"${epoch_opt[@]}"}"
+    for s in valid test; do
+      $cuda_cmd exp/$name/log/ppl_$s.log \
+        asr-lm-quant ppl --model exp/$name --text data/lm/$s.txt --json exp/$name/ppl_$s.json
+    done
+  done
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 4; then
+  log "Stage 4: quantization systems of $quant_conf -> exp/quant"
+  if [ ! -f "$quant_conf" ]; then
+    echo "$0: $quant_conf is missing: no quantization systems to run" >&2; exit 1
+  fi
+  $train_cmd exp/quant/log/quant_sweep.log \
+    asr-lm-quant quant-sweep --systems "$quant_conf" --model base=exp/lm --model deep=exp/lm_deep \
+      --train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt --threads "$threads" exp/quant
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 5; then
+  log "Stage 5: N-best ($nbest-best) and lattice rescoring; weights $weights tuned on dev, reported on eval"
+  src=exp/ngram/decode_test
+  python3 local/systems.py exp > exp/rescore_systems.txt
+  while read -r name model; do
+    for method in nbest lattice; do
+      out=exp/rescore/$name/$method
+      [ -f $out.json ] && { log "  $name $method: done ($out.json)"; continue; }
+      pairs=()
+      for half in dev eval; do
+        opts=()
+        [ $method = nbest ] && opts=(--n "$nbest")
+        $decode_cmd JOB=1:$nj $out/log/rescore_$half.JOB.log \
+          asr-lm-quant rescore-$method --old-lm exp/ngram/3gram.arpa --lm-dir "$model" \
+            --words data/lang/words.txt --weight "$weights" "${opts[@]}" \
+            --lattices "ark:gunzip -c ${src}_$half/lat.JOB.gz |" \
+            --out-lattices "ark:| gzip -c > $out/${half}_w{weight}/lat.JOB.gz"
+        for w in ${weights//,/ }; do
+          d=$out/${half}_w$(python3 -c "print(f'{float(\"$w\"):g}')")
+          echo $nj > $d/num_jobs
+          steps/score_kaldi.sh --cmd "$decode_cmd" --stats false data/test_$half data/lang $d > /dev/null
+        done
+      done
+      for w in ${weights//,/ }; do
+        w=$(python3 -c "print(f'{float(\"$w\"):g}')")
+        pairs+=("$w=$out/dev_w$w,$out/eval_w$w")
+      done
+      python3 local/tune.py --out $out.json "${pairs[@]}" > $out/log/tune.log
+      log "  $name $method: $(cat $out/log/tune.log)"
+    done
+  done < exp/rescore_systems.txt
+fi
+
+# ------------------------------------------------------------------------------------------------
+if run_stage 6; then
+  log "Stage 6: report -> exp/results.md, exp/results.json, exp/plots/"
+  asr-lm-quant report --exp exp --out exp
+  python3 local/check_outputs.py exp
+  cat exp/results.md
+fi
+
+log "Done (stages $stage..$stop_stage) in $(( ($(date +%s) - start_time) / 60 )) min."
