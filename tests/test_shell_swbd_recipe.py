@@ -142,3 +142,44 @@ def test_stage0_from_ldc_layouts(recipe, repo_dir):
     swbd_only = len((recipe / "data" / "lm_nofisher" / "train.txt").read_text().splitlines())
     assert swbd_only < stats["train"]["sentences"]
     assert swbd_only % 3 == 0  # Switchboard three times
+
+
+def write_kaldi_transformer(path, ntoken, d=16, heads=2, ff=32, layers=1):
+    """A state_dict with the parameter names and shapes of Kaldi's pytorchnn TransformerModel."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d, heads, ff, 0.0, "gelu")
+    encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    emb = torch.empty(ntoken, d).uniform_(-0.1, 0.1)
+    sd = {"encoder.weight": emb, "pos_encoder.pe": torch.zeros(5000, 1, d),
+          "decoder.weight": emb, "decoder.bias": torch.zeros(ntoken)}
+    sd.update({f"transformer_encoder.{k}": v for k, v in encoder.state_dict().items()})
+    torch.save(sd, path)
+
+
+@pytest.mark.slow
+def test_stage1_imports_a_kaldi_pytorchnn_model(recipe, repo_dir, tmp_path):
+    s5c = tmp_path / "s5c"
+    make_s5c(s5c)
+    (recipe / "data" / "lm").mkdir(parents=True)  # stage 0's output, as far as stage 1 needs it
+    (recipe / "data" / "lm" / "valid.txt").write_text("so what do you think\n")
+    (recipe / "data" / "lm" / "test.txt").write_text("he is a police officer\noh really\n")
+    # What Kaldi's local/pytorchnn/data_prep.sh leaves: data/lang/words.txt plus <unk>.
+    (s5c / "data" / "pytorchnn").mkdir()
+    lang = (s5c / "data" / "lang" / "words.txt").read_text()
+    n = len(lang.splitlines())
+    (s5c / "data" / "pytorchnn" / "words.txt").write_text(lang + f"<unk> {n}\n")
+    write_kaldi_transformer(tmp_path / "model.pt", n + 1)
+    p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--kaldi-nnlm", str(tmp_path / "model.pt"),
+            "--kaldi-nnlm-heads", "2", "--stage", "1", "--stop-stage", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lm = recipe / "exp" / "lm"
+    assert "import Kaldi's Transformer LM" in p.stdout
+    assert (lm / "log" / "import.log").read_text().startswith("# asr-lm-quant import-kaldi --model-pt ")
+    assert not (lm / "log" / "train.log").exists()
+    words = [line.split()[0] for line in (lm / "words.txt").read_text().splitlines()]
+    assert len(words) == n + 1 and words[-1] == "<unk>"
+    ppl = json.loads((lm / "ppl_test.json").read_text())["ppl"]
+    assert 1 < ppl < 10 * (n + 1)  # an untrained model: about uniform over the vocabulary

@@ -9,7 +9,8 @@
 # Stages:
 #   0  LM text: data/lm/{train,valid,test}.txt and words.txt, as Kaldi's local/pytorchnn/data_prep.sh
 #      makes them (Switchboard train_nodev x3 + Fisher, valid = train_dev, test = eval2000).
-#   1  Transformer LM training (exp/lm), then its perplexity on valid and test (exp/lm/ppl_{valid,test}.json).
+#   1  Transformer LM training (exp/lm) -- or import of a Transformer that Kaldi's pytorchnn recipe trained
+#      (--kaldi-nnlm) -- then its perplexity on valid and test (exp/lm/ppl_{valid,test}.json).
 # See README.md for how to point this at an existing s5c setup.
 
 set -euo pipefail
@@ -27,6 +28,10 @@ text_dir=data/lm
 lm_conf=conf/lm_swbd.json
 lm_dir=exp/lm
 bf16=false               # bf16 autocast in training (fast on recent CPUs and GPUs)
+kaldi_nnlm=              # a Transformer trained by Kaldi's local/pytorchnn/run_nnlm.sh (its model.pt):
+                         # stage 1 then imports it instead of training one
+kaldi_nnlm_words=        # that model's words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
+kaldi_nnlm_heads=8       # its attention heads (run_nnlm.sh: nhead=8)
 
 help_message="Usage: $0 [options]
 Options:
@@ -42,7 +47,10 @@ Options:
   --text-dir <dir>         LM text output (default: $text_dir)
   --lm-conf <json>         LM and training configuration (default: $lm_conf)
   --lm-dir <dir>           LM output directory (default: $lm_dir)
-  --bf16 <bool>            bf16 autocast in training (default: $bf16)"
+  --bf16 <bool>            bf16 autocast in training (default: $bf16)
+  --kaldi-nnlm <model.pt>  import this Kaldi pytorchnn Transformer in stage 1 instead of training
+  --kaldi-nnlm-words <f>   its words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
+  --kaldi-nnlm-heads <n>   its attention heads (default: $kaldi_nnlm_heads)"
 
 cd "$(dirname "$0")"
 . ./path.sh
@@ -81,20 +89,39 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "Stage 1: train the Transformer LM ($lm_conf) into $lm_dir"
-  for f in train.txt valid.txt words.txt; do
+  for f in valid.txt test.txt; do
     [ -f "$text_dir/$f" ] || { echo "$0: $text_dir/$f missing: run stage 0 first" >&2; exit 1; }
   done
-  train_opts=()
-  [ "$bf16" = true ] && train_opts+=(--bf16)
-  # Re-running resumes from the newest checkpoint in $lm_dir (and is a no-op once training finished).
-  $cuda_cmd "$lm_dir/log/train.log" \
-    asr-lm-quant train --config "$lm_conf" --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" \
-      --vocab "$text_dir/words.txt" --out "$lm_dir" "${train_opts[@]}"
-  for set in valid test; do
+  if [ -n "$kaldi_nnlm" ]; then
+    log "Stage 1: import Kaldi's Transformer LM $kaldi_nnlm into $lm_dir"
+    if [ -z "$kaldi_nnlm_words" ]; then
+      [ -n "$kaldi_swbd_dir" ] || { echo "$0: --kaldi-nnlm needs --kaldi-nnlm-words or --kaldi-swbd-dir" >&2; exit 1; }
+      kaldi_nnlm_words=$kaldi_swbd_dir/data/pytorchnn/words.txt
+    fi
+    if [ -f "$lm_dir/model.safetensors" ]; then
+      echo "$0: $lm_dir already holds a model; not importing again"
+    else
+      $train_cmd "$lm_dir/log/import.log" \
+        asr-lm-quant import-kaldi --model-pt "$kaldi_nnlm" --words "$kaldi_nnlm_words" \
+          --nhead "$kaldi_nnlm_heads" --out "$lm_dir"
+    fi
+  else
+    log "Stage 1: train the Transformer LM ($lm_conf) into $lm_dir"
+    [ -f "$text_dir/train.txt" ] || { echo "$0: $text_dir/train.txt missing: run stage 0 first" >&2; exit 1; }
+    train_opts=()
+    [ "$bf16" = true ] && train_opts+=(--bf16)
+    # Re-running resumes from the newest checkpoint in $lm_dir (and is a no-op once training finished).
+    $cuda_cmd "$lm_dir/log/train.log" \
+      asr-lm-quant train --config "$lm_conf" --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" \
+        --vocab "$text_dir/words.txt" --out "$lm_dir" "${train_opts[@]}"
+  fi
+  pids=()
+  for set in valid test; do  # both sets at once
     $cuda_cmd "$lm_dir/log/ppl_$set.log" \
-      asr-lm-quant ppl --model "$lm_dir" --text "$text_dir/$set.txt" --json "$lm_dir/ppl_$set.json"
+      asr-lm-quant ppl --model "$lm_dir" --text "$text_dir/$set.txt" --json "$lm_dir/ppl_$set.json" &
+    pids+=($!)
   done
+  for pid in "${pids[@]}"; do wait "$pid"; done
   log "Perplexity (with end-of-sentence): $(python -c 'import json, sys
 print(", ".join("%s %.2f" % (s, json.load(open(f))["ppl"]) for s, f in zip(("valid", "test"), sys.argv[1:])))' \
     "$lm_dir/ppl_valid.json" "$lm_dir/ppl_test.json")"
