@@ -73,7 +73,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     local/check_s5c.sh --use-fisher "$use_fisher" "$kaldi_swbd_dir"
     fisher_opt=()
     [ "$use_fisher" = true ] || fisher_opt=(--fisher-text none)
-    steps/prepare_lm_text.sh --cmd "$train_cmd" "$text_dir" kaldi-swbd "$kaldi_swbd_dir" "${fisher_opt[@]}"
+    steps/prepare_lm_text.sh --cmd "$train_cmd" "$text_dir" kaldi-swbd "$kaldi_swbd_dir" ${fisher_opt[@]+"${fisher_opt[@]}"}
   elif [ -n "$swbd_trans" ]; then
     [ -n "$eval2000" ] || { echo "$0: --swbd-trans needs --eval2000 (the test set)" >&2; exit 1; }
     ldc_opts=(--eval2000 "$eval2000" --dev-utterances "$dev_utterances")
@@ -113,12 +113,12 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     # Re-running resumes from the newest checkpoint in $lm_dir (and is a no-op once training finished).
     $cuda_cmd "$lm_dir/log/train.log" \
       asr-lm-quant train --config "$lm_conf" --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" \
-        --vocab "$text_dir/words.txt" --out "$lm_dir" "${train_opts[@]}"
+        --vocab "$text_dir/words.txt" --out "$lm_dir" ${train_opts[@]+"${train_opts[@]}"}
   fi
   pids=()
-  for set in valid test; do  # both sets at once
-    $cuda_cmd "$lm_dir/log/ppl_$set.log" \
-      asr-lm-quant ppl --model "$lm_dir" --text "$text_dir/$set.txt" --json "$lm_dir/ppl_$set.json" &
+  for part in valid test; do  # both sets at once
+    $cuda_cmd "$lm_dir/log/ppl_$part.log" \
+      asr-lm-quant ppl --model "$lm_dir" --text "$text_dir/$part.txt" --json "$lm_dir/ppl_$part.json" &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
