@@ -3,7 +3,6 @@
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
@@ -75,13 +74,11 @@ def test_exit_code_is_recorded(run_pl, tmp_path):
 
 def test_jobs_run_in_parallel_and_max_jobs_run_limits_them(run_pl, tmp_path):
     # Each job records how many jobs were running when it started (marker files in a shared dir).
+    # No wall-clock assertions: the machine may be busy.
     body = ["mkdir", "-p", "m", "&&", "touch", "m/JOB", "&&", "ls", "m", "|", "wc", "-l", ">", "seen.JOB",
-            "&&", "sleep", "0.5", "&&", "rm", "m/JOB"]
-    t0 = time.monotonic()
-    assert run(run_pl, "JOB=1:4", "log/p.JOB.log", *body, cwd=tmp_path).returncode == 0
-    parallel = time.monotonic() - t0
+            "&&", "sleep", "1", "&&", "rm", "m/JOB"]
+    assert run(run_pl, "--max-jobs-run", "4", "JOB=1:4", "log/p.JOB.log", *body, cwd=tmp_path).returncode == 0
     assert max(int((tmp_path / f"seen.{i}").read_text()) for i in range(1, 5)) >= 2
-    assert parallel < 1.9  # four 0.5 s jobs, not one after another
     assert run(run_pl, "--max-jobs-run", "1", "JOB=1:4", "log/p.JOB.log", *body, cwd=tmp_path).returncode == 0
     assert {int((tmp_path / f"seen.{i}").read_text()) for i in range(1, 5)} == {1}
 
