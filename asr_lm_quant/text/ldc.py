@@ -31,7 +31,7 @@ SWBD_DEV_UTTERANCES = 4000  # s5c run.sh: utils/subset_data_dir.sh --first data/
 EVAL2000_STM = "reference/hub5e00.english.000405.stm"
 
 _MS98_ID = re.compile(r"^sw\d{4}[AB]-ms98-a-\d+$")
-_SILENCE = re.compile(r"\s\[SILENCE\](\s|$)", re.I | re.A)  # ASCII \\s, as Perl on bytes
+_SILENCE = re.compile(r"\s\[SILENCE\](\s|$)", re.I | re.A)  # ASCII \s, as Perl on bytes
 _B_ASIDE = re.compile(r"<B_ASIDE>", re.I)
 _E_ASIDE = re.compile(r"<E_ASIDE>", re.I)
 
