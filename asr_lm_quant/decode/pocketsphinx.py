@@ -133,6 +133,9 @@ def _version() -> str:
 
 
 def _link_or_copy(src: Path, dst: Path):
+    # rename() onto another link of the same file is a no-op that would leave the temporary link behind
+    if dst.exists() and os.path.samefile(src, dst):
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         os.unlink(tmp)

@@ -164,7 +164,7 @@ if run_stage 2; then
   done
   snr_opt=()
   [ -n "$snr" ] && snr_opt=(--snr "$snr")
-  $train_cmd data/test/log/prepare_test.log \
+  $train_cmd data/local/log/prepare_test.log \
     python3 local/prepare_test.py --lm-dir data/lm --data data/test --cache-dir "$cache_dir/audio" \
       --num "$num_sents" --voices "$voices" --seed "$seed" --nj "$nj" "${snr_opt[@]+"${snr_opt[@]}"}"
   dir=exp/ngram/decode_test

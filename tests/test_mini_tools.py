@@ -1,0 +1,138 @@
+"""Mini recipe helpers: lattice oracle, dev/eval tuning, output checker, sentence selection, data dirs."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "local" / "mini"))
+
+from asr_lm_quant.kaldi.lattice import Lattice  # noqa: E402
+from asr_lm_quant.kaldi.synthetic import random_compact_lattice  # noqa: E402
+
+
+def _edit(a, b):
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[-1]
+
+
+def _all_paths(lat):
+    offs = lat.arc_offsets()
+    out = []
+
+    def walk(s, words):
+        if lat.is_final()[s]:
+            out.append([w for w in words if w])
+        for i in range(offs[s], offs[s + 1]):
+            walk(int(lat.dst[i]), words + [int(lat.olabel[i])])
+
+    walk(lat.start, [])
+    return out
+
+
+def test_lattice_oracle_matches_brute_force():
+    from oracle import lattice_oracle_errors
+    lat = Lattice.from_arcs([(0, 1, 1, 1, 0, 0), (0, 1, 2, 2, 0, 0), (1, 2, 3, 3, 0, 0), (1, 2, 0, 0, 0, 0),
+                             (2, 3, 4, 4, 0, 0), (0, 3, 5, 5, 0, 0)], {3: (0, 0), 2: (1, 1)})
+    for ref in ([1, 3, 4], [2, 4], [5], [], [7, 7, 7], [2, 3, 3, 4]):
+        want = min(_edit(ref, p) for p in _all_paths(lat))
+        assert lattice_oracle_errors(lat, ref) == want, ref
+
+
+def test_lattice_oracle_on_random_lattices():
+    import numpy as np
+    from oracle import lattice_oracle_errors
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        lat = random_compact_lattice(rng, num_frames=12, num_states=7, vocab=5)
+        paths = _all_paths(lat)
+        if not paths or len(paths) > 2000:
+            continue
+        ref = list(rng.integers(1, 6, size=4))
+        assert lattice_oracle_errors(lat, ref) == min(_edit(ref, p) for p in paths)
+
+
+def _sweep(d: Path, wers: dict):
+    (d / "scoring_kaldi").mkdir(parents=True)
+    settings = [{"lmwt": float(l), "wip": w, "wer": v, "ref_words": 100, "wer_line": f"%WER {v}"}
+                for (l, w), v in wers.items()]
+    best = min(settings, key=lambda s: s["wer"])
+    (d / "scoring_kaldi" / "sweep.json").write_text(json.dumps({"settings": settings, "best": best}))
+
+
+def test_tune_reports_eval_at_the_dev_choice(tmp_path):
+    from tune import tune
+    _sweep(tmp_path / "a_dev", {(8, "0.0"): 12.0, (9, "0.0"): 11.0, (9, "0.5"): 11.5})
+    _sweep(tmp_path / "a_eval", {(8, "0.0"): 10.0, (9, "0.0"): 13.0, (9, "0.5"): 9.0})
+    _sweep(tmp_path / "b_dev", {(8, "0.0"): 11.5, (9, "0.0"): 14.0, (9, "0.5"): 12.5})
+    _sweep(tmp_path / "b_eval", {(8, "0.0"): 12.5, (9, "0.0"): 8.0, (9, "0.5"): 9.5})
+    res = tune({"0.5": (tmp_path / "a_dev", tmp_path / "a_eval"), "0.7": (tmp_path / "b_dev", tmp_path / "b_eval")})
+    assert res["chosen"] == {"weight": "0.5", "lmwt": 9.0, "wip": 0.0}
+    assert res["dev_wer"] == 11.0 and res["eval_wer"] == 13.0  # not the eval minimum (8.0): no peeking
+    assert res["eval_oracle_setting_wer"] == 9.0
+    assert res["dev_wer_by_weight"] == {"0.5": 11.0, "0.7": 11.5}
+    assert res["eval_wer_by_weight"] == {"0.5": 13.0, "0.7": 12.5}
+
+
+def test_check_outputs_lists_problems_and_fails(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "local/mini/check_outputs.py"), "--upto", "2", str(exp)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "data/lm/train.txt: missing" in r.stderr and "3gram.arpa: missing" in r.stderr
+    (exp / "ngram").mkdir()
+    (exp / "ngram" / "ppl_test.json").write_text("{not json")
+    r = subprocess.run([sys.executable, str(ROOT / "local/mini/check_outputs.py"), "--upto", "1", str(exp)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "ppl_test.json: not valid JSON" in r.stderr
+
+
+def test_select_sentences_filters_and_is_deterministic(tmp_path):
+    from prepare_test import select_sentences
+    lines = ["a b c d e", "a b <unk> d e", "a b c", "a b c d zz", "e d c b a", "a a a a a a", ""]
+    p = tmp_path / "test.txt"
+    p.write_text("\n".join(lines) + "\n")
+    vocab = {"a", "b", "c", "d", "e", "zz"}
+    pron = {"a", "b", "c", "d", "e"}
+    got = select_sentences(p, vocab, pron, num=3, min_words=5, max_words=6, seed=1)
+    assert [n for n, _ in got] == [1, 5, 6]
+    two = select_sentences(p, vocab, pron, num=2, min_words=5, max_words=6, seed=7)
+    assert two == select_sentences(p, vocab, pron, num=2, min_words=5, max_words=6, seed=7)
+    assert [n for n, _ in two] == sorted(n for n, _ in two)
+    from asr_lm_quant.errors import InputError
+    with pytest.raises(InputError, match="only 3 eligible"):
+        select_sentences(p, vocab, pron, num=4, min_words=5, max_words=6)
+
+
+def test_data_dir_is_sorted_and_complete(tmp_path):
+    from datadir import write_data_dir
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(b"RIFF")
+    utts = [("slt-000002", "slt", ["b"], wav), ("kal-000009", "kal", ["a", "c"], wav),
+            ("slt-000001", "slt", ["d"], wav)]
+    write_data_dir(tmp_path / "test", utts, info={"num": 3})
+    d = tmp_path / "test"
+    assert (d / "text").read_text() == "kal-000009 a c\nslt-000001 d\nslt-000002 b\n"
+    assert (d / "spk2utt").read_text() == "kal kal-000009\nslt slt-000001 slt-000002\n"
+    assert (d / "wav.scp").read_text().splitlines()[0] == f"kal-000009 {(d / 'wav' / 'kal-000009.wav').resolve()}"
+    with pytest.raises(ValueError, match="must start with its speaker"):
+        write_data_dir(tmp_path / "bad", [("x-1", "slt", ["a"], wav)])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_job_blocks_cover_everything_once():
+    from asr_lm_quant.decode.decode_dir import job_block
+    items = list(range(11))
+    for nj in (1, 2, 3, 11):
+        blocks = [job_block(items, j, nj) for j in range(1, nj + 1)]
+        assert list(itertools.chain(*blocks)) == items
+        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1

@@ -1,0 +1,104 @@
+"""asr-lm-quant report: results table, JSON and plots from the files the mini recipe's stages leave."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.report.build import build_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _w(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+
+
+def _tuned(dev_by_w, eval_by_w, choice):
+    return {"chosen": {"weight": choice, "lmwt": 11.0, "wip": 0.5}, "dev_wer": dev_by_w[choice],
+            "eval_wer": eval_by_w[choice], "dev_wer_by_weight": dev_by_w, "eval_wer_by_weight": eval_by_w,
+            "eval_ref_words": 1500}
+
+
+def make_exp(root: Path) -> Path:
+    exp = root / "exp"
+    _w(exp / "ngram" / "ppl_valid.json", {"ppl": 310.5})
+    _w(exp / "ngram" / "ppl_test.json", {"ppl": 290.25})
+    _w(exp / "ngram" / "3gram.arpa", "\\data\\\n" + "x" * 2_000_000)
+    _w(exp / "ngram" / "first_pass.json", {"chosen": {"weight": "none", "lmwt": 14.0, "wip": 0.0},
+                                          "dev_wer": 17.1, "eval_wer": 16.4})
+    _w(exp / "ngram" / "decode_test_eval" / "oracle.json",
+       {"n": 20, "utterances": 150, "ref_words": 1500, "one_best_wer": 17.0, "nbest_oracle_wer": 9.5,
+        "lattice_oracle_wer": 4.25})
+    _w(exp / "ngram" / "decode_test" / "scoring_kaldi" / "sweep.json",
+       {"settings": [{"lmwt": l, "wip": w, "wer": 20 - l / 2 + float(w)} for l in range(7, 18) for w in ("0.0", "0.5")],
+        "best": {}})
+    for m in ("lm", "lm_deep"):
+        _w(exp / m / "config.json", {})
+        _w(exp / m / "ppl_test.json", {"ppl": 150.0 if m == "lm" else 120.0})
+    _w(exp / "quant" / "results.json", [
+        {"name": "fp", "model": "base", "method": "fp", "bits": 32, "avg_bits": 32.0, "size_mb": 5.2,
+         "compression": 1.0, "test_ppl": 151.0},
+        {"name": "fp_deep", "model": "deep", "method": "fp", "bits": 32, "avg_bits": 32.0, "size_mb": 7.9,
+         "compression": 1.0, "test_ppl": 121.0},
+        {"name": "ptq-4", "model": "base", "method": "ptq", "bits": 4, "avg_bits": 4.0, "size_mb": 0.7,
+         "compression": 7.4, "test_ppl": 160.0},
+        {"name": "hessian-16x", "model": "base", "method": "hessian", "bits": None, "avg_bits": 2.0,
+         "size_mb": 0.36, "compression": 14.5, "test_ppl": 158.0,
+         "plan_bits": {"emb": 4, "layers.0.attn": 2, "layers.0.ff1": 1, "layers.0.ff2": 2}}])
+    for name, nb, lat in (("lm", 14.2, 13.9), ("lm_deep", 13.5, 13.1), ("q_hessian-16x", 14.4, 14.0)):
+        _w(exp / "rescore" / name / "nbest.json", _tuned({"0.5": nb + 0.5, "0.7": nb}, {"0.5": nb + 0.2, "0.7": nb}, "0.7"))
+        _w(exp / "rescore" / name / "lattice.json", _tuned({"0.5": lat, "0.7": lat + 1}, {"0.5": lat, "0.7": lat + 1}, "0.5"))
+    return exp
+
+
+def test_report_table_json_and_plots(tmp_path):
+    exp = make_exp(tmp_path)
+    res = build_report(exp, elapsed_s=1800)
+    md = (exp / "results.md").read_text()
+    assert "eval half" in md and "dev half" in md and "30 min" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| 290.2 | 16.40 | - | - | 9.50 (20-best), 4.25 (lattice) |" in rows["3-gram (first pass)"]
+    assert "| lm | base | fp | 32.00 | 5.200 | 1.0x | 150.0 | 16.40 | 14.20 | 13.90 |" in rows["lm"]
+    assert "| q_hessian-16x | base | hessian | 2.00 | 0.360 | 14.5x | 158.0 | 16.40 | 14.40 | 14.00 |" in \
+        rows["q_hessian-16x"]
+    assert "| q_ptq-4 | base | ptq | 4.00 | 0.700 | 7.4x | 160.0 | 16.40 | - | - |" in rows["q_ptq-4"]
+    assert "LMWT 14" in md
+    saved = json.loads((exp / "results.json").read_text())
+    assert saved["first_pass"]["wer_first_pass"] == 16.4
+    by_name = {s["name"]: s for s in saved["systems"]}
+    assert set(by_name) == {"lm", "lm_deep", "q_ptq-4", "q_hessian-16x"}
+    assert by_name["lm_deep"]["wer_lattice"] == 13.1 and by_name["lm_deep"]["size_mb"] == 7.9
+    assert sorted(res["plots"]) == ["plots/bits_per_layer.png", "plots/first_pass_lmwt.png",
+                                   "plots/size_vs_wer_ppl.png", "plots/wer_vs_lm_weight.png"]
+    for p in res["plots"]:
+        assert (exp / p).read_bytes()[:8] == PNG
+        assert f"]({p})" in md
+
+
+def test_report_needs_the_first_pass(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    with pytest.raises(InputError, match="first_pass.json.*stage 2"):
+        build_report(exp)
+    assert not (exp / "results.md").exists()
+
+
+def test_report_bad_json_names_file_and_line(tmp_path):
+    exp = make_exp(tmp_path)
+    (exp / "quant" / "results.json").write_text('[\n{"name": "x",\n oops}\n]')
+    with pytest.raises(InputError, match=r"quant/results.json, line 3"):
+        build_report(exp)
+
+
+def test_report_cli(tmp_path, capsys):
+    from asr_lm_quant.cli import main
+    exp = make_exp(tmp_path)
+    out = tmp_path / "out"
+    assert main(["report", "--exp", str(exp), "--out", str(out)]) == 0
+    assert (out / "results.md").exists() and (out / "plots" / "wer_vs_lm_weight.png").exists()
+    assert main(["report", "--exp", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert "asr-lm-quant report: error:" in err and "first_pass.json" in err
