@@ -127,6 +127,7 @@ def main():
     p.add_argument("--max-row", type=int, default=256, help="NNScorer packed row size")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="fewer utterances and repeats")
+    p.add_argument("--sizes", default="20,100,1000", help="N-best sizes to run (default 20,100,1000)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
     if args.worker:
@@ -136,6 +137,8 @@ def main():
     plan = [(20, 8, 3), (100, 3, 3), (1000, 1, 1)]
     if args.quick:
         plan = [(20, 2, 1), (100, 1, 1), (1000, 1, 1)]
+    sizes = {int(x) for x in args.sizes.split(",")}
+    plan = [x for x in plan if x[0] in sizes]
     results = {"config": {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": 512, "vocab": args.vocab,
                           "token_budget": args.budget, "max_row": args.max_row, "threads": args.threads,
                           "cpu_count": os.cpu_count()}, "nbest": {}}

@@ -209,6 +209,8 @@ def test_step_script_end_to_end(setup, tmp_path, script):
         assert (out / "log" / f"rescore.{j}.log").exists()
         keys += list(read_lattice_dict(f"ark:gunzip -c {out}/lat.{j}.gz|"))
     assert sorted(keys) == sorted(t["utts"])
+    if "lattice" in script:
+        return  # the re-run and error paths below are shared by both scripts; check them once
     # re-runnable: a second run succeeds and gives the same lattices
     before = gzip.decompress((out / "lat.1.gz").read_bytes())
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path)
