@@ -36,6 +36,7 @@ def weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_reaches_same_weights(data, tmp_path):
     cfg, tr, va, words = data
     full = train(cfg, tr, va, words, tmp_path / "a")
