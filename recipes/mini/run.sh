@@ -26,7 +26,7 @@ quick=false
 nj=2
 corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz)
 max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
-quick_corpus_lines=3000  # --quick: raw training lines kept
+quick_corpus_lines=3000  # --quick: raw training lines kept (a third of that for valid and test)
 num_sents=300            # test sentences to synthesise
 voices=slt,kal           # festival voices, alternating across utterances
 snr=                     # add white noise at this SNR (dB); empty = clean audio
@@ -122,8 +122,13 @@ if run_stage 0; then
     files+=("$f")
   done
   if [ "$quick" = true ]; then
+    # The first lines of each split only (valid and test a third as many as train).
     mkdir -p data/local/corpus
-    python3 - "${files[0]}" "$quick_corpus_lines" > data/local/corpus/train.txt <<'PY'
+    i=0
+    for s in train valid test; do
+      n=$quick_corpus_lines
+      [ $s = train ] || n=$((quick_corpus_lines / 3))
+      python3 - "${files[$i]}" "$n" > data/local/corpus/$s.txt <<'PY'
 import gzip, lzma, sys
 path, n = sys.argv[1], int(sys.argv[2])
 op = lzma.open if path.endswith(".xz") else gzip.open if path.endswith(".gz") else open
@@ -133,7 +138,9 @@ with op(path, "rt", encoding="utf-8") as f:
             break
         sys.stdout.write(line)
 PY
-    files[0]=data/local/corpus/train.txt
+      files[$i]=data/local/corpus/$s.txt
+      i=$((i + 1))
+    done
   fi
   $train_cmd data/lm/log/prepare_text.log \
     asr-lm-quant prepare-text plain --train "${files[0]}" --valid "${files[1]}" --test "${files[2]}" \
