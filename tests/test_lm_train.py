@@ -60,6 +60,7 @@ def test_resume_reaches_same_weights(data, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "b/log/train.jsonl").read_text().splitlines()]
     assert {"start", "train", "valid", "stop"} <= {rec["event"] for rec in log}
     assert all(rec["tokens_per_s"] > 0 for rec in log if rec["event"] == "train")
+    assert (tmp_path / "b/log/curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # re-running a finished run does nothing; changing the configuration is refused
     assert train(cfg, tr, va, words, tmp_path / "a")["steps"] == full["steps"]
     with pytest.raises(InputError, match="differ from the run already"):

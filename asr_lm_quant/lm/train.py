@@ -162,6 +162,8 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
     }
     if rank == 0:
         save_lm(out_dir, model.cpu(), vocab, extra={"train": opts.to_dict()})
+        from asr_lm_quant.lm.plot import plot_training_log
+        plot_training_log(out_dir / "log" / "train.jsonl", out_dir / "log" / "curve.png")
         with atomic_open(out_dir / RESULTS) as f:
             json.dump(results, f, indent=2)
     if world_size > 1:
