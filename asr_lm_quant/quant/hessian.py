@@ -12,6 +12,7 @@ import logging
 import math
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from asr_lm_quant.quant.plan import weight_groups
@@ -25,10 +26,11 @@ def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator)
     """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v``."""
     names = list(params)
     ps = [params[n] for n in names]
-    loss = token_loss(model(inputs), targets)
-    grads = torch.autograd.grad(loss, ps, create_graph=True)
-    vs = [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in ps]
-    hv = torch.autograd.grad(grads, ps, grad_outputs=vs)
+    with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU attention kernel has no double backward
+        loss = token_loss(model(inputs), targets)
+        grads = torch.autograd.grad(loss, ps, create_graph=True)
+        vs = [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in ps]
+        hv = torch.autograd.grad(grads, ps, grad_outputs=vs)
     return {n: float((v * h).sum()) for n, v, h in zip(names, vs, hv)}
 
 

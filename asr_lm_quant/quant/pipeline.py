@@ -133,7 +133,7 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         record["budget_bits"] = budget
         if cfg.method == "hessian":
             valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
-            held = [b for _, b in zip(range(cfg.hessian_batches), valid.iterate(0))]
+            held = [b for _, (_, b) in zip(range(cfg.hessian_batches), valid.iterate(0))]
             tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
                                    seed=cfg.seed)
             omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)

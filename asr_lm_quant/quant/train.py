@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class FinetuneOptions:
     steps: int = 200            # optimizer steps
-    lr: float = 3e-4            # Adam learning rate (constant after warm-up)
+    lr: float = 3e-4            # Adam learning rate (warm-up, then cosine decay to 0)
     warmup: int = 10
     clip_norm: float = 1.0
     bf16: bool = False          # bf16 autocast of the forward pass
@@ -95,8 +95,9 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
     for step in tqdm(range(opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True):
         b = next(stream)
         warm = min(1.0, (step + 1) / max(1, opts.warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * step / max(1, opts.steps)))  # cosine to 0: W settles on Q
         for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * warm
+            g["lr"] = lr * warm * decay
         loss, lm = loss_fn(b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,9 +143,9 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -
 
 @dataclass
 class AdmmOptions:
-    rho: float = 1e-3            # penalty weight of (rho/2)||W - Q + U||^2
-    rho_growth: float = 1.3      # rho *= growth after every projection
-    rho_max: float = 1.0
+    rho: float = 1e-2            # penalty weight of (rho/2)||W - Q + U||^2
+    rho_growth: float = 1.5      # rho *= growth after every projection
+    rho_max: float = 10.0
     project_every: int = 20      # optimizer steps between projections
 
     def to_dict(self):
@@ -154,7 +155,7 @@ class AdmmOptions:
 def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
                admm: AdmmOptions) -> tuple[QuantPlan, dict]:
     """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
-    At the end W = Q: the returned model is exactly the quantized model whose perplexity is reported."""
+    At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose perplexity is reported."""
     plan.validate(model)
     groups = {n: p for n, p in weight_groups(model).items() if plan.groups[n].bits != FLOAT_BITS}
     scales, Q, U = {}, {}, {}
@@ -163,7 +164,7 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
         Q[n], scales[n] = project(p, g.bits, g.per_row)
         U[n] = torch.zeros_like(p, dtype=torch.float32)
     state = {"rho": admm.rho}
-    distances = [{"step": 0, "rel_dist": _rel_dist(groups, Q)}]
+    distances = [{"step": 0, "rel_dist": _rel_dist(groups, plan, scales)}]
 
     def loss_fn(b):
         lm = token_loss(model(b.inputs) if not opts.bf16 else forward_with(model, {}, b.inputs, True), b.targets)
@@ -178,14 +179,14 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
                 g = plan.groups[n]
                 Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n], max_iter=10)
                 U[n] += p - Q[n]
-        distances.append({"step": step + 1, "rel_dist": _rel_dist(groups, Q), "rho": state["rho"]})
+        distances.append({"step": step + 1, "rel_dist": _rel_dist(groups, plan, scales), "rho": state["rho"]})
         state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm")
-    with torch.no_grad():  # final projection, then W = Q
+    with torch.no_grad():  # final hard quantization: W = Q(W), the nearest point of the set
         for n, p in groups.items():
             g = plan.groups[n]
-            Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n])
+            Q[n], scales[n] = project(p, g.bits, g.per_row)
             p.copy_(Q[n])
     out = plan.without_scales()
     for n in groups:
@@ -193,9 +194,13 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
     return out, {"train": hist, "distance": distances}
 
 
-def _rel_dist(groups, Q) -> float:
-    """||W - Q||^2 / ||W||^2 over all quantized groups."""
+def _rel_dist(groups, plan, scales) -> float:
+    """Distance of W to the quantization set, ||W - Q(W)||^2 / ||W||^2, over all quantized groups."""
     with torch.no_grad():
-        num = sum(float(((p - Q[n]) ** 2).sum()) for n, p in groups.items())
-        den = sum(float((p ** 2).sum()) for p in groups.values())
+        num = den = 0.0
+        for n, p in groups.items():
+            g = plan.groups[n]
+            q, _ = project(p, g.bits, g.per_row, init=scales.get(n), max_iter=10)
+            num += float(((p - q) ** 2).sum())
+            den += float((p ** 2).sum())
     return num / max(den, 1e-30)

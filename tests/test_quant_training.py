@@ -1,0 +1,137 @@
+import json
+import lzma
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from asr_lm_quant.cli import main
+from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+from asr_lm_quant.lm.files import save_lm
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.quant.hessian import hutchinson_traces
+from asr_lm_quant.quant.packed import PACKED, load_packed
+from asr_lm_quant.quant.plan import QuantPlan, weight_groups
+from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, token_loss
+from asr_lm_quant.text.vocab import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def wiki(shared_dir, tmp_path_factory):
+    """A few hundred real WikiText-2 lines (lower-cased), a vocabulary of their frequent words."""
+    d = tmp_path_factory.mktemp("wiki")
+    with lzma.open(shared_dir / "data/wikitext-2/valid.txt.xz", "rt", encoding="utf-8") as f:
+        lines = [ln.strip().lower() for ln in f if ln.strip() and not ln.strip().startswith("=")][:240]
+    (d / "train.txt").write_text("\n".join(lines[:200]) + "\n")
+    (d / "valid.txt").write_text("\n".join(lines[200:]) + "\n")
+    counts = {}
+    for ln in lines[:200]:
+        for w in ln.split():
+            counts[w] = counts.get(w, 0) + 1
+    words = ["<s>", "<unk>"] + [w for w, _ in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+                                if w not in ("<s>", "<unk>")][:198]
+    vocab = Vocabulary(words)
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), d_model=16, n_layers=1, n_heads=2, d_ff=16,
+                                   dropout=0.0))
+    save_lm(d / "lm", model, vocab)
+    return d, vocab
+
+
+def batches_of(d, vocab, name, tokens=256):
+    return BatchPlan(sequences(encode_file(d / name, vocab), vocab.bos, 32), tokens, seed=0)
+
+
+@pytest.mark.slow
+def test_hutchinson_matches_exact_trace(wiki):
+    d, vocab = wiki
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), d_model=4, n_layers=1, n_heads=1, d_ff=4, dropout=0.0))
+    batch = next(iter(batches_of(d, vocab, "valid.txt", 64).iterate(0)))[1]
+    params = weight_groups(model)
+    exact = {}
+    with sdpa_kernel([SDPBackend.MATH]):
+        loss = token_loss(model(batch.inputs), batch.targets)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        for (n, p), g in zip(params.items(), grads):
+            gf = g.reshape(-1)
+            exact[n] = sum(float(torch.autograd.grad(gf[i], p, retain_graph=True)[0].reshape(-1)[i])
+                           for i in range(p.numel()))
+    est = hutchinson_traces(model, [batch], tol=0.0, max_samples=300, seed=1)
+    assert est["samples"] == 300 and not est["converged"]
+    for n in params:
+        assert abs(est["trace"][n] - exact[n]) <= 4 * est["stderr"][n] + 1e-3 * abs(exact[n]), n
+    # the running-mean tolerance stops early
+    quick = hutchinson_traces(model, [batch], tol=0.05, max_samples=400, seed=1)
+    assert quick["converged"] and quick["samples"] < 400
+
+
+def test_admm_reduces_distance_and_ends_on_table(wiki):
+    d, vocab = wiki
+    from asr_lm_quant.lm.files import load_lm
+    model, _ = load_lm(d / "lm")
+    plan = QuantPlan.uniform(model, 2)
+    train = batches_of(d, vocab, "train.txt")
+    out, rec = admm_train(model, plan, train, FinetuneOptions(steps=40, lr=1e-2, warmup=1, log_every=10),
+                          AdmmOptions(rho=0.5, rho_growth=2.0, rho_max=100.0, project_every=5))
+    dist = [x["rel_dist"] for x in rec["distance"]]
+    assert dist[-1] < 0.5 * dist[0]
+    for n, p in weight_groups(model).items():  # W = Q exactly: only 3 distinct values per group
+        assert len(torch.unique(p)) <= 3
+        assert float(p.abs().max()) == pytest.approx(out.groups[n].scales[0])
+
+
+def test_cli_end_to_end_deterministic(wiki, tmp_path, capsys):
+    d, _ = wiki
+    args = ["quantize", str(d / "lm"), None, "--method", "hessian", "--budget-bits", "2",
+            "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), "--test", str(d / "valid.txt"),
+            "--steps", "6", "--tokens-per-batch", "256", "--hessian-max-samples", "6", "--hessian-batches", "2",
+            "--project-every", "2", "--seed", "3"]
+    for out in ("a", "b"):
+        args[2] = str(tmp_path / out)
+        assert main(args) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["method"] == "hessian" and res["avg_bits"] <= 2.0
+    assert set(res["plan_bits"].values()) <= {1, 2, 4, 8}
+    assert res["valid_ppl"] > 1 and res["compression"] > 2
+    assert (tmp_path / "a" / PACKED).read_bytes() == (tmp_path / "b" / PACKED).read_bytes()
+    cfg = json.loads((tmp_path / "a" / "quant_config.json").read_text())
+    assert cfg["method"] == "hessian" and cfg["seed"] == 3
+    load_packed(tmp_path / "a")
+    capsys.readouterr()
+    assert main(["quant-inspect", str(tmp_path / "a")]) == 0
+    table = capsys.readouterr().out
+    assert "embed.weight" in table and "overhead" in table
+    # refuses to overwrite, and a budget below the candidates is a clear error with nothing written
+    assert main(args) == 1
+    bad = list(args)
+    bad[2], bad[6] = str(tmp_path / "c"), "0.5"
+    assert main(bad) == 1
+    assert "below the smallest" in capsys.readouterr().err
+    assert not (tmp_path / "c" / PACKED).exists()
+
+
+@pytest.mark.slow
+def test_sweep_writes_table_and_plots(wiki, tmp_path):
+    d, _ = wiki
+    systems = {"defaults": {"tokens_per_batch": 256, "finetune": {"steps": 3, "warmup": 1},
+                            "admm": {"project_every": 1}, "hessian_max_samples": 3, "hessian_batches": 1,
+                            "search_steps": 3},
+               "systems": [{"name": "fp", "method": "fp"}, {"name": "ptq-4", "method": "ptq", "bits": 4},
+                           {"name": "ste-2", "method": "ste", "bits": 2},
+                           {"name": "search-2", "method": "search", "budget_bits": 2},
+                           {"name": "hess-small", "method": "hessian", "budget_size_of": "base",
+                            "model": "base"}]}
+    (tmp_path / "systems.json").write_text(json.dumps(systems))
+    rc = main(["quant-sweep", "--systems", str(tmp_path / "systems.json"), "--model", f"base={d / 'lm'}",
+               "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), str(tmp_path / "out")])
+    assert rc == 0
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["name"] for r in rows] == ["fp", "ptq-4", "ste-2", "search-2", "hess-small"]
+    assert rows[0]["compression"] == 1.0 and rows[1]["avg_bits"] == 4
+    assert rows[3]["avg_bits"] <= 2.0
+    assert rows[4]["size_mb"] <= rows[0]["size_mb"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md.count("\n") == 2 + 5
+    for png in ("size_vs_ppl.png", "bits_per_group.png", "hessian_trace_hess-small.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
