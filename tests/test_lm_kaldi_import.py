@@ -130,6 +130,11 @@ def test_import_errors(tmp_path):
     torch.save(kaldi, tmp_path / "whole.pt")  # a pickled module, not a state_dict: refused unread
     with pytest.raises(InputError, match="weights-only"):
         import_kaldi(tmp_path / "whole.pt", tmp_path / "w.txt", n_heads=2)
+    sd = kaldi.state_dict()
+    sd["pos_encoder.pe"] = sd["pos_encoder.pe"] * 0.5
+    torch.save(sd, tmp_path / "pe.pt")
+    with pytest.raises(InputError, match="standard sinusoidal"):
+        import_kaldi(tmp_path / "pe.pt", tmp_path / "w.txt", n_heads=2)
     torch.save({"rnn.weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="encoder.weight"):
         import_kaldi(tmp_path / "other.pt", tmp_path / "w.txt", n_heads=2)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.lm.model import LMConfig, TransformerLM, sinusoidal_positions
 from asr_lm_quant.text.vocab import UNK, Vocabulary
 
 _LAYER = re.compile(r"^transformer_encoder\.layers\.(\d+)\.(.+)$")
@@ -77,6 +77,11 @@ def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu",
     nhid = sd["transformer_encoder.layers.0.linear1.weight"].shape[0]
     pe = sd.get("pos_encoder.pe")
     max_len = pe.shape[0] if pe is not None else 5000
+    if pe is not None:  # our model recomputes the positions: they must be the standard sinusoid
+        want = sinusoidal_positions(max_len, ninp)
+        if pe.reshape(max_len, -1).shape != want.shape or not torch.allclose(pe.reshape(max_len, -1).float(), want,
+                                                                             atol=1e-4):
+            raise InputError(path, "pos_encoder.pe is not the standard sinusoidal position encoding")
     final_norm = "transformer_encoder.norm.weight" in sd
     tied = "decoder.weight" not in sd or torch.equal(sd["decoder.weight"], sd["encoder.weight"])
     eps = 1e-5
