@@ -292,7 +292,8 @@ def prune(lat: Lattice, beam: float, acoustic_scale=1.0, lm_scale=1.0) -> Lattic
             idx = in_order[lo:hi]
             alpha[s] = min(alpha[s], (alpha[lat.src[idx]] + costs[idx]).min())
     beta = shortest_distance_to_final(lat, costs, fcosts, order)
-    limit = beta[lat.start] + beam
+    # A little slack so the best path survives beam 0 despite float summation order.
+    limit = beta[lat.start] + beam + 1e-9 * max(1.0, abs(beta[lat.start]))
     keep = alpha[lat.src] + costs + beta[lat.dst] <= limit
     keep_final = alpha + fcosts <= limit
     return _apply_pruning(lat, keep, keep_final)

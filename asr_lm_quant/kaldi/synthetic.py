@@ -26,7 +26,7 @@ def random_compact_lattice(rng: np.random.Generator, *, num_frames: int = 100, n
         src.append(s), dst.append(s + 1)
         extra = rng.poisson(max(arcs_per_state - 1, 0))
         for _ in range(extra):
-            d = int(rng.integers(s + 1, n))
+            d = int(rng.integers(s + 1, min(n, s + 6)))  # words span a few states, as in real lattices
             src.append(s), dst.append(d)
     src, dst = np.array(src), np.array(dst)
     order = np.lexsort((dst, src))
