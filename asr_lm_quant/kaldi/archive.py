@@ -200,7 +200,7 @@ class LatticeWriter:
         self._ctx.append(ctx)
         raw = open(tmp, "wb")
         self._raw = raw
-        self._f = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if gz else raw
+        self._f = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) if gz else raw
         if self.spec.scp:
             if gz:
                 raise InputError(self.spec.scp, "an scp index into a gzip archive cannot be read back")
