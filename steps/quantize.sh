@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Quantize a Transformer LM: steps/quantize.sh [options] <model-dir> <lm-data-dir> <out-dir>
+# <lm-data-dir> holds train.txt valid.txt test.txt (as asr-lm-quant prepare-text writes them).
+# Writes a packed model directory <out-dir> with quant_config.json, plan.json, results.json; log in <out-dir>/log/.
+set -euo pipefail
+
+cmd=run.pl
+method=admm        # ptq, ste, admm, hessian, search
+bits=4             # uniform precision (ptq, ste, admm)
+budget_bits=       # mixed precision: average bits per weight (hessian, search)
+compression=       # ... or compression ratio of the whole model
+steps=200          # fine-tuning steps
+seed=0
+extra_opts=        # any other `asr-lm-quant quantize` options, quoted
+help_message="Usage: $0 [options] <model-dir> <lm-data-dir> <out-dir>
+ e.g.: $0 --method hessian --budget-bits 2 exp/lm data/lm exp/lm_hessian2
+Options:
+  --cmd <run.pl|queue.pl>   how to run the job ($cmd)
+  --method <m>              ptq|ste|admm|hessian|search ($method)
+  --bits <b>                uniform bits ($bits)
+  --budget-bits <x>         average bits budget for mixed precision
+  --compression <r>         compression ratio budget for mixed precision
+  --steps <n>               fine-tuning steps ($steps)
+  --seed <n>                random seed ($seed)
+  --extra-opts '<opts>'     more options for asr-lm-quant quantize"
+
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+model=$1; data=$2; out=$3
+for f in $model/config.json $data/train.txt $data/valid.txt $data/test.txt; do
+  [ -f $f ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+opts="--method $method --steps $steps --seed $seed"
+case $method in
+  ptq|ste|admm) opts="$opts --bits $bits" ;;
+  *) if [ -n "$budget_bits" ]; then opts="$opts --budget-bits $budget_bits";
+     elif [ -n "$compression" ]; then opts="$opts --compression $compression";
+     else echo "$0: --method $method needs --budget-bits or --compression" >&2; exit 1; fi ;;
+esac
+mkdir -p $out/log
+"$(dirname "$0")/$cmd" $out/log/quantize.log \
+  asr-lm-quant quantize $model $out $opts $extra_opts \
+    --train $data/train.txt --valid $data/valid.txt --test $data/test.txt
+echo "$0: done; see $out/results.json and 'asr-lm-quant quant-inspect $out'"
