@@ -11,6 +11,13 @@
 #      makes them (Switchboard train_nodev x3 + Fisher, valid = train_dev, test = eval2000).
 #   1  Transformer LM training (exp/lm) -- or import of a Transformer that Kaldi's pytorchnn recipe trained
 #      (--kaldi-nnlm) -- then its perplexity on valid and test (exp/lm/ppl_{valid,test}.json).
+#   2  Quantization of exp/lm into the systems of conf/quant_systems.json (uniform 8/4-bit ADMM, Hessian-trace
+#      and searched mixed precision at 2 bits per weight, 16x): exp/lm_<system>/ (packed model, results.json).
+#   3  N-best (N=20, weight 0.8) and lattice rescoring of the s5c decode dirs (--decode-dirs, default
+#      exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg) with every LM: exp/rescore/<lm>_<nbest|lattice>_<decode>/.
+#   4  Hub5 scoring (sclite/hubscr with the set's stm and glm; total, swbd, callhm) and Kaldi-style scoring of
+#      the first pass (exp/rescore/firstpass_<decode>/, links to your lattices) and of every rescored dir.
+#   5  Results table: exp/results.md, exp/results.json, exp/results_wer_vs_size.png.
 # See README.md for how to point this at an existing s5c setup.
 
 set -euo pipefail
@@ -32,6 +39,27 @@ kaldi_nnlm=              # a Transformer trained by Kaldi's local/pytorchnn/run_
                          # stage 1 then imports it instead of training one
 kaldi_nnlm_words=        # that model's words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
 kaldi_nnlm_heads=8       # its attention heads (run_nnlm.sh: nhead=8)
+quant_conf=conf/quant_systems.json   # quantization systems of stage 2 (each into <lm-dir>_<system>)
+quant_systems=           # comma-separated subset of them (default: all)
+quant_threads=           # torch CPU threads per quantization job (default: torch's choice)
+decode_dirs=exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg   # first-pass decode dirs (relative to --kaldi-swbd-dir)
+old_lm=                  # ARPA (.gz is fine) of the LM in those lattices
+                         # (default: <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz)
+lang=                    # lang dir whose words.txt the lattices use (default: <kaldi-swbd-dir>/data/lang)
+eval_data=               # data dir of the decode dirs (default: <kaldi-swbd-dir>/data/<set> of decode_<set>_*)
+rescore_dir=exp/rescore
+rescore_methods="nbest lattice"
+rescore_lms=             # LM names to rescore with (default: the full-precision LM and every quantized system)
+nbest=20                 # N-best size (Kaldi's pytorchnn recipe: 20)
+weight=0.8               # NN LM interpolation weight (Kaldi's pytorchnn recipe: 0.8)
+acwt=0.1                 # acoustic scale of the lattices (chain models: 0.1)
+lattice_beam=5.0         # lattice rescoring: pruning beam
+lattice_epsilon=0.5      # lattice rescoring: posterior above which an arc gets a unique history
+device=cpu               # torch device of the NN LM in rescoring (cuda: jobs go through \$cuda_cmd)
+token_budget=4096        # NN LM positions per batch in rescoring
+hub5_scoring_opts=       # more options for steps/score_hub5.sh (e.g. "--min-lmwt 7 --max-lmwt 12")
+kaldi_scoring=true       # also score Kaldi style (steps/score_kaldi.sh: wer_LMWT_WIP, best_wer)
+kaldi_scoring_opts=      # more options for steps/score_kaldi.sh
 
 help_message="Usage: $0 [options]
 Options:
@@ -50,7 +78,28 @@ Options:
   --bf16 <bool>            bf16 autocast in training (default: $bf16)
   --kaldi-nnlm <model.pt>  import this Kaldi pytorchnn Transformer in stage 1 instead of training
   --kaldi-nnlm-words <f>   its words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
-  --kaldi-nnlm-heads <n>   its attention heads (default: $kaldi_nnlm_heads)"
+  --kaldi-nnlm-heads <n>   its attention heads (default: $kaldi_nnlm_heads)
+  --quant-conf <json>      quantization systems of stage 2 (default: $quant_conf)
+  --quant-systems <a,b>    only these systems of it (default: all)
+  --quant-threads <n>      torch CPU threads per quantization job
+  --decode-dirs <dirs>     first-pass decode dirs, space separated, relative to --kaldi-swbd-dir
+                           (default: $decode_dirs)
+  --old-lm <arpa[.gz]>     the LM in those lattices (default: <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz)
+  --lang <dir>             lang dir of the lattices' words.txt (default: <kaldi-swbd-dir>/data/lang)
+  --eval-data <dir>        data dir with text, segments, stm, glm (default: <kaldi-swbd-dir>/data/<set>)
+  --rescore-dir <dir>      rescoring output (default: $rescore_dir)
+  --rescore-methods <m>    nbest and/or lattice (default: \"$rescore_methods\")
+  --rescore-lms <names>    LMs to rescore with, e.g. \"lm lm_admm4\" (default: all)
+  --nbest <n>              N-best size (default: $nbest)
+  --weight <w>             NN LM interpolation weight (default: $weight)
+  --acwt <s>               acoustic scale (default: $acwt, chain models)
+  --lattice-beam <b>       lattice rescoring pruning beam (default: $lattice_beam)
+  --lattice-epsilon <p>    lattice rescoring expansion threshold (default: $lattice_epsilon)
+  --device <dev>           NN LM device for rescoring: cpu, cuda (default: $device)
+  --token-budget <n>       NN LM positions per batch (default: $token_budget)
+  --hub5-scoring-opts <o>  more options for steps/score_hub5.sh
+  --kaldi-scoring <bool>   also score Kaldi style (default: $kaldi_scoring)
+  --kaldi-scoring-opts <o> more options for steps/score_kaldi.sh"
 
 cd "$(dirname "$0")"
 . ./path.sh
@@ -128,11 +177,183 @@ print(", ".join("%s %.2f" % (s, json.load(open(f))["ppl"]) for s, f in zip(("val
 fi
 
 # ---------------------------------------------------------------------------------------------------
-# Later stages go here (each `if [ "$stage" -le N ] && [ "$stop_stage" -ge N ]; then ... fi`):
-#   2  quantize the LM (uniform low-bit and Hessian-guided mixed precision)   -> exp/lm_q*/
-#   3  n-best and lattice rescoring of the s5c decode dirs
-#      ($kaldi_swbd_dir/exp/chain/*/decode_eval2000_*) with the full and quantized LMs
-#   4  scoring (Kaldi sweeps and sclite/hubscr on eval2000, swbd and callhm) and the results table
-# ---------------------------------------------------------------------------------------------------
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+die() { echo "$0: $*" >&2; exit 1; }
+lm_name=$(basename "$lm_dir")
+lm_dir_of() {  # model dir of an LM name: the full-precision LM, or <lm-dir>_<system>
+  if [ "$1" = "$lm_name" ]; then echo "$lm_dir"; else echo "$(dirname "$lm_dir")/$1"; fi
+}
+quant_names() {
+  python3 local/quant_systems.py list "$quant_conf" ${quant_systems:+--only "$quant_systems"}
+}
+
+if run_stage 2; then
+  log "Stage 2: quantize $lm_dir into the systems of $quant_conf (${lm_dir}_<system>)"
+  [ -f "$lm_dir/config.json" ] || die "$lm_dir has no model: run stage 1 first"
+  for f in train valid test; do
+    [ -f "$text_dir/$f.txt" ] || die "$text_dir/$f.txt missing: run stage 0 first"
+  done
+  systems=$(quant_names) || exit 1
+  thread_opt=()
+  [ -n "$quant_threads" ] && thread_opt=(--threads "$quant_threads")
+  for sys in $systems; do
+    out=${lm_dir}_$sys
+    if [ -f "$out/results.json" ]; then
+      log "  $sys: done before ($out/results.json)"
+      continue
+    fi
+    # The quantization pipeline runs on the CPU; $train_cmd gives it a CPU slot.
+    $train_cmd "$out/log/quantize.log" \
+      python3 local/quant_systems.py run "$quant_conf" "$sys" --model base="$lm_dir" --out "$out" \
+        --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" --test "$text_dir/test.txt" \
+        ${thread_opt[@]+"${thread_opt[@]}"} || die "quantizing $sys failed; see $out/log/quantize.log"
+    log "  $(grep -v '^#' "$out/log/quantize.log" | tail -n 1)"
+  done
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 3 ]; then
+  if [ -z "$old_lm" ] || [ -z "$lang" ]; then
+    [ -n "$kaldi_swbd_dir" ] || die "stages 3-5 need --kaldi-swbd-dir (or --old-lm, --lang and --eval-data)"
+  fi
+  [ -n "$old_lm" ] || old_lm=$kaldi_swbd_dir/data/local/lm/sw1_fsh.o4g.kn.gz
+  [ -n "$lang" ] || lang=$kaldi_swbd_dir/data/lang
+  decodes=()
+  for d in $decode_dirs; do
+    d=${d%/}
+    case $d in /*) ;; *) [ -n "$kaldi_swbd_dir" ] && d=$kaldi_swbd_dir/$d ;; esac
+    decodes+=("$d")
+  done
+  [ ${#decodes[@]} -gt 0 ] || die "--decode-dirs is empty"
+  if [ -z "$rescore_lms" ]; then
+    rescore_lms=$lm_name
+    for sys in $(quant_names); do rescore_lms="$rescore_lms ${lm_name}_$sys"; done
+  fi
+fi
+
+data_for() {  # data dir of a decode dir: --eval-data, else <s5c>/data/<set> for decode_<set>[_<graph>...]
+  if [ -n "$eval_data" ]; then echo "$eval_data"; return 0; fi
+  local name cand
+  name=$(basename "$1"); name=${name#decode_}; cand=$name
+  while :; do
+    [ -f "$kaldi_swbd_dir/data/$cand/text" ] && { echo "$kaldi_swbd_dir/data/$cand"; return 0; }
+    [ "${cand%_*}" = "$cand" ] && break
+    cand=${cand%_*}
+  done
+  echo "$0: found no data dir for $1 (no $kaldi_swbd_dir/data/${name%%_*}/text); give --eval-data" >&2
+  return 1
+}
+rescored() {  # <dir> <num-jobs>: every job of a rescoring finished
+  local j
+  for j in $(seq "$2"); do
+    [ -f "$1/lat.$j.gz" ] && [ -f "$1/log/rescore.$j.json" ] || return 1
+  done
+}
+
+if run_stage 3; then
+  log "Stage 3: ${rescore_methods// /, } rescoring with: $rescore_lms"
+  [ -f "$old_lm" ] || die "no such file $old_lm (the ARPA of the lattices' LM; give --old-lm)"
+  [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
+  rescore_cmd=$decode_cmd
+  case $device in cuda*) rescore_cmd=$cuda_cmd ;; esac
+  for d in "${decodes[@]}"; do
+    [ -f "$d/num_jobs" ] || die "no such file $d/num_jobs (not a Kaldi decode dir?)"
+    data=$(data_for "$d") || exit 1
+    njobs=$(cat "$d/num_jobs")
+    dname=$(basename "$d")
+    for lm in $rescore_lms; do
+      mdir=$(lm_dir_of "$lm")
+      [ -f "$mdir/config.json" ] || die "$mdir holds no model: run stage 1 (or 2 for $lm) first"
+      for method in $rescore_methods; do
+        out=$rescore_dir/${lm}_${method}_$dname
+        if rescored "$out" "$njobs"; then
+          log "  $lm $method $dname: done before ($out)"
+          continue
+        fi
+        opts=(--cmd "$rescore_cmd" --nj "$nj" --weight "$weight" --acwt "$acwt" --words "$lang/words.txt"
+              --device "$device" --token-budget "$token_budget" --skip-scoring true)
+        case $method in
+          nbest) steps/lmrescore_nbest.sh "${opts[@]}" --N "$nbest" "$old_lm" "$mdir" "$data" "$d" "$out" ;;
+          lattice) steps/lmrescore_lattice.sh "${opts[@]}" --beam "$lattice_beam" --epsilon "$lattice_epsilon" \
+                     "$old_lm" "$mdir" "$data" "$d" "$out" ;;
+          *) die "unknown rescoring method '$method' (nbest, lattice)" ;;
+        esac
+      done
+    done
+  done
+fi
+
+score_dir() {  # <data> <dir>: Hub5 and Kaldi-style scoring unless done after the lattices were written
+  local data=$1 dir=$2
+  if [ "$dir/scoring/hub5_summary.json" -nt "$dir/lat.1.gz" ]; then
+    echo "$dir: Hub5 scoring done before"
+  else
+    steps/score_hub5.sh --cmd "$decode_cmd" --nj 1 $hub5_scoring_opts "$data" "$lang" "$dir" >/dev/null || return 1
+  fi
+  if [ "$kaldi_scoring" = true ]; then
+    if [ "$dir/scoring_kaldi/best_wer" -nt "$dir/lat.1.gz" ]; then
+      echo "$dir: Kaldi scoring done before"
+    else
+      steps/score_kaldi.sh --cmd "$decode_cmd" $kaldi_scoring_opts "$data" "$lang" "$dir" >/dev/null || return 1
+    fi
+  fi
+}
+
+if run_stage 4; then
+  log "Stage 4: Hub5 scoring$([ "$kaldi_scoring" = true ] && echo ' and Kaldi-style scoring') of the first pass and the rescored dirs"
+  [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
+  for d in "${decodes[@]}"; do
+    data=$(data_for "$d") || exit 1
+    for f in text segments reco2file_and_channel stm glm; do
+      [ -f "$data/$f" ] || die "no such file $data/$f (made by s5c's local/eval2000_data_prep.sh)"
+    done
+    dname=$(basename "$d")
+    njobs=$(cat "$d/num_jobs")
+    # The first pass is scored through links, so that nothing is written into the Kaldi directory.
+    first=$rescore_dir/firstpass_$dname
+    mkdir -p "$first"
+    for j in $(seq "$njobs"); do
+      [ -f "$d/lat.$j.gz" ] || die "no such file $d/lat.$j.gz"
+      ln -sfn "$(readlink -f "$d/lat.$j.gz")" "$first/lat.$j.gz"
+    done
+    echo "$njobs" > "$first/num_jobs"
+    dirs=("$first")
+    for lm in $rescore_lms; do
+      for method in $rescore_methods; do
+        out=$rescore_dir/${lm}_${method}_$dname
+        rescored "$out" "$njobs" || die "$out is not complete: run stage 3 first"
+        dirs+=("$out")
+      done
+    done
+    # Up to $nj directories scored at once.
+    pids=()
+    failed=0
+    for dir in "${dirs[@]}"; do
+      score_dir "$data" "$dir" &
+      pids+=($!)
+      if [ ${#pids[@]} -ge "$nj" ]; then
+        wait "${pids[0]}" || failed=1
+        pids=(${pids[@]+"${pids[@]:1}"})
+      fi
+    done
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" || failed=1; done
+    [ $failed -eq 0 ] || die "scoring failed; see <dir>/scoring/log/ and <dir>/scoring_kaldi/log/ under $rescore_dir"
+    for dir in "${dirs[@]}"; do
+      log "  $(basename "$dir"): $(python3 -c 'import json, sys
+s = json.load(open(sys.argv[1]))["subsets"]
+print(", ".join("%s %.1f" % (k, v["wer"]) for k, v in s.items()))' "$dir/scoring/hub5_summary.json")"
+    done
+  done
+fi
+
+if run_stage 5; then
+  log "Stage 5: results table exp/results.md, exp/results.json"
+  lm_opts=()
+  for lm in $rescore_lms; do lm_opts+=(--lm "$lm=$(lm_dir_of "$lm")"); done
+  dec_opts=()
+  for d in "${decodes[@]}"; do dec_opts+=(--decode "$(basename "$d")"); done
+  python3 local/results.py --rescore-dir "$rescore_dir" --methods "$rescore_methods" --nbest "$nbest" \
+    --weight "$weight" "${lm_opts[@]}" "${dec_opts[@]}" --out exp
+  cat exp/results.md
+fi
 
 log "Done (stages $stage..$stop_stage)."

@@ -1,0 +1,186 @@
+"""recipes/swbd/run.sh stages 2-5 (quantize, rescore, Hub5/Kaldi scoring, results table) on a miniature s5c."""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+EVAL_FIXTURE = "tests/fixtures/scoring/eval2000_mini"
+DECODE = "exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg"
+# Words beyond the references, so that lattices hold errors to rescore away.
+EXTRA = "the a to of and i you yeah uh-huh okay store going were police".split()
+SCORING = "--min-lmwt 9 --max-lmwt 10 --word-ins-penalty 0.0,0.5"
+
+
+def eval_words(repo_dir):
+    text = (repo_dir / EVAL_FIXTURE / "text").read_text().splitlines()
+    return sorted({w for line in text for w in line.split()[1:]} | set(EXTRA))
+
+
+def make_s5c(root, repo_dir, seed=0):
+    """data/lang, data/eval2000 (stm, glm, segments ...), the 4-gram ARPA (gzipped) and a decode dir of
+    2 lat.N.gz with CompactLattices over words.txt, as Kaldi's s5c leaves them."""
+    from asr_lm_quant.kaldi.archive import write_lattices
+    from asr_lm_quant.kaldi.synthetic import random_compact_lattice
+    from asr_lm_quant.ngram import train_arpa
+
+    words = eval_words(repo_dir)
+    syms = ["<eps>"] + words + ["#0", "<s>", "</s>"]
+    (root / "data" / "lang").mkdir(parents=True)
+    (root / "data" / "lang" / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(syms)))
+    ev = root / "data" / "eval2000"
+    shutil.copytree(repo_dir / EVAL_FIXTURE, ev)
+    for f in ("hyp_good", "hyp_bad"):
+        (ev / f).unlink()
+    utts = [line.split()[0] for line in (ev / "text").read_text().splitlines()]
+    (ev / "utt2spk").write_text("".join(f"{u} {u.split('_0')[0]}\n" for u in utts))
+    lm = root / "data" / "local" / "lm"
+    lm.mkdir(parents=True)
+    corpus = lm / "text.txt"
+    corpus.write_text("".join(" ".join(line.split()[1:]) + "\n" for line in (ev / "text").read_text().splitlines())
+                      + " ".join(EXTRA) + "\n")
+    train_arpa(corpus, lm / "sw1_fsh.o4g.kn", order=3)
+    with open(lm / "sw1_fsh.o4g.kn", "rb") as f, gzip.open(lm / "sw1_fsh.o4g.kn.gz", "wb") as g:
+        g.write(f.read())
+    (lm / "sw1_fsh.o4g.kn").unlink()
+    dec = root / DECODE
+    dec.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for job, keys in ((1, utts[:3]), (2, utts[3:])):
+        items = [(k, random_compact_lattice(rng, num_frames=30, num_states=7, arcs_per_state=2.0,
+                                            vocab=len(words) + 1, max_tid=200)) for k in keys]
+        write_lattices(f"ark:| gzip -c > {dec}/lat.{job}.gz", items)
+    (dec / "num_jobs").write_text("2\n")
+    return utts, words
+
+
+def make_recipe(root, repo_dir, s5c_words):
+    """A copy of recipes/swbd with stage 0-1 outputs: data/lm texts, a tiny LM in exp/lm and its perplexities."""
+    import torch
+
+    from asr_lm_quant.lm.files import save_lm
+    from asr_lm_quant.lm.model import LMConfig, TransformerLM
+    from asr_lm_quant.lm.ppl import perplexity
+    from asr_lm_quant.text.vocab import Vocabulary
+
+    root.mkdir()
+    for f in ("run.sh", "path.sh", "cmd.sh"):
+        shutil.copy(repo_dir / "recipes" / "swbd" / f, root / f)
+    (root / "steps").symlink_to(repo_dir / "steps")
+    (root / "local").symlink_to(repo_dir / "local" / "swbd")
+    (root / "conf").mkdir()
+    (root / "conf" / "quant_tiny.json").write_text(json.dumps({
+        "defaults": {"tokens_per_batch": 64, "max_len": 16, "eval_tokens_per_batch": 256,
+                     "finetune": {"steps": 2, "warmup": 1, "log_every": 1}, "admm": {"project_every": 1}},
+        "systems": [{"name": "admm2", "method": "admm", "bits": 2}]}))
+    text = root / "data" / "lm"
+    text.mkdir(parents=True)
+    ref = (repo_dir / EVAL_FIXTURE / "text").read_text().splitlines()
+    sents = [" ".join(line.split()[1:]) for line in ref]
+    (text / "train.txt").write_text("\n".join(sents * 3 + [" ".join(EXTRA)]) + "\n")
+    (text / "valid.txt").write_text("\n".join(sents[:2]) + "\n")
+    (text / "test.txt").write_text("\n".join(sents[2:]) + "\n")
+    vocab = Vocabulary(["<s>", "<unk>"] + s5c_words)
+    vocab.save(text / "words.txt")
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                   dropout=0.0, norm="post")).eval()
+    lm = root / "exp" / "lm"
+    save_lm(lm, model, vocab)
+    for split in ("valid", "test"):
+        r = perplexity(model, vocab, text / f"{split}.txt", progress=False)
+        (lm / f"ppl_{split}.json").write_text(json.dumps(r))
+
+
+def run(recipe, repo_dir, *args, timeout=300):
+    env = dict(os.environ, ASR_LM_QUANT_ROOT=str(repo_dir), OMP_NUM_THREADS="1")
+    env.pop("ASR_LM_QUANT_QUEUE", None)
+    return subprocess.run(["./run.sh", *args], capture_output=True, text=True, cwd=recipe, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def setup(tmp_path, repo_dir):
+    s5c = tmp_path / "s5c"
+    utts, words = make_s5c(s5c, repo_dir)
+    recipe = tmp_path / "swbd"
+    make_recipe(recipe, repo_dir, words)
+    return {"s5c": s5c, "recipe": recipe, "utts": utts}
+
+
+@pytest.mark.slow
+def test_stages_2_to_5_end_to_end(setup, repo_dir):
+    s5c, recipe = setup["s5c"], setup["recipe"]
+    args = ["--kaldi-swbd-dir", str(s5c), "--quant-conf", "conf/quant_tiny.json", "--nj", "2",
+            "--hub5-scoring-opts", SCORING, "--kaldi-scoring-opts", SCORING, "--quant-threads", "1"]
+    p = run(recipe, repo_dir, *args, "--stage", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for n in (2, 3, 4, 5):
+        assert f"Stage {n}:" in p.stdout
+
+    # Stage 2: the quantized system, packed, with its results.
+    q = json.loads((recipe / "exp" / "lm_admm2" / "results.json").read_text())
+    assert q["method"] == "admm" and q["bits"] == 2 and q["compression"] > 1
+    assert "# Ended (code 0)" in (recipe / "exp" / "lm_admm2" / "log" / "quantize.log").read_text()
+
+    # Stage 3: every LM x method, lattices for both jobs, logs under the output dir.
+    dname = "decode_eval2000_sw1_fsh_fg"
+    rdir = recipe / "exp" / "rescore"
+    for lm in ("lm", "lm_admm2"):
+        for method in ("nbest", "lattice"):
+            out = rdir / f"{lm}_{method}_{dname}"
+            assert (out / "num_jobs").read_text().strip() == "2"
+            from asr_lm_quant.kaldi.archive import read_lattices
+            keys = [k for j in (1, 2) for k, _ in read_lattices(f"ark:gunzip -c {out}/lat.{j}.gz |")]
+            assert sorted(keys) == sorted(setup["utts"])
+            summary = json.loads((out / "log" / "rescore.1.json").read_text())
+            assert summary
+    # Nothing was written into the Kaldi directory.
+    assert sorted(p.name for p in (s5c / DECODE).iterdir()) == ["lat.1.gz", "lat.2.gz", "num_jobs"]
+
+    # Stage 4: Hub5 scoring per subset and Kaldi-style scoring of the first pass and every rescored dir.
+    first = rdir / f"firstpass_{dname}"
+    assert (first / "lat.1.gz").is_symlink()
+    scored = [first] + [rdir / f"{lm}_{m}_{dname}" for lm in ("lm", "lm_admm2") for m in ("nbest", "lattice")]
+    for d in scored:
+        hub5 = json.loads((d / "scoring" / "hub5_summary.json").read_text())
+        assert list(hub5["subsets"]) == ["total", "swbd", "callhm"]
+        assert {s["lmwt"] for s in hub5["settings"]} == {9, 10}
+        assert (d / "score_10_0.5").is_dir()
+        kaldi = json.loads((d / "scoring_kaldi" / "sweep.json").read_text())
+        assert kaldi["best"]["lmwt"] in (9, 10)
+        assert (d / "scoring_kaldi" / "best_wer").read_text().startswith("%WER ")
+
+    # Stage 5: the table, from those files.
+    res = json.loads((recipe / "exp" / "results.json").read_text())
+    lms = {r["lm"]: r for r in res["lms"]}
+    assert set(lms) == {"lm", "lm_admm2"}
+    assert lms["lm"]["method"] == "fp" and lms["lm"]["bits"] == 32
+    assert lms["lm"]["valid_ppl"] == json.loads((recipe / "exp/lm/ppl_valid.json").read_text())["ppl"]
+    assert lms["lm_admm2"]["size_mb"] == q["size_mb"] and lms["lm_admm2"]["test_ppl"] == q["test_ppl"]
+    assert lms["lm"]["size_mb"] == pytest.approx(q["fp32_mb"])
+    dec = res["decodes"][dname]
+    fp_hub5 = json.loads((first / "scoring" / "hub5_summary.json").read_text())
+    for sub in ("total", "swbd", "callhm"):
+        assert dec["first_pass"]["hub5"][sub]["wer"] == fp_hub5["subsets"][sub]["wer"]
+    for lm in ("lm", "lm_admm2"):
+        for m in ("nbest", "lattice"):
+            h = dec["rescored"][lm][m]["hub5"]
+            assert set(h) == {"total", "swbd", "callhm"}
+            ref = json.loads((rdir / f"{lm}_{m}_{dname}" / "scoring" / "hub5_summary.json").read_text())
+            assert h["total"]["wer"] == ref["subsets"]["total"]["wer"] >= 0
+    md = (recipe / "exp" / "results.md").read_text()
+    assert "| lm_admm2 | admm | 2 |" in md and "| lm | fp | 32 |" in md
+    assert md.count("| 20-best |") == 2 and md.count("| lattice |") == 2
+    assert "first pass (n-gram)" in md and "Transformer LM, lattice | 10.6 | 6.8 | 14.4" in md
+    assert (recipe / "exp" / "results_wer_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Re-running skips everything that is done.
+    p = run(recipe, repo_dir, *args, "--stage", "2", "--stop-stage", "4")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "admm2: done before" in p.stdout
+    assert p.stdout.count("done before") == 15  # the quantized system, 4 rescorings, 5 x 2 scorings
+    assert p.stdout.count("Hub5 scoring done before") == 5
