@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from asr_lm_quant.quant.pipeline import METHODS, QuantConfig
-from asr_lm_quant.quant.search import SearchOptions
-from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions
+from asr_lm_quant.quant.options import METHODS, AdmmOptions, FinetuneOptions, SearchOptions
 
 
 def register(sub):
@@ -73,7 +69,9 @@ def register(sub):
 
 
 def cmd_quantize(args):
-    from asr_lm_quant.quant.pipeline import run
+    import torch
+
+    from asr_lm_quant.quant.pipeline import QuantConfig, run
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = QuantConfig.from_dict({
@@ -103,6 +101,7 @@ def cmd_sweep(args):
     from asr_lm_quant.errors import InputError
     from asr_lm_quant.quant.sweep import results_table, run_sweep
     if args.threads:
+        import torch
         torch.set_num_threads(args.threads)
     models = {}
     for m in args.model:

@@ -31,7 +31,7 @@ from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, e
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ptq", "ste", "admm", "hessian", "search")
+from asr_lm_quant.quant.options import METHODS  # noqa: E402,F401 (re-exported)
 RESULTS = "results.json"
 CONFIG = "quant_config.json"
 

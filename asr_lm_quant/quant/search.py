@@ -8,7 +8,7 @@ softmax. Weights and logits train jointly; then ``argmax_b a_l`` per group, repa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +16,9 @@ import torch.nn.functional as F
 from asr_lm_quant.lm.data import BatchPlan
 from asr_lm_quant.quant.allocate import group_bits_cost
 from asr_lm_quant.quant.plan import weight_groups
+from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.quantizers import fake_quant
 from asr_lm_quant.quant.train import FinetuneOptions, forward_with, run_steps, token_loss
-
-
-@dataclass
-class SearchOptions:
-    gamma: float = 1.0         # weight of the size penalty (expected size / budget)
-    arch_lr: float = 0.05      # Adam learning rate of the logits
-    gumbel: bool = False       # Gumbel-softmax samples instead of the plain softmax
-    tau: float = 1.0           # Gumbel-softmax temperature
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+
 
 import torch
 import torch.nn.functional as F
@@ -20,24 +20,11 @@ from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
 from asr_lm_quant.quant.plan import QuantPlan, weight_groups
+from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, fake_quant, project
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneOptions:
-    steps: int = 200            # optimizer steps
-    lr: float = 3e-4            # Adam learning rate (warm-up, then cosine decay to 0)
-    warmup: int = 10
-    clip_norm: float = 1.0
-    bf16: bool = False          # bf16 autocast of the forward pass
-    seed: int = 0
-    log_every: int = 20
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def batch_stream(plan: BatchPlan):
@@ -139,17 +126,6 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste")
     return quantize_model(model, plan), {"train": hist}
-
-
-@dataclass
-class AdmmOptions:
-    rho: float = 1e-2            # penalty weight of (rho/2)||W - Q + U||^2
-    rho_growth: float = 1.5      # rho *= growth after every projection
-    rho_max: float = 10.0
-    project_every: int = 20      # optimizer steps between projections
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,

@@ -1,0 +1,43 @@
+"""Options of the quantization methods, kept free of torch so the command line starts quickly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+METHODS = ("ptq", "ste", "admm", "hessian", "search")
+
+
+@dataclass
+class FinetuneOptions:
+    steps: int = 200            # optimizer steps
+    lr: float = 3e-4            # Adam learning rate (warm-up, then cosine decay to 0)
+    warmup: int = 10
+    clip_norm: float = 1.0
+    bf16: bool = False          # bf16 autocast of the forward pass
+    seed: int = 0
+    log_every: int = 20
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class AdmmOptions:
+    rho: float = 1e-2            # penalty weight of (rho/2)||W - Q + U||^2
+    rho_growth: float = 1.5      # rho *= growth after every projection
+    rho_max: float = 10.0
+    project_every: int = 20      # optimizer steps between projections
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class SearchOptions:
+    gamma: float = 1.0         # weight of the size penalty (expected size / budget)
+    arch_lr: float = 0.05      # Adam learning rate of the logits
+    gumbel: bool = False       # Gumbel-softmax samples instead of the plain softmax
+    tau: float = 1.0           # Gumbel-softmax temperature
+
+    def to_dict(self):
+        return asdict(self)
