@@ -22,7 +22,6 @@ compares against.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +82,7 @@ class NNScorer:
         self.logit_chunk = max(16, int(logits_bytes // (4 * model.cfg.vocab_size)))
         self.progress = progress
         self.stats = ScoreStats()
+        self._cache = None  # (parameter key, _Weights) in bf16 mode
 
     # -- public ---------------------------------------------------------------------------------------
     def encode(self, words) -> list[int]:
@@ -217,57 +217,97 @@ class NNScorer:
         stats.padded_positions += B * L
         stats.max_batch_positions = max(stats.max_batch_positions, B * L)
 
-        with self._autocast():  # one region per batch: autocast casts each weight once
-            self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total,
-                              per_token)
+        self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total, per_token)
 
     def _score_batch(self, B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total,
                      per_token):
         dev = self.device
-        hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev),
-                              None if mask is None else torch.from_numpy(mask).to(dev).unsqueeze(1))
-        hidden = hidden.reshape(B * L, -1)
+        weights = self._weights()
+        if mask is not None:  # additive mask made once, not converted again in every layer
+            add = torch.zeros(mask.shape, dtype=weights.dtype, device=dev)
+            mask = add.masked_fill_(~torch.from_numpy(mask).to(dev), float("-inf")).unsqueeze(1)
+        hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev), mask,
+                              weights)
+        hidden = hidden.reshape(B * L, -1).float()
         node = np.concatenate(pairs_node)
         target = np.concatenate(pairs_target)
         hyp = np.concatenate(pairs_hyp)
-        order = np.argsort(node, kind="stable")
-        node, target, hyp = node[order], target[order], hyp[order]
-        # Output layer over the distinct nodes that are needed, in chunks (bounded logits memory).
+        # Target logits as float32 dot products (one row of the output matrix per scored token); only the
+        # normaliser needs the full [nodes, vocab] product, which runs in chunks (bounded memory).
+        node_t, target_t = torch.from_numpy(node).to(dev), torch.from_numpy(target).to(dev)
+        out = self.model.out
+        tlogit = torch.einsum("nd,nd->n", hidden[node_t], out.weight[target_t])
+        if out.bias is not None:
+            tlogit = tlogit + out.bias[target_t]
         uniq, inverse = np.unique(node, return_inverse=True)
-        logp = np.empty(len(node), dtype=np.float64)
-        c = self.logit_chunk
-        for s in range(0, len(uniq), c):
-            sel = uniq[s:s + c]
-            lo, hi = np.searchsorted(node, sel[0], "left"), np.searchsorted(node, sel[-1], "right")
-            logits = self.model.out(hidden[torch.from_numpy(sel).to(dev)]).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            rows_in = torch.from_numpy(inverse[lo:hi] - s).to(dev)
-            tgt = torch.from_numpy(target[lo:hi]).to(dev)
-            logp[lo:hi] = (logits[rows_in, tgt] - lse[rows_in]).double().cpu().numpy()
+        uniq_t = torch.from_numpy(uniq).to(dev)
+        lse = torch.empty(len(uniq), dtype=torch.float32, device=dev)
+        for s in range(0, len(uniq), self.logit_chunk):
+            lse[s:s + self.logit_chunk] = self._log_normaliser(hidden[uniq_t[s:s + self.logit_chunk]], weights)
+        logp = (tlogit - lse[torch.from_numpy(inverse).to(dev)]).double().cpu().numpy()
         np.subtract.at(total, hyp, logp)
         if per_token is not None:
-            pos = np.concatenate([np.arange(len(n)) for n in pairs_node])[order]
+            pos = np.concatenate([np.arange(len(n)) for n in pairs_node])
             by_hyp = np.argsort(hyp, kind="stable")
             for chunk in np.split(by_hyp, np.flatnonzero(np.diff(hyp[by_hyp])) + 1):
                 per_token[hyp[chunk[0]]][pos[chunk]] = -logp[chunk]
 
-    def _autocast(self):
-        if not self.bf16:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+    def _log_normaliser(self, h, weights):
+        """log sum_v exp(logit_v) per row of ``h`` (float32), one pass over the logits after the max."""
+        logits = torch.addmm(weights.out_bias, h.to(weights.dtype), weights.out_weight.t())
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        top = logits.amax(dim=-1, keepdim=True)
+        return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
 
-    def _hidden(self, tokens, depth, mask):
-        """The model's final hidden states with per-node positions and an optional tree mask."""
+    def _weights(self) -> "_Weights":
+        """The weights the forward uses: the model's own in fp32; in bf16 mode cached bfloat16 copies of every
+        Linear's weight and bias, rebuilt when a parameter changes (its storage or version)."""
+        m = self.model
+        if not self.bf16:
+            bias = m.out.bias if m.out.bias is not None else torch.zeros(m.cfg.vocab_size, device=self.device)
+            return _Weights(torch.float32, m.out.weight, bias, None)
+        linears = {name: mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)}
+        params = [p for mod in linears.values() for p in mod.parameters(recurse=False)]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._cache is None or self._cache[0] != key:
+            dt = torch.bfloat16
+            layers = []
+            for i in range(len(m.layers)):
+                prefix = f"layers.{i}."
+                layers.append({f"{name[len(prefix):]}.{pname}": p.detach().to(dt)
+                               for name, mod in linears.items() if name.startswith(prefix)
+                               for pname, p in mod.named_parameters(recurse=False)})
+            bias = m.out.bias if m.out.bias is not None else torch.zeros(m.cfg.vocab_size, device=self.device)
+            self._cache = (key, _Weights(dt, m.out.weight.detach().to(dt), bias.detach().to(dt), layers))
+        return self._cache[1]
+
+    def _hidden(self, tokens, depth, mask, weights):
+        """The model's final hidden states with per-node positions and an optional tree mask. In bf16 mode
+        each layer runs with its cached bfloat16 Linear weights under autocast (LayerNorms and the residual
+        stream stay float32)."""
         m = self.model
         x = m.embed(tokens)
         if m.cfg.scale_embedding:
             x = x * math.sqrt(m.cfg.d_model)
         x = x + m.pe[depth].to(x.dtype)
-        for layer in m.layers:
-            x, _ = layer(x, None, mask)
+        for i, layer in enumerate(m.layers):
+            if weights.layers is None:
+                x, _ = layer(x, None, mask)
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=weights.dtype):
+                    x, _ = torch.func.functional_call(layer, weights.layers[i], (x, None, mask))
         if m.final_norm is not None:
             x = m.final_norm(x)
         return x
+
+
+@dataclass
+class _Weights:
+    dtype: torch.dtype
+    out_weight: torch.Tensor       # [vocab, d_model] in dtype
+    out_bias: torch.Tensor         # [vocab] in dtype
+    layers: list | None            # per layer {parameter name: bfloat16 tensor}; None = the model's own
 
 
 def naive_costs(model: TransformerLM, vocab: Vocabulary, hyps) -> np.ndarray:
