@@ -227,33 +227,23 @@ if run_stage 5; then
   log "Stage 5: N-best ($nbest-best) and lattice rescoring; weights $weights tuned on dev, reported on eval"
   src=exp/ngram/decode_test
   python3 local/systems.py exp > exp/rescore_systems.txt
-  while read -r name model; do
+  while read -r name model <&3; do
+    out=exp/rescore/$name
+    if [ -f $out/nbest.json ] && [ -f $out/lattice.json ]; then log "  $name: done"; continue; fi
+    # Job 1 is the dev half, job 2 the eval half; each rescores with every weight, then scores.
+    $decode_cmd JOB=1:2 $out/log/rescore.JOB.log \
+      python3 local/rescore.py --half JOB --weights "$weights" --n "$nbest" \
+        exp/ngram/3gram.arpa "$model" data/lang/words.txt data/test $src $out
     for method in nbest lattice; do
-      out=exp/rescore/$name/$method
-      [ -f $out.json ] && { log "  $name $method: done ($out.json)"; continue; }
       pairs=()
-      for half in dev eval; do
-        opts=()
-        [ $method = nbest ] && opts=(--n "$nbest")
-        $decode_cmd JOB=1:$nj $out/log/rescore_$half.JOB.log \
-          asr-lm-quant rescore-$method --old-lm exp/ngram/3gram.arpa --lm-dir "$model" \
-            --words data/lang/words.txt --weight "$weights" "${opts[@]}" \
-            --lattices "ark:gunzip -c ${src}_$half/lat.JOB.gz |" \
-            --out-lattices "ark:| gzip -c > $out/${half}_w{weight}/lat.JOB.gz"
-        for w in ${weights//,/ }; do
-          d=$out/${half}_w$(python3 -c "print(f'{float(\"$w\"):g}')")
-          echo $nj > $d/num_jobs
-          steps/score_kaldi.sh --cmd "$decode_cmd" --stats false data/test_$half data/lang $d > /dev/null
-        done
-      done
       for w in ${weights//,/ }; do
         w=$(python3 -c "print(f'{float(\"$w\"):g}')")
-        pairs+=("$w=$out/dev_w$w,$out/eval_w$w")
+        pairs+=("$w=$out/$method/dev_w$w,$out/$method/eval_w$w")
       done
-      python3 local/tune.py --out $out.json "${pairs[@]}" > $out/log/tune.log
-      log "  $name $method: $(cat $out/log/tune.log)"
+      python3 local/tune.py --out $out/$method.json "${pairs[@]}" > $out/log/tune_$method.log
+      log "  $name $method: $(cat $out/log/tune_$method.log)"
     done
-  done < exp/rescore_systems.txt
+  done 3< exp/rescore_systems.txt
 fi
 
 # ------------------------------------------------------------------------------------------------
