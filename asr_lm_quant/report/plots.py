@@ -39,16 +39,19 @@ def plot_wer_vs_weight(systems: list[dict], path) -> bool:
     if not curves:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, method, by_w in curves:
-        ws = sorted(by_w, key=float)
-        ax.plot([float(w) for w in ws], [by_w[w] for w in ws], marker="o",
-                linestyle="-" if method == "nbest" else "--", label=f"{name} {method}")
-    ax.set_xlabel("NN LM weight w")
-    ax.set_ylabel("dev WER (%)")
-    ax.set_title("WER vs LM interpolation weight (dev half)")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, method in zip(axes, ("nbest", "lattice")):
+        for name, m, by_w in curves:
+            if m != method:
+                continue
+            ws = sorted(by_w, key=float)
+            ax.plot([float(w) for w in ws], [by_w[w] for w in ws], marker="o", label=name)
+        ax.set_xlabel("NN LM weight w")
+        ax.set_title(f"{'N-best' if method == 'nbest' else 'lattice'} rescoring (dev half)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("dev WER (%), best LMWT and penalty")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -73,8 +76,11 @@ def plot_size_tradeoff(systems: list[dict], first_pass_wer, path) -> bool:
     if first_pass_wer is not None:
         a1.axhline(first_pass_wer, color="gray", linestyle=":", label="first pass (3-gram)")
         a1.legend(fontsize=7)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     for ax, y in ((a1, "eval WER, N-best rescoring (%)"), (a2, "test perplexity")):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("model size (MB)")
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
