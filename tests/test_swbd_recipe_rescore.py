@@ -13,7 +13,9 @@ EVAL_FIXTURE = "tests/fixtures/scoring/eval2000_mini"
 DECODE = "exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg"
 # Words beyond the references, so that lattices hold errors to rescore away.
 EXTRA = "the a to of and i you yeah uh-huh okay store going were police".split()
-SCORING = "--min-lmwt 9 --max-lmwt 10 --word-ins-penalty 0.0,0.5"
+# Narrow sweeps keep the test short (each Hub5 setting is three hubscr runs).
+HUB5_SCORING = "--min-lmwt 10 --max-lmwt 10 --word-ins-penalty 0.0,0.5"
+KALDI_SCORING = "--min-lmwt 9 --max-lmwt 10 --word-ins-penalty 0.0,0.5"
 
 
 def eval_words(repo_dir):
@@ -115,7 +117,7 @@ def setup(tmp_path, repo_dir):
 def test_stages_2_to_5_end_to_end(setup, repo_dir):
     s5c, recipe = setup["s5c"], setup["recipe"]
     args = ["--kaldi-swbd-dir", str(s5c), "--quant-conf", "conf/quant_tiny.json", "--nj", "2",
-            "--hub5-scoring-opts", SCORING, "--kaldi-scoring-opts", SCORING, "--quant-threads", "1"]
+            "--hub5-scoring-opts", HUB5_SCORING, "--kaldi-scoring-opts", KALDI_SCORING, "--quant-threads", "1"]
     p = run(recipe, repo_dir, *args, "--stage", "2")
     assert p.returncode == 0, p.stdout + p.stderr
     for n in (2, 3, 4, 5):
@@ -148,7 +150,7 @@ def test_stages_2_to_5_end_to_end(setup, repo_dir):
     for d in scored:
         hub5 = json.loads((d / "scoring" / "hub5_summary.json").read_text())
         assert list(hub5["subsets"]) == ["total", "swbd", "callhm"]
-        assert {s["lmwt"] for s in hub5["settings"]} == {9, 10}
+        assert [(s["lmwt"], s["wip"]) for s in hub5["settings"]] == [(10, "0.0"), (10, "0.5")]
         assert (d / "score_10_0.5").is_dir()
         kaldi = json.loads((d / "scoring_kaldi" / "sweep.json").read_text())
         assert kaldi["best"]["lmwt"] in (9, 10)
@@ -184,3 +186,31 @@ def test_stages_2_to_5_end_to_end(setup, repo_dir):
     assert "admm2: done before" in p.stdout
     assert p.stdout.count("done before") == 15  # the quantized system, 4 rescorings, 5 x 2 scorings
     assert p.stdout.count("Hub5 scoring done before") == 5
+
+
+def test_errors_name_what_is_missing(setup, repo_dir):
+    s5c, recipe = setup["s5c"], setup["recipe"]
+    base = ["--kaldi-swbd-dir", str(s5c), "--quant-conf", "conf/quant_tiny.json"]
+    # A quantized system that was never built cannot rescore.
+    p = run(recipe, repo_dir, *base, "--stage", "3", "--stop-stage", "3")
+    assert p.returncode != 0 and "lm_admm2 holds no model: run stage 1 (or 2 for lm_admm2) first" in p.stderr
+    p = run(recipe, repo_dir, *base, "--stage", "2", "--quant-systems", "admm3")
+    assert p.returncode != 0 and "conf/quant_tiny.json" in p.stderr and "no quantization system 'admm3'" in p.stderr
+    (recipe / "conf" / "bad.json").write_text('{"systems": [{"name": "x"}]}')
+    p = run(recipe, repo_dir, *base, "--quant-conf", "conf/bad.json", "--stage", "2")
+    assert p.returncode != 0 and "conf/bad.json, key 'systems[0]': system 0 needs a 'name' and a 'method'" in p.stderr
+    # The old LM of the lattices: named, with the option that gives it.
+    lm = s5c / "data" / "local" / "lm" / "sw1_fsh.o4g.kn.gz"
+    lm.rename(lm.with_suffix(".bak"))
+    p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "3", "--stop-stage", "3")
+    assert p.returncode != 0 and f"no such file {lm}" in p.stderr and "--old-lm" in p.stderr
+    p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "3", "--decode-dirs", "exp/none/decode_x")
+    assert p.returncode != 0
+    # Scoring before rescoring; a decode dir whose data set is unknown.
+    p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "4", "--stop-stage", "4")
+    assert p.returncode != 0 and "lm_nbest_decode_eval2000_sw1_fsh_fg is not complete: run stage 3 first" in p.stderr
+    assert not (s5c / DECODE / "scoring").exists()
+    shutil.copytree(s5c / DECODE, s5c / "exp/chain/tdnn7q_sp/decode_dev_sw1_tg")
+    p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "4", "--stop-stage", "4",
+            "--decode-dirs", "exp/chain/tdnn7q_sp/decode_dev_sw1_tg")
+    assert p.returncode != 0 and "found no data dir" in p.stderr and "--eval-data" in p.stderr

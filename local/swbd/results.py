@@ -110,12 +110,20 @@ def _bits(row):
     return f"mixed {_f(row.get('avg_bits'), '.2f')}"
 
 
-def _wers(s):
-    if not s or "hub5" not in s:
-        return ["-"] * len(SUBSETS) + ["-"]
-    h = s["hub5"]
-    kaldi = _f(s["kaldi"]["wer"], ".2f") if "kaldi" in s else "-"
-    return [_f(h.get(sub, {}).get("wer"), ".1f") for sub in SUBSETS] + [kaldi]
+def _subsets(entry) -> list[str]:
+    """Hub5 subsets of a decode dir in scoring order (eval2000: total, swbd, callhm; rt03: total, swbd, fsh)."""
+    found = []
+    for s in [entry["first_pass"]] + [s for per in entry["rescored"].values() for s in per.values()]:
+        for sub in (s or {}).get("hub5", {}):
+            if sub not in found:
+                found.append(sub)
+    return found or list(SUBSETS)
+
+
+def _wers(s, subsets):
+    h = (s or {}).get("hub5", {})
+    kaldi = _f(s["kaldi"]["wer"], ".2f") if s and "kaldi" in s else "-"
+    return [_f(h.get(sub, {}).get("wer"), ".1f") for sub in subsets] + [kaldi]
 
 
 def markdown(res: dict) -> str:
@@ -129,17 +137,19 @@ def markdown(res: dict) -> str:
     out += ["## Language models", "", "| LM | method | bits | size MB | compression | valid ppl | test ppl |",
             "|---|---|---|---|---|---|---|"]
     for r in res["lms"]:
-        out.append(f"| {r['lm']} | {r['method']} | {_bits(r)} | {_f(r.get('size_mb'), '.2f')} | "
+        out.append(f"| {r['lm']} | {r['method']} | {_bits(r)} | {_f(r.get('size_mb'), '.3f')} | "
                    f"{_f(r.get('compression'), '.1f')}x | {_f(r.get('valid_ppl'), '.2f')} | "
                    f"{_f(r.get('test_ppl'), '.2f')} |")
     for dec, entry in res["decodes"].items():
+        subs = _subsets(entry)
         out += ["", f"## WER: {dec}", "",
-                "| LM | bits | size MB | rescoring | total | swbd | callhm | Kaldi |", "|---|---|---|---|---|---|---|---|"]
-        out.append("| first pass (n-gram) | - | - | - | " + " | ".join(_wers(entry["first_pass"])) + " |")
+                "| LM | bits | size MB | rescoring | " + " | ".join(subs) + " | Kaldi |",
+                "|---|---|---|---|" + "---|" * (len(subs) + 1)]
+        out.append("| first pass (n-gram) | - | - | - | " + " | ".join(_wers(entry["first_pass"], subs)) + " |")
         for r in res["lms"]:
             for m, s in entry["rescored"][r["lm"]].items():
-                out.append(f"| {r['lm']} | {_bits(r)} | {_f(r.get('size_mb'), '.2f')} | {names.get(m, m)} | "
-                           + " | ".join(_wers(s)) + " |")
+                out.append(f"| {r['lm']} | {_bits(r)} | {_f(r.get('size_mb'), '.3f')} | {names.get(m, m)} | "
+                           + " | ".join(_wers(s, subs)) + " |")
     if any(d.startswith("decode_eval2000") for d in res["decodes"]):
         out += ["", "Kaldi's published eval2000 WERs for `tdnn7q_sp` (`local/pytorchnn/run_nnlm.sh`), for comparison:",
                 "", "| system | total | swbd | callhm |", "|---|---|---|---|"]

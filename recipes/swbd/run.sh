@@ -255,14 +255,24 @@ if run_stage 3; then
   [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
   rescore_cmd=$decode_cmd
   case $device in cuda*) rescore_cmd=$cuda_cmd ;; esac
+  # Everything checked before the first job starts.
+  for method in $rescore_methods; do
+    case $method in nbest|lattice) ;; *) die "unknown rescoring method '$method' (nbest, lattice)" ;; esac
+  done
+  for lm in $rescore_lms; do
+    mdir=$(lm_dir_of "$lm")
+    [ -f "$mdir/config.json" ] || die "$mdir holds no model: run stage 1 (or 2 for $lm) first"
+  done
   for d in "${decodes[@]}"; do
     [ -f "$d/num_jobs" ] || die "no such file $d/num_jobs (not a Kaldi decode dir?)"
-    data=$(data_for "$d") || exit 1
+    data_for "$d" >/dev/null || exit 1
+  done
+  for d in "${decodes[@]}"; do
+    data=$(data_for "$d")
     njobs=$(cat "$d/num_jobs")
     dname=$(basename "$d")
     for lm in $rescore_lms; do
       mdir=$(lm_dir_of "$lm")
-      [ -f "$mdir/config.json" ] || die "$mdir holds no model: run stage 1 (or 2 for $lm) first"
       for method in $rescore_methods; do
         out=$rescore_dir/${lm}_${method}_$dname
         if rescored "$out" "$njobs"; then
@@ -275,7 +285,6 @@ if run_stage 3; then
           nbest) steps/lmrescore_nbest.sh "${opts[@]}" --N "$nbest" "$old_lm" "$mdir" "$data" "$d" "$out" ;;
           lattice) steps/lmrescore_lattice.sh "${opts[@]}" --beam "$lattice_beam" --epsilon "$lattice_epsilon" \
                      "$old_lm" "$mdir" "$data" "$d" "$out" ;;
-          *) die "unknown rescoring method '$method' (nbest, lattice)" ;;
         esac
       done
     done
@@ -302,10 +311,20 @@ if run_stage 4; then
   log "Stage 4: Hub5 scoring$([ "$kaldi_scoring" = true ] && echo ' and Kaldi-style scoring') of the first pass and the rescored dirs"
   [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
   for d in "${decodes[@]}"; do
+    [ -f "$d/num_jobs" ] || die "no such file $d/num_jobs (not a Kaldi decode dir?)"
     data=$(data_for "$d") || exit 1
     for f in text segments reco2file_and_channel stm glm; do
       [ -f "$data/$f" ] || die "no such file $data/$f (made by s5c's local/eval2000_data_prep.sh)"
     done
+    for lm in $rescore_lms; do
+      for method in $rescore_methods; do
+        out=$rescore_dir/${lm}_${method}_$(basename "$d")
+        rescored "$out" "$(cat "$d/num_jobs")" || die "$out is not complete: run stage 3 first"
+      done
+    done
+  done
+  for d in "${decodes[@]}"; do
+    data=$(data_for "$d")
     dname=$(basename "$d")
     njobs=$(cat "$d/num_jobs")
     # The first pass is scored through links, so that nothing is written into the Kaldi directory.
@@ -319,9 +338,7 @@ if run_stage 4; then
     dirs=("$first")
     for lm in $rescore_lms; do
       for method in $rescore_methods; do
-        out=$rescore_dir/${lm}_${method}_$dname
-        rescored "$out" "$njobs" || die "$out is not complete: run stage 3 first"
-        dirs+=("$out")
+        dirs+=("$rescore_dir/${lm}_${method}_$dname")
       done
     done
     # Up to $nj directories scored at once.
