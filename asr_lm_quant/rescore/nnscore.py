@@ -79,7 +79,10 @@ class NNScorer:
         self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
         self.share_prefixes = share_prefixes
         self.bf16 = bf16
-        self.logit_chunk = max(16, int(logits_bytes // (4 * model.cfg.vocab_size)))
+        # Output-layer rows per chunk: a multiple of 32 (odd row counts make oneDNN's bf16 matmul far
+        # slower); the chunk's logits fit in logits_bytes.
+        per_row = (2 if bf16 else 4) * model.cfg.vocab_size
+        self.logit_chunk = max(32, int(logits_bytes // per_row) // 32 * 32)
         self.progress = progress
         self.stats = ScoreStats()
         self._cache = None  # (parameter key, _Weights) in bf16 mode
@@ -224,7 +227,8 @@ class NNScorer:
         dev = self.device
         weights = self._weights()
         if mask is not None:  # additive mask made once, not converted again in every layer
-            add = torch.zeros(mask.shape, dtype=weights.dtype, device=dev)
+            dt = torch.float32 if weights.layers is None else weights.dtype  # the attention's dtype
+            add = torch.zeros(mask.shape, dtype=dt, device=dev)
             mask = add.masked_fill_(~torch.from_numpy(mask).to(dev), float("-inf")).unsqueeze(1)
         hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev), mask,
                               weights)
@@ -240,11 +244,10 @@ class NNScorer:
         if out.bias is not None:
             tlogit = tlogit + out.bias[target_t]
         uniq, inverse = np.unique(node, return_inverse=True)
-        uniq_t = torch.from_numpy(uniq).to(dev)
-        lse = torch.empty(len(uniq), dtype=torch.float32, device=dev)
-        for s in range(0, len(uniq), self.logit_chunk):
-            lse[s:s + self.logit_chunk] = self._log_normaliser(hidden[uniq_t[s:s + self.logit_chunk]], weights)
-        logp = (tlogit - lse[torch.from_numpy(inverse).to(dev)]).double().cpu().numpy()
+        inverse_t = torch.from_numpy(inverse).to(dev)
+        best = torch.full((len(uniq),), -torch.inf, device=dev).scatter_reduce_(0, inverse_t, tlogit, "amax")
+        lse = self._log_normalisers(hidden[torch.from_numpy(uniq).to(dev)], weights, shift=best)
+        logp = (tlogit - lse[inverse_t]).double().cpu().numpy()
         np.subtract.at(total, hyp, logp)
         if per_token is not None:
             pos = np.concatenate([np.arange(len(n)) for n in pairs_node])
@@ -252,13 +255,41 @@ class NNScorer:
             for chunk in np.split(by_hyp, np.flatnonzero(np.diff(hyp[by_hyp])) + 1):
                 per_token[hyp[chunk[0]]][pos[chunk]] = -logp[chunk]
 
-    def _log_normaliser(self, h, weights):
-        """log sum_v exp(logit_v) per row of ``h`` (float32), one pass over the logits after the max."""
-        logits = torch.addmm(weights.out_bias, h.to(weights.dtype), weights.out_weight.t())
-        if logits.dtype != torch.float32:
-            logits = logits.float()
-        top = logits.amax(dim=-1, keepdim=True)
-        return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
+    def _log_normalisers(self, h, weights, shift):
+        """log sum_v exp(logit_v) for each row of ``h`` (float32), in chunks of ``logit_chunk`` rows whose
+        logits go to a buffer reused from chunk to chunk.
+
+        bf16: the product accumulates in float32 but its result is rounded to bfloat16, an error relative
+        to the logit's size. So the matrix carries two more columns, the bias and a per-row ``shift`` (each
+        as a bfloat16 pair, high and low part): it returns ``logit - shift``, and with the shift near the
+        largest logit (the row's largest target logit), the logits that dominate the sum are small and exact
+        to ~1e-3 relative."""
+        n, c = len(h), self.logit_chunk
+        out = torch.empty(n, dtype=torch.float32, device=h.device)
+        c = min(c, -(-n // 32) * 32)
+        W = weights.out_weight
+        logits = torch.empty(c, W.shape[0], dtype=W.dtype, device=h.device)
+        x = torch.zeros(c, W.shape[1], dtype=W.dtype, device=h.device)
+        D = h.shape[1]
+        low = W.dtype != torch.float32
+        for s in range(0, n, c):
+            k = min(c, n - s)
+            x[:k, :D] = h[s:s + k]
+            x[k:] = 0  # the last chunk keeps the full row count (odd counts make oneDNN's bf16 matmul slow)
+            if low:
+                sh = shift[s:s + k]
+                hi = sh.to(W.dtype)
+                x[:k, D:D + 2] = 1
+                x[:k, D + 2] = -hi
+                x[:k, D + 3] = (hi.float() - sh).to(W.dtype)
+            torch.mm(x, W.t(), out=logits)
+            for r in range(0, k, 32):  # float32 work in cache-sized pieces
+                piece = logits[r:min(k, r + 32)]
+                piece = piece.float() if low else piece.add_(weights.out_bias)
+                top = piece.amax(dim=-1, keepdim=True)
+                res = piece.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
+                out[s + r:s + r + len(res)] = res + shift[s + r:s + r + len(res)] if low else res
+        return out
 
     def _weights(self) -> "_Weights":
         """The weights the forward uses: the model's own in fp32; in bf16 mode cached bfloat16 copies of every
@@ -279,7 +310,14 @@ class NNScorer:
                                for name, mod in linears.items() if name.startswith(prefix)
                                for pname, p in mod.named_parameters(recurse=False)})
             bias = m.out.bias if m.out.bias is not None else torch.zeros(m.cfg.vocab_size, device=self.device)
-            self._cache = (key, _Weights(dt, m.out.weight.detach().to(dt), bias.detach().to(dt), layers))
+            W = m.out.weight.detach()
+            V, D = W.shape
+            out = torch.zeros(V, -(-(D + 4) // 4) * 4, dtype=dt, device=W.device)
+            out[:, :D] = W
+            b_hi = bias.detach().to(dt)
+            out[:, D], out[:, D + 1] = b_hi, (bias.detach() - b_hi.float()).to(dt)
+            out[:, D + 2:D + 4] = 1  # times -shift (high and low part)
+            self._cache = (key, _Weights(dt, out, bias.detach(), layers))
         return self._cache[1]
 
     def _hidden(self, tokens, depth, mask, weights):
@@ -305,8 +343,8 @@ class NNScorer:
 @dataclass
 class _Weights:
     dtype: torch.dtype
-    out_weight: torch.Tensor       # [vocab, d_model] in dtype
-    out_bias: torch.Tensor         # [vocab] in dtype
+    out_weight: torch.Tensor       # [vocab, d_model] in dtype; bf16: [vocab, K] with bias and shift columns
+    out_bias: torch.Tensor         # [vocab] float32
     layers: list | None            # per layer {parameter name: bfloat16 tensor}; None = the model's own
 
 
