@@ -212,8 +212,8 @@ if run_stage 2; then
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 3 ]; then
-  if [ -z "$old_lm" ] || [ -z "$lang" ]; then
-    [ -n "$kaldi_swbd_dir" ] || die "stages 3-5 need --kaldi-swbd-dir (or --old-lm, --lang and --eval-data)"
+  if [ "$stage" -le 4 ] && { [ -z "$old_lm" ] || [ -z "$lang" ] || [ -z "$eval_data" ]; }; then
+    [ -n "$kaldi_swbd_dir" ] || die "stages 3-4 need --kaldi-swbd-dir (or --old-lm, --lang and --eval-data)"
   fi
   [ -n "$old_lm" ] || old_lm=$kaldi_swbd_dir/data/local/lm/sw1_fsh.o4g.kn.gz
   [ -n "$lang" ] || lang=$kaldi_swbd_dir/data/lang
@@ -226,7 +226,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 3 ]; then
   [ ${#decodes[@]} -gt 0 ] || die "--decode-dirs is empty"
   if [ -z "$rescore_lms" ]; then
     rescore_lms=$lm_name
-    for sys in $(quant_names); do rescore_lms="$rescore_lms ${lm_name}_$sys"; done
+    systems=$(quant_names) || exit 1
+    for sys in $systems; do rescore_lms="$rescore_lms ${lm_name}_$sys"; done
   fi
 fi
 
