@@ -214,3 +214,51 @@ def test_errors_name_what_is_missing(setup, repo_dir):
     p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "4", "--stop-stage", "4",
             "--decode-dirs", "exp/chain/tdnn7q_sp/decode_dev_sw1_tg")
     assert p.returncode != 0 and "found no data dir" in p.stderr and "--eval-data" in p.stderr
+
+
+def load_results_module(repo_dir):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("swbd_results", repo_dir / "local" / "swbd" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_scores(d, subsets, wer0, kaldi_wer):
+    (d / "scoring").mkdir(parents=True)
+    (d / "scoring" / "hub5_summary.json").write_text(json.dumps({"name": "rt03", "subsets": {
+        s: {"wer": wer0 + i, "lmwt": 10, "wip": "0.0", "best_wer": "x"} for i, s in enumerate(subsets)}}))
+    (d / "scoring_kaldi").mkdir()
+    (d / "scoring_kaldi" / "sweep.json").write_text(json.dumps({"best": {
+        "wer": kaldi_wer, "lmwt": 11, "wip": "0.5", "best_wer": f"%WER {kaldi_wer:.2f} [ ... ]"}}))
+
+
+def test_results_table_from_files(tmp_path, repo_dir):
+    res_mod = load_results_module(repo_dir)
+    exp = tmp_path / "exp"
+    q = exp / "lm_hessian16x"
+    q.mkdir(parents=True)
+    (q / "results.json").write_text(json.dumps({
+        "method": "hessian", "bits": None, "avg_bits": 2.01, "size_mb": 6.5, "fp32_mb": 100.0,
+        "compression": 15.4, "valid_ppl": 48.2, "test_ppl": 42.0}))
+    rdir = exp / "rescore"
+    write_scores(rdir / "firstpass_decode_rt03_sw1_fsh_fg", ("total", "swbd", "fsh"), 15.0, 15.5)
+    write_scores(rdir / "lm_hessian16x_nbest_decode_rt03_sw1_fsh_fg", ("total", "swbd", "fsh"), 13.0, 13.25)
+    res = res_mod.collect([("lm_hessian16x", q)], ["decode_rt03_sw1_fsh_fg"], rdir, ["nbest", "lattice"],
+                          {"nbest": 20, "weight": 0.8, "methods": ["nbest", "lattice"]})
+    dec = res["decodes"]["decode_rt03_sw1_fsh_fg"]
+    assert dec["first_pass"]["hub5"]["fsh"]["wer"] == 17.0
+    assert dec["rescored"]["lm_hessian16x"]["nbest"]["kaldi"]["wer"] == 13.25
+    assert dec["rescored"]["lm_hessian16x"]["lattice"] is None  # not run: empty cells, not an error
+    md = res_mod.markdown(res)
+    assert "| LM | bits | size MB | rescoring | total | swbd | fsh | Kaldi |" in md
+    assert "| lm_hessian16x | hessian | mixed 2.01 | 6.500 | 15.4x | 48.20 | 42.00 |" in md
+    assert "| first pass (n-gram) | - | - | - | 15.0 | 16.0 | 17.0 | 15.50 |" in md
+    assert "| lm_hessian16x | mixed 2.01 | 6.500 | 20-best | 13.0 | 14.0 | 15.0 | 13.25 |" in md
+    assert "| lm_hessian16x | mixed 2.01 | 6.500 | lattice | - | - | - | - |" in md
+    assert "tdnn7q_sp" not in md  # Kaldi's eval2000 numbers only next to an eval2000 table
+    # A corrupt file is named, with its line.
+    (rdir / "lm_hessian16x_nbest_decode_rt03_sw1_fsh_fg" / "scoring" / "hub5_summary.json").write_text("{\n oops")
+    from asr_lm_quant.errors import InputError
+    with pytest.raises(InputError, match=r"hub5_summary.json, line 2: not valid JSON"):
+        res_mod.collect([("lm_hessian16x", q)], ["decode_rt03_sw1_fsh_fg"], rdir, ["nbest"], {})
