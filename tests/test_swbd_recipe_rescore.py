@@ -204,8 +204,12 @@ def test_errors_name_what_is_missing(setup, repo_dir):
     lm.rename(lm.with_suffix(".bak"))
     p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "3", "--stop-stage", "3")
     assert p.returncode != 0 and f"no such file {lm}" in p.stderr and "--old-lm" in p.stderr
+    lm.with_suffix(".bak").rename(lm)
+    p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "3", "--weight", "0.5,0.8")
+    assert p.returncode != 0 and "--weight takes one weight" in p.stderr
     p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "3", "--decode-dirs", "exp/none/decode_x")
-    assert p.returncode != 0
+    assert p.returncode != 0 and f"no such file {s5c}/exp/none/decode_x/num_jobs" in p.stderr
+    assert not (recipe / "exp" / "rescore").exists()  # nothing started
     # Scoring before rescoring; a decode dir whose data set is unknown.
     p = run(recipe, repo_dir, *base, "--rescore-lms", "lm", "--stage", "4", "--stop-stage", "4")
     assert p.returncode != 0 and "lm_nbest_decode_eval2000_sw1_fsh_fg is not complete: run stage 3 first" in p.stderr

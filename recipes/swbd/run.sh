@@ -252,6 +252,7 @@ rescored() {  # <dir> <num-jobs>: every job of a rescoring finished
 
 if run_stage 3; then
   log "Stage 3: ${rescore_methods// /, } rescoring with: $rescore_lms"
+  case $weight in *,*) die "--weight takes one weight (to compare several, run stage 3 again with another --rescore-dir)" ;; esac
   [ -f "$old_lm" ] || die "no such file $old_lm (the ARPA of the lattices' LM; give --old-lm)"
   [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
   rescore_cmd=$decode_cmd
