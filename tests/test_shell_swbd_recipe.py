@@ -152,8 +152,10 @@ def write_kaldi_transformer(path, ntoken, d=16, heads=2, ff=32, layers=1):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(d, heads, ff, 0.0, "gelu")
     encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    from asr_lm_quant.lm.model import sinusoidal_positions
+
     emb = torch.empty(ntoken, d).uniform_(-0.1, 0.1)
-    sd = {"encoder.weight": emb, "pos_encoder.pe": torch.zeros(5000, 1, d),
+    sd = {"encoder.weight": emb, "pos_encoder.pe": sinusoidal_positions(5000, d).unsqueeze(1),
           "decoder.weight": emb, "decoder.bias": torch.zeros(ntoken)}
     sd.update({f"transformer_encoder.{k}": v for k, v in encoder.state_dict().items()})
     torch.save(sd, path)
