@@ -179,13 +179,18 @@ class NNScorer:
         return rows
 
     def _batches(self, rows):
-        """Consecutive rows whose padded size fits the token budget (a longer row goes alone)."""
+        """Consecutive rows whose padded size fits the token budget (a longer row goes alone). A batch of at
+        least 256 positions also ends where the next row would make more than a fifth of it padding."""
         batch: list[_Row] = []
+        real = 0
         for r in rows:  # sorted by length, so the last row is the longest
-            if batch and (len(batch) + 1) * len(r.tokens) > self.token_budget:
+            n = len(r.tokens)
+            padded = (len(batch) + 1) * n
+            if batch and (padded > self.token_budget or (real >= 256 and padded > 1.25 * (real + n))):
                 yield batch
-                batch = []
+                batch, real = [], 0
             batch.append(r)
+            real += n
         if batch:
             yield batch
 
