@@ -85,7 +85,8 @@ if [ "$quick" = true ]; then
   lm_epochs=${lm_epochs:-1}
   lm_max_steps=${lm_max_steps:-40}
   max_vocab=3000
-  [ -f conf/quant_quick.json ] && quant_conf=conf/quant_quick.json
+  if [ -f conf/quant_quick.json ]; then quant_conf=conf/quant_quick.json
+  else echo "$0: warning: no conf/quant_quick.json; --quick runs the full $quant_conf" >&2; fi
   weights=0.5,0.8
   nbest=10
 fi
