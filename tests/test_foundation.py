@@ -62,3 +62,26 @@ def test_vocab_errors(tmp_path):
 def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "asr_lm_quant.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "asr-lm-quant" in out.stdout
+
+
+def test_atomic_write_mode_and_cleanup(tmp_path):
+    import os
+    import stat
+
+    from asr_lm_quant.atomic import atomic_open
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "a.txt") as f:
+            f.write("x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    with pytest.raises(RuntimeError):
+        with atomic_open(tmp_path / "b.txt") as f:
+            f.write("partial")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    with pytest.raises(FileExistsError):
+        with atomic_open(tmp_path / "a.txt", overwrite=False):
+            pass
