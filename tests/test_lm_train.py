@@ -172,3 +172,24 @@ def test_cli_train_and_ppl(data, tmp_path, capsys):
     assert r["ppl_no_eos"] != r["ppl"] and r["oov"] == res["valid_oov"] > 0
     assert main(["ppl", "--model", str(tmp_path / "none"), "--text", str(va)]) == 1
     assert "model config does not exist" in capsys.readouterr().err
+
+
+def test_epochs_with_different_batch_counts(data):
+    # shuffling then bucketing can give each epoch a different number of batches; every one is trained on
+    cfg, tr, va, words = data
+    vocab = Vocabulary.load(words)
+    model_cfg, opts = load_train_config(cfg)
+    seqs = sequences(encode_file(tr, vocab), vocab.bos, opts.max_len)
+    for seed in range(100):
+        plan = BatchPlan(seqs, 700, seed=seed, bucket_factor=1)
+        counts = [plan.num_batches(e) for e in range(3)]
+        if len(set(counts)) > 1 and counts[1] < counts[0]:
+            break
+    else:
+        pytest.skip("no seed gives differing epoch lengths")
+    opts.max_epochs = 3
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), **model_cfg))
+    p = train_loop(model, build_optimizer(model, opts), plan, opts, valid=BatchPlan(seqs[:20], 700, shuffle=False))
+    assert p["done"] and p["stop_reason"] == "max_epochs"
+    assert p["step"] == sum(counts) and p["epoch"] == 3
+    assert [v["step"] for v in p["valid"]] == [counts[0], counts[0] + counts[1], sum(counts)]

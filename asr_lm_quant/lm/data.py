@@ -143,6 +143,10 @@ class BatchPlan:
         self._cache = {epoch: batches}
         return batches
 
+    def num_batches(self, epoch: int) -> int:
+        """Batches in ``epoch`` (bucketing after a shuffle can give each epoch a slightly different count)."""
+        return len(self.epoch_batches(epoch))
+
     def make_batch(self, rows: np.ndarray, rank: int = 0, world_size: int = 1) -> Batch:
         global_tokens = int(self.lengths[rows].sum())
         mine = rows[rank::world_size]
@@ -162,6 +166,7 @@ class BatchPlan:
                 yield k, self.make_batch(rows, rank, world_size)
 
     def __len__(self):
+        """Batches in the first epoch (see :meth:`num_batches`)."""
         return len(self.epoch_batches(0))
 
 

@@ -95,7 +95,7 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
     net = ddp_model if ddp_model is not None else model
     p = progress if progress is not None else new_progress()
     steps_per_epoch = len(plan)
-    total_steps = opts.max_steps or opts.max_epochs * steps_per_epoch
+    total_steps = opts.max_steps or sum(plan.num_batches(e) for e in range(opts.max_epochs))
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
     is_main = rank == 0
@@ -116,6 +116,11 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                 _finish(p, "max_epochs")
                 break
             stop_run = False
+            epoch_len = plan.num_batches(p["epoch"])
+            if p["batch"] >= epoch_len:  # nothing left of this epoch
+                p["epoch"] += 1
+                p["batch"] = 0
+                continue
             for k, batch in plan.iterate(p["epoch"], p["batch"], rank, world_size):
                 step = p["step"]
                 torch.manual_seed(step_seed(opts.seed, step, rank))
@@ -142,7 +147,8 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                 win_tok += n
                 win_tokens_global += batch.global_tokens
                 pbar.update(1)
-                if p["step"] % opts.log_every == 0 or k + 1 == steps_per_epoch:
+                end_of_epoch = k + 1 == epoch_len
+                if p["step"] % opts.log_every == 0 or end_of_epoch:
                     dt = time.perf_counter() - win_t0
                     rec = {"event": "train", "step": p["step"], "epoch": p["epoch"], "lr": lr,
                            "loss": win_loss / max(1, win_tok), "grad_norm": grad_norm,
@@ -151,7 +157,6 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                                      lr=f"{lr:.2e}")
                     _log(logf, rec)
                     win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
-                end_of_epoch = k + 1 == steps_per_epoch
                 if end_of_epoch:
                     p["epoch"] += 1
                     p["batch"] = 0
