@@ -189,7 +189,9 @@ def main():
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--utts", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per variant (default 1: steadier on a shared machine, and CPU time then "
+                        "measures the work)")
     p.add_argument("--vocab", type=int, default=30000)
     p.add_argument("--budget", type=int, default=4096, help="NNScorer token budget")
     p.add_argument("--max-row", type=int, default=256, help="NNScorer packed row size")
@@ -200,6 +202,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer utterances and repeats")
     p.add_argument("--sizes", default="20,100,1000", help="N-best sizes to run (default 20,100,1000)")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--md", help="also write a markdown table here")
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -211,8 +214,8 @@ def main():
     sizes = {int(x) for x in args.sizes.split(",")}
     plan = [x for x in plan if x[0] in sizes]
     results = {"config": {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": 512, "vocab": args.vocab,
-                          "token_budget": args.budget, "max_row": args.max_row, "threads": args.threads, "shape": args.shape,
-                          "cpu_count": os.cpu_count()}, "nbest": {}}
+                          "token_budget": args.budget, "max_row": args.max_row, "threads": args.threads,
+                          "shape": args.shape, "cpu_count": os.cpu_count()}, "nbest": {}}
     for n, utts, repeats in plan:
         rows = {}
         for v in VARIANTS:
@@ -236,6 +239,27 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(markdown(results))
+
+
+def markdown(results) -> str:
+    c = results["config"]
+    lines = [f"NN scoring, shape {c['shape']}, {c['threads']} thread(s), token budget {c['token_budget']}, "
+             f"max row {c['max_row']}\n",
+             "| N | variant | wall s | CPU s | words/s | x naive (wall) | x naive (CPU) | RSS growth MB | "
+             "max cost diff |", "|---|---|---|---|---|---|---|---|---|"]
+    for n, rows in results["nbest"].items():
+        for v, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {n} | {v} | error: {r['error']} |||||||")
+                continue
+            lines.append(f"| {n} | {v} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['words_per_s']:.0f} | "
+                         f"{r.get('speedup_vs_naive', float('nan')):.2f} | "
+                         f"{r.get('cpu_speedup_vs_naive', float('nan')):.2f} | {r['peak_rss_growth_mb']:.0f} | "
+                         f"{r.get('max_abs_cost_diff_vs_naive', float('nan')):.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

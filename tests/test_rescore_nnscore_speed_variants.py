@@ -154,3 +154,15 @@ def test_bench_lattice_lists_share_more_than_independent_edits():
     for hyps in lattice:
         base = hyps[0]
         assert all(abs(len(h) - len(base)) <= 6 for h in hyps)
+
+
+def test_bench_markdown_table():
+    bench = _bench()
+    row = {"seconds": 2.0, "cpu_seconds": 1.5, "words_per_s": 500.0, "speedup_vs_naive": 3.25,
+           "cpu_speedup_vs_naive": 3.5, "peak_rss_growth_mb": 120.0, "max_abs_cost_diff_vs_naive": 0.00031}
+    res = {"config": {"shape": "lattice", "threads": 1, "token_budget": 4096, "max_row": 256},
+           "nbest": {"100": {"trie_bf16": row, "naive": {"error": "killed"}}}}
+    lines = bench.markdown(res).splitlines()
+    assert lines[0].startswith("NN scoring, shape lattice, 1 thread(s)")
+    assert "| 100 | trie_bf16 | 2.00 | 1.50 | 500 | 3.25 | 3.50 | 120 | 0.0003 |" in lines
+    assert "| 100 | naive | error: killed |||||||" in lines
