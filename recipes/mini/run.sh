@@ -35,7 +35,8 @@ nbest=20                 # N-best size for rescoring and the N-best oracle
 weights=0.5,0.7,0.9      # NN LM interpolation weights tried on the dev half
 lm_conf=conf/lm.json
 lm_deep_conf=conf/lm_deep.json
-lm_epochs=               # overrides max_epochs of both LM configurations
+lm_epochs=1              # overrides max_epochs of both LM configurations (empty: the configurations decide;
+                         # conf/lm.json's 2 epochs give valid ppl 157, 20% below the 3-gram, in twice the time)
 lm_max_steps=            # caps the training steps of both LMs (empty: the configurations decide)
 bf16=true                # bf16 autocast for LM training (several times faster on CPUs with AMX/AVX512-BF16)
 quant_conf=conf/quant.json
@@ -195,7 +196,8 @@ fi
 # ------------------------------------------------------------------------------------------------
 if run_stage 3; then
   epoch_opt=()
-  [ -n "$lm_epochs" ] && epoch_opt=(--max-epochs "$lm_epochs")
+  # One validation at the end of each epoch: the demo's budget is better spent on training.
+  [ -n "$lm_epochs" ] && epoch_opt=(--max-epochs "$lm_epochs" --set eval_every=0)
   [ -n "$lm_max_steps" ] && epoch_opt+=(--set max_steps="$lm_max_steps")
   [ "$bf16" = true ] && epoch_opt+=(--bf16)
   for pair in lm:$lm_conf lm_deep:$lm_deep_conf; do
