@@ -25,28 +25,9 @@ from asr_lm_quant.quant import plots
 from asr_lm_quant.quant.packed import load_any_lm
 from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, evaluate_texts, run
 from asr_lm_quant.quant.plan import QuantPlan
+from asr_lm_quant.quant.systems_file import load_systems
 
 log = logging.getLogger(__name__)
-
-
-def load_systems(path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "systems file does not exist")
-    try:
-        conf = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
-    if not isinstance(conf, dict) or not isinstance(conf.get("systems"), list):
-        raise InputError(path, "expected an object with a 'systems' list")
-    names = set()
-    for i, s in enumerate(conf["systems"]):
-        if not isinstance(s, dict) or "name" not in s or "method" not in s:
-            raise InputError(path, f"system {i} needs a 'name' and a 'method'", key=f"systems[{i}]")
-        if s["name"] in names:
-            raise InputError(path, f"duplicate system name {s['name']!r}", key=f"systems[{i}]")
-        names.add(s["name"])
-    return conf
 
 
 def fp_results(model_dir, cfg: QuantConfig) -> dict:

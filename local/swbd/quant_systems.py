@@ -15,36 +15,12 @@ log, its own queue slot) and goes into a directory the recipe names, so stages c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
-
-
-def load_conf(path) -> dict:
-    """The systems file, checked as quant-sweep checks it (without importing torch: listing must be quick)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "systems file does not exist")
-    try:
-        conf = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
-    if not isinstance(conf, dict) or not isinstance(conf.get("systems"), list):
-        raise InputError(path, "expected an object with a 'systems' list")
-    names = set()
-    for i, s in enumerate(conf["systems"]):
-        if not isinstance(s, dict) or "name" not in s or "method" not in s:
-            raise InputError(path, f"system {i} needs a 'name' and a 'method'", key=f"systems[{i}]")
-        if s["name"] in names:
-            raise InputError(path, f"duplicate system name {s['name']!r}", key=f"systems[{i}]")
-        if not str(s["name"]).replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise InputError(path, f"system name {s['name']!r}: use letters, digits, '-', '_', '.' only "
-                                   "(it names a directory)", key=f"systems[{i}]")
-        names.add(s["name"])
-    return conf
+from asr_lm_quant.quant.systems_file import load_systems
 
 
 def selected(conf: dict, path, only: str | None) -> list[dict]:
@@ -103,7 +79,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        conf = load_conf(args.conf)
+        conf = load_systems(args.conf)
         if args.cmd == "list":
             for s in selected(conf, args.conf, args.only):
                 print(s["name"])
