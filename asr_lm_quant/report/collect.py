@@ -32,15 +32,19 @@ def read_json(path: Path):
         raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
 
 
-def _model_size(model_dir: Path) -> dict | None:
+def fp32_size_mb(model_dir: Path) -> float | None:
     """32-bit size of a full-precision model directory (as the quantization reports count it)."""
-    if not (model_dir / "config.json").exists():
+    if not (Path(model_dir) / "config.json").exists():
         return None
     from asr_lm_quant.quant.packed import load_any_lm
     from asr_lm_quant.quant.plan import QuantPlan
     model, _ = load_any_lm(model_dir)
-    size = QuantPlan.uniform(model, 32).size_report(model)
-    return {"size_mb": size["fp32_bytes"] / 1e6, "avg_bits": 32.0, "compression": 1.0}
+    return QuantPlan.uniform(model, 32).size_report(model)["fp32_bytes"] / 1e6
+
+
+def _model_size(model_dir: Path) -> dict | None:
+    mb = fp32_size_mb(model_dir)
+    return None if mb is None else {"size_mb": mb, "avg_bits": 32.0, "compression": 1.0}
 
 
 def collect(exp) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open, atomic_path
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.report.collect import fp32_size_mb, read_json
 
 SUBSETS = ("total", "swbd", "callhm")
 # Kaldi's egs/swbd/s5c/local/pytorchnn/run_nnlm.sh on tdnn7q_sp, eval2000 (total, swbd, callhm).
@@ -27,25 +28,6 @@ KALDI_REFERENCE = [("4-gram sw1_fsh_fg, first pass", (12.8, 8.6, 17.0)),
                    ("LSTM LM, 20-best", (10.9, 7.1, 14.6)),
                    ("Transformer LM, 20-best", (10.8, 7.2, 14.4)),
                    ("Transformer LM, lattice", (10.6, 6.8, 14.4))]
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
-
-
-def fp32_size_mb(model_dir: Path) -> float | None:
-    """32-bit size of a full-precision model, counted as the quantization results count it."""
-    if not (model_dir / "config.json").exists():
-        return None
-    from asr_lm_quant.quant.packed import load_any_lm
-    from asr_lm_quant.quant.plan import QuantPlan
-    model, _ = load_any_lm(model_dir)
-    return QuantPlan.uniform(model, 32).size_report(model)["fp32_bytes"] / 1e6
 
 
 def lm_row(name: str, model_dir: Path) -> dict:
