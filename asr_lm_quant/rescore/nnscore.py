@@ -16,8 +16,7 @@ How the work is laid out (``share_prefixes=True``):
   Peak memory is therefore bounded by the budget, whatever the number of hypotheses.
 - Output layer: each scored token's logit is a float32 dot product of its node's hidden state with one
   row of the output matrix; the full ``[nodes, vocab]`` product is needed only for the normaliser
-  (log-sum-exp), once per distinct node, in chunks of 32-row multiples whose float32 work runs in
-  cache-sized pieces.
+  (log-sum-exp), once per distinct node, in chunks of 32-row multiples.
 
 ``bf16=True``: bfloat16 matrix products with float32 accumulation, from bfloat16 copies of the Linear
 weights cached while the parameters are unchanged; LayerNorms, the residual stream, the target logits and
@@ -293,6 +292,9 @@ class NNScorer:
         x = torch.zeros(c, W.shape[1], dtype=W.dtype, device=h.device)
         D = h.shape[1]
         low = W.dtype != torch.float32
+        # One thread: the float32 work in cache-sized pieces (~13% faster in bf16). Several: whole chunks, as
+        # every small op is a parallel region whose barrier stalls whenever a thread is descheduled.
+        piece_rows = 32 if torch.get_num_threads() == 1 else c
         for s in range(0, n, c):
             k = min(c, n - s)
             x[:k, :D] = h[s:s + k]
@@ -304,8 +306,8 @@ class NNScorer:
                 x[:k, D + 2] = -hi
                 x[:k, D + 3] = (hi.float() - sh).to(W.dtype)
             torch.mm(x, W.t(), out=logits)
-            for r in range(0, k, 32):  # float32 work in cache-sized pieces
-                piece = logits[r:min(k, r + 32)]
+            for r in range(0, k, piece_rows):
+                piece = logits[r:min(k, r + piece_rows)]
                 piece = piece.float() if low else piece.add_(weights.out_bias)
                 top = piece.amax(dim=-1, keepdim=True)
                 res = piece.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
