@@ -52,13 +52,24 @@ def nbest(seed=2, utts=4, n=12):
     return out
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
-def test_many_output_chunks_with_a_padded_last_one_are_exact(norm):
-    """A chunk of 32 rows (the smallest), so the unique nodes span several chunks and the last is padded."""
+@pytest.mark.parametrize("norm,bytes_,chunk,threads", [
+    ("pre", 1, 32, 1), ("post", 1, 32, 1), ("post", len(WORDS) * 4 * 96, 96, 1),
+    ("pre", len(WORDS) * 4 * 96, 96, 2)])  # one thread: normaliser in pieces; several: whole chunks
+def test_many_output_chunks_with_a_padded_last_one_are_exact(norm, bytes_, chunk, threads):
+    """Chunks of 32 or 96 rows, so the unique nodes span several chunks and the last is padded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_chunks(norm, bytes_, chunk)
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_chunks(norm, bytes_, chunk):
     model, vocab = make_lm(norm)
     hyps = nbest()
-    s = NNScorer(model, vocab, logits_bytes=1)
-    assert s.logit_chunk == 32
+    s = NNScorer(model, vocab, logits_bytes=bytes_)
+    assert s.logit_chunk == chunk
     got = s.costs(hyps)
     assert s.stats.positions > 64 and s.stats.positions % 32  # several chunks, a partial last one
     np.testing.assert_allclose(got, reference(model, vocab, hyps), rtol=0, atol=1e-4)
