@@ -30,6 +30,8 @@ def _add_lm_options(p):
     p.add_argument("--token-budget", type=int, default=4096, help="model positions per NN batch (default 4096)")
     p.add_argument("--max-row", type=int, default=256, help="trie nodes per packed row (default 256)")
     p.add_argument("--no-share-prefixes", action="store_true", help="score every hypothesis separately")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of this job (default 1: jobs run in parallel, one per lat.JOB.gz)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--json", help="write the summary here (it is always logged)")
 
@@ -78,6 +80,8 @@ def _outputs(weights, **paths):
 
 
 def _setup(args):
+    import torch
+
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.ngram import ArpaLM
     from asr_lm_quant.rescore.nnscore import NNScorer
@@ -85,6 +89,8 @@ def _setup(args):
         from asr_lm_quant.quant.packed import load_any_lm
     except ImportError:  # quantization support not installed
         from asr_lm_quant.lm.files import load_lm as load_any_lm
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     weights = _weights(args.weight)
     if not weights:
         raise InputError(None, "--weight: no weight given")
