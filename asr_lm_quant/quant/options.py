@@ -38,6 +38,7 @@ class SearchOptions:
     arch_lr: float = 0.05      # Adam learning rate of the logits
     gumbel: bool = False       # Gumbel-softmax samples instead of the plain softmax
     tau: float = 1.0           # Gumbel-softmax temperature
+    fill_budget: bool = True   # after the argmax, raise precisions greedily while the budget allows
 
     def to_dict(self):
         return asdict(self)

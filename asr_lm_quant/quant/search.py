@@ -3,7 +3,8 @@
 Group l's effective weight is ``sum_b softmax(a_l)_b * Q_b(W_l)`` (straight-through gradients through each
 ``Q_b``; optionally Gumbel-softmax samples instead of the softmax). The loss adds
 ``gamma * E[size] / budget`` to the LM cross entropy, where ``E[size]`` is the model size expected under the
-softmax. Weights and logits train jointly; then ``argmax_b a_l`` per group, repaired greedily if over budget.
+softmax. Weights and logits train jointly; then ``argmax_b a_l`` per group, repaired greedily if over budget
+and (``fill_budget``, default on) raised greedily while under it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
                      extra_params=list(logits.values()), extra_lr=sopts.arch_lr)
     final_logits = {n: a.detach() for n, a in logits.items()}
     chosen = {n: cands[int(torch.argmax(a))] for n, a in final_logits.items()}
-    repaired = repair_budget(chosen, final_logits, cands, {n: p.numel() for n, p in groups.items()}, rows,
-                             budget, per_row)
+    numel = {n: p.numel() for n, p in groups.items()}
+    repaired = repair_budget(chosen, final_logits, cands, numel, rows, budget, per_row)
+    if sopts.fill_budget:
+        repaired = fill_budget(repaired, final_logits, cands, numel, rows, budget, per_row)
     record = {"candidates": cands, "argmax": chosen, "bits": repaired, "repaired": repaired != chosen,
               "logits": {n: a.tolist() for n, a in final_logits.items()}, "train": hist, "trace": trace}
     return repaired, record
@@ -98,3 +101,34 @@ def repair_budget(bits: dict[str, int], logits: dict[str, torch.Tensor], cands, 
             raise ValueError("budget cannot be met even at the lowest candidate precisions")
         bits[best[1]] = best[2]
     return bits
+
+
+def fill_budget(bits: dict[str, int], logits: dict[str, torch.Tensor], cands, numel, rows, budget: float,
+                per_row: bool = False) -> dict[str, int]:
+    """Raise precisions greedily while the budget allows: the size penalty pushes every group down, so the
+    argmax can end far below the budget. Each move takes the group and next-higher candidate that costs the
+    least log-probability per bit spent (a gain counts as negative cost)."""
+    bits = dict(bits)
+
+    def cost(n, b):
+        return group_bits_cost(numel[n], rows[n], b, per_row)
+
+    total = sum(cost(n, b) for n, b in bits.items())
+    while True:
+        best = None
+        for n, b in bits.items():
+            higher = [c for c in cands if c > b]
+            if not higher:
+                continue
+            nb = min(higher)
+            extra = cost(n, nb) - cost(n, b)
+            if total + extra > budget:
+                continue
+            lp = F.log_softmax(logits[n], 0)
+            score = float(lp[cands.index(b)] - lp[cands.index(nb)]) / extra
+            if best is None or score < best[0]:
+                best = (score, n, nb, extra)
+        if best is None:
+            return bits
+        bits[best[1]] = best[2]
+        total += best[3]
