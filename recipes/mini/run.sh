@@ -23,6 +23,7 @@ set -euo pipefail
 stage=0
 stop_stage=100
 quick=false
+cmd=                     # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); default: cmd.sh
 nj=2
 corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz)
 max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
@@ -47,6 +48,7 @@ help_message="Usage: $0 [options]
 Options:
   --stage <n> / --stop-stage <n>   stages to run (default: $stage..$stop_stage)
   --quick                          tiny version: few sentences, tiny models, short training
+  --cmd <runner>                   job runner for every stage (default: those of cmd.sh)
   --nj <n>                         parallel jobs (default: $nj)
   --corpus-dir <dir>               WikiText-2 (default: $corpus_dir)
   --max-vocab <n>                  LM vocabulary size (default: $max_vocab)
@@ -73,6 +75,7 @@ cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . steps/parse_options.sh || exit 1
+if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
 if [ $# -ne 0 ]; then
   echo "$0: unexpected arguments: $*" >&2
   printf '%b\n' "$help_message" >&2

@@ -24,6 +24,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=100
+cmd=                     # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); default: cmd.sh
 nj=4                     # parallel jobs for the rescoring stages
 kaldi_swbd_dir=          # your Kaldi egs/swbd/s5c (has data/train_nodev, data/eval2000, data/lang, ...)
 use_fisher=true          # add the Fisher transcripts to the training text (Kaldi: yes)
@@ -65,6 +66,7 @@ help_message="Usage: $0 [options]
 Options:
   --stage <n>              first stage to run (default: $stage)
   --stop-stage <n>         last stage to run (default: $stop_stage)
+  --cmd <runner>           job runner for every stage, e.g. queue.pl (default: those of cmd.sh)
   --nj <n>                 parallel jobs (default: $nj)
   --kaldi-swbd-dir <dir>   Kaldi egs/swbd/s5c directory to take the text from
   --use-fisher <bool>      include the Fisher text (default: $use_fisher)
@@ -105,6 +107,7 @@ cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . steps/parse_options.sh || exit 1
+if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
 
 if [ $# -ne 0 ]; then
   echo "$0: unexpected arguments: $*" >&2
