@@ -23,7 +23,7 @@ set -euo pipefail
 stage=0
 stop_stage=100
 quick=false
-cmd=                     # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); default: cmd.sh
+cmd=cmd.sh               # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); cmd.sh: its runners
 nj=2
 corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz)
 max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
@@ -75,7 +75,7 @@ cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . steps/parse_options.sh || exit 1
-if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
+if [ "$cmd" != cmd.sh ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
 if [ $# -ne 0 ]; then
   echo "$0: unexpected arguments: $*" >&2
   printf '%b\n' "$help_message" >&2

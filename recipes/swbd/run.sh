@@ -24,7 +24,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=100
-cmd=                     # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); default: cmd.sh
+cmd=cmd.sh               # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); cmd.sh: its runners
 nj=4                     # parallel jobs for the rescoring stages
 kaldi_swbd_dir=          # your Kaldi egs/swbd/s5c (has data/train_nodev, data/eval2000, data/lang, ...)
 use_fisher=true          # add the Fisher transcripts to the training text (Kaldi: yes)
@@ -107,7 +107,7 @@ cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . steps/parse_options.sh || exit 1
-if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
+if [ "$cmd" != cmd.sh ]; then train_cmd=$cmd; decode_cmd=$cmd; cuda_cmd=$cmd; fi
 
 if [ $# -ne 0 ]; then
   echo "$0: unexpected arguments: $*" >&2
