@@ -37,36 +37,8 @@ Options:
 
 . "$(dirname "$0")/parse_options.sh" || exit 1
 
-if [ $# -ne 5 ]; then
-  printf '%b\n' "$help_message" >&2
-  exit 1
-fi
-oldlm=$1
-lmdir=$2
-data=$3
-indir=$4
-dir=$5
+. "$(dirname "$0")/lmrescore_common.sh" || exit 1
 
-if [ "$cmd" = run.pl ] && ! command -v run.pl >/dev/null 2>&1; then cmd="$(dirname "$0")/run.pl"; fi
-aq=asr-lm-quant
-command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
-
-if [ -z "$words" ]; then
-  for f in "$indir"/../graph*/words.txt; do [ -f "$f" ] && { words=$f; break; }; done
-  [ -n "$words" ] || { echo "$0: no words.txt found in $indir/../graph*/; give --words" >&2; exit 1; }
-fi
-for f in "$oldlm" "$lmdir/config.json" "$words" "$indir/num_jobs"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
-njobs=$(cat "$indir/num_jobs")
-for j in $(seq "$njobs"); do
-  [ -f "$indir/lat.$j.gz" ] || { echo "$0: no such file $indir/lat.$j.gz" >&2; exit 1; }
-done
-[ -n "$nj" ] || nj=$njobs
-case "$cmd" in *run.pl*|*queue.pl*|*slurm.pl*) cmd="$cmd --max-jobs-run $nj" ;; esac
-
-mkdir -p "$dir/log" || exit 1
-cp "$indir/num_jobs" "$dir/num_jobs"
 opts=(--old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" --acwt "$acwt" --weight "$weight"
       --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
@@ -80,11 +52,5 @@ $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   exit 1
 }
 
-if [ "$skip_scoring" != true ]; then
-  if [ -f "$data/text" ]; then
-    "$(dirname "$0")/score_kaldi.sh" --cmd "$cmd" $scoring_opts "$data" "$(dirname "$words")" "$dir" || exit 1
-  else
-    echo "$0: $data/text does not exist; not scoring"
-  fi
-fi
+lmrescore_score
 exit 0
