@@ -81,6 +81,42 @@ def test_admm_reduces_distance_and_ends_on_table(wiki):
         assert float(p.abs().max()) == pytest.approx(out.groups[n].scales[0])
 
 
+def test_frozen_code_phase_keeps_codes_and_lowers_loss(wiki, tmp_path):
+    d, vocab = wiki
+    from asr_lm_quant.lm.files import load_lm
+    from asr_lm_quant.quant.packed import save_packed
+    from asr_lm_quant.quant.ptq import quantize_model
+    from asr_lm_quant.quant.quantizers import quantize_codes
+    from asr_lm_quant.quant.train import evaluate_ppl, train_frozen_codes
+    model, _ = load_lm(d / "lm")
+    plan = QuantPlan.uniform(model, 2)
+    plan.groups["layers.0.ff.fc1.weight"].bits = 32  # a float group stays float and has no scale
+    plan = quantize_model(model, plan)
+    train = batches_of(d, vocab, "train.txt")
+    codes = {n: quantize_codes(p, plan.groups[n].bits, plan.scale_tensor(n)) for n, p in weight_groups(model).items()
+             if plan.groups[n].bits != 32}
+    norms = {n: p.detach().clone() for n, p in model.named_parameters() if "norm" in n}
+    fc1 = model.get_parameter("layers.0.ff.fc1.weight").detach().clone()
+    before = evaluate_ppl(model, train)["ppl"]
+    out, hist = train_frozen_codes(model, plan, train, FinetuneOptions(steps=30, lr=1e-2, warmup=1, log_every=10))
+    assert len(hist) == 3 and evaluate_ppl(model, train)["ppl"] < before
+    assert out.groups["layers.0.ff.fc1.weight"].scales is None
+    assert not torch.equal(model.get_parameter("layers.0.ff.fc1.weight"), fc1)  # a float group trains too
+    assert all(p.requires_grad for p in model.parameters())
+    assert any(not torch.equal(p, norms[n]) for n, p in model.named_parameters() if n in norms)
+    moved = 0
+    for n, c in codes.items():  # same codes, new scales, weights exactly alpha * codes
+        p = model.get_parameter(n)
+        new = out.scale_tensor(n)
+        assert torch.equal(quantize_codes(p, out.groups[n].bits, new), c), n
+        assert torch.equal(p.detach(), new[0, 0] * c.float()), n
+        moved += float(new[0, 0]) != plan.groups[n].scales[0]
+    assert moved == len(codes)
+    save_packed(tmp_path / "q", model, out, vocab)  # packs losslessly
+    back, _, _ = load_packed(tmp_path / "q")
+    assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), back.state_dict().values()))
+
+
 def test_cli_end_to_end_deterministic(wiki, tmp_path, capsys):
     d, _ = wiki
     args = ["quantize", str(d / "lm"), None, "--method", "hessian", "--budget-bits", "2",

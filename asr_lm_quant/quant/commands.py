@@ -35,6 +35,10 @@ def register(sub):
     p.add_argument("--rho", type=float, default=a.rho, help="ADMM penalty")
     p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
     p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
+    p.add_argument("--rho-max", type=float, default=a.rho_max, help="ADMM rho ceiling")
+    p.add_argument("--final-steps", type=int, default=a.final_steps,
+                   help="after ADMM: steps on the 32-bit parameters and scales with the codes frozen")
+    p.add_argument("--final-lr", type=float, help="learning rate of those steps (default: --lr)")
     p.add_argument("--gamma", type=float, default=s.gamma, help="search size penalty weight")
     p.add_argument("--arch-lr", type=float, default=s.arch_lr, help="search logits learning rate")
     p.add_argument("--gumbel", action="store_true", help="search with Gumbel-softmax samples")
@@ -81,7 +85,8 @@ def cmd_quantize(args):
         "budget_mb": args.budget_mb, "candidates": [int(x) for x in args.candidates.split(",")],
         "per_row": args.per_row, "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
         "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed),
-        "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every),
+        "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every,
+                            rho_max=args.rho_max, final_steps=args.final_steps, final_lr=args.final_lr),
         "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
         "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
         "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,

@@ -27,6 +27,8 @@ class AdmmOptions:
     rho_growth: float = 1.5      # rho *= growth after every projection
     rho_max: float = 10.0
     project_every: int = 20      # optimizer steps between projections
+    final_steps: int = 0         # after W = Q: steps on the 32-bit parameters and scales, codes frozen
+    final_lr: float | None = None  # their learning rate (default: the fine-tuning one)
 
     def to_dict(self):
         return asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 
 
 import torch
@@ -22,7 +23,7 @@ from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
 from asr_lm_quant.quant.plan import QuantPlan, weight_groups
 from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.ptq import quantize_model
-from asr_lm_quant.quant.quantizers import FLOAT_BITS, fake_quant, project
+from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, fake_quant, project, quantize_codes
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,19 @@ def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
 
 
 def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, after_step=None,
-              desc: str = "finetune", extra_params=None, extra_lr: float | None = None) -> list[dict]:
+              desc: str = "finetune", extra_params=None, extra_lr: float | None = None,
+              stream=None) -> list[dict]:
     """Adam on ``params`` (and ``extra_params`` at ``extra_lr``) for ``opts.steps`` steps of ``loss_fn(batch)``.
 
-    ``loss_fn`` returns ``(total loss, lm loss)``; ``after_step(step)`` runs after each update."""
+    ``loss_fn`` returns ``(total loss, lm loss)``; ``after_step(step)`` runs after each update; ``stream``
+    (default: a fresh :func:`batch_stream`) lets a second phase go on where the first one stopped."""
     groups = [{"params": list(params), "lr": opts.lr}]
     if extra_params:
         groups.append({"params": list(extra_params), "lr": extra_lr or opts.lr})
     base_lrs = [g["lr"] for g in groups]
     opt = torch.optim.Adam(groups)
     torch.manual_seed(opts.seed)
-    stream = batch_stream(train)
+    stream = stream if stream is not None else batch_stream(train)
     model.train()
     hist, win, win_tok, t0 = [], 0.0, 0, time.perf_counter()
     for step in tqdm(range(opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True):
@@ -158,7 +161,8 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
         distances.append({"step": step + 1, "rel_dist": _rel_dist(groups, plan, scales), "rho": state["rho"]})
         state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
 
-    hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm")
+    stream = batch_stream(train)
+    hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm", stream=stream)
     with torch.no_grad():  # final hard quantization: W = Q(W), the nearest point of the set
         for n, p in groups.items():
             g = plan.groups[n]
@@ -167,7 +171,52 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
     out = plan.without_scales()
     for n in groups:
         out.set_scale(n, scales[n])
-    return out, {"train": hist, "distance": distances}
+    record = {"train": hist, "distance": distances}
+    if admm.final_steps > 0:
+        fopts = replace(opts, steps=admm.final_steps, lr=admm.final_lr or opts.lr)
+        out, record["final"] = train_frozen_codes(model, out, train, fopts, stream=stream)
+    return out, record
+
+
+def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
+                       stream=None) -> tuple[QuantPlan, list[dict]]:
+    """Adapt the 32-bit parameters (LayerNorms, biases) and the scales to a quantized model, codes fixed.
+
+    ADMM trains the float parameters alongside the float weights ``W``; once ``W = Q`` they can follow the
+    quantized weights. Each group's weights stay ``alpha * codes`` (scales kept positive as ``exp(log alpha)``),
+    so the model remains exactly on its quantization tables and packs without loss."""
+    plan.validate(model)
+    groups = {n: p for n, p in weight_groups(model).items() if plan.groups[n].bits != FLOAT_BITS}
+    codes, log_alpha = {}, {}
+    for n, p in groups.items():
+        g = plan.groups[n]
+        scale = plan.scale_tensor(n)
+        codes[n] = quantize_codes(p, g.bits, scale, g.per_row)
+        log_alpha[n] = torch.nn.Parameter(scale.float().reshape(-1, 1).log())
+        p.requires_grad_(False)
+
+    def weights():
+        return {n: dequantize(codes[n], log_alpha[n].exp(), plan.groups[n].per_row) for n in groups}
+
+    def loss_fn(b):
+        lm = token_loss(forward_with(model, weights(), b.inputs, opts.bf16), b.targets)
+        return lm, lm.detach()
+
+    floats = [p for p in model.parameters() if p.requires_grad]
+    try:
+        # the scales move in log space: a learning rate there is a relative step, whatever their magnitude
+        hist = run_steps(model, floats, train, opts, loss_fn, desc="frozen codes",
+                         extra_params=list(log_alpha.values()), extra_lr=opts.lr, stream=stream)
+    finally:
+        for p in groups.values():
+            p.requires_grad_(True)
+    out = plan.without_scales()
+    with torch.no_grad():
+        for n, p in groups.items():
+            alpha = log_alpha[n].detach().exp()
+            p.copy_(dequantize(codes[n], alpha, plan.groups[n].per_row))
+            out.set_scale(n, alpha)
+    return out, hist
 
 
 def _rel_dist(groups, plan, scales) -> float:
