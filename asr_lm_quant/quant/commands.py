@@ -23,6 +23,10 @@ def register(sub):
     p.add_argument("--budget-mb", type=float, help="mixed precision budget: model size in MB")
     p.add_argument("--candidates", default="1,2,4,8", help="candidate precisions (comma-separated)")
     p.add_argument("--per-row", action="store_true", help="one scale per row instead of per group")
+    bands = p.add_mutually_exclusive_group()
+    bands.add_argument("--bands", type=int, help="split vocabulary-sized matrices (embedding, output) into K row "
+                       "bands that double in size: word-frequency classes of a frequency-ordered vocabulary")
+    bands.add_argument("--band-edges", help="... or at these row boundaries (comma-separated)")
     p.add_argument("--train", dest="train_text", help="training text (methods that train)")
     p.add_argument("--valid", dest="valid_text", help="validation text (reported; Hessian estimate)")
     p.add_argument("--test", dest="test_text", help="test text (reported)")
@@ -83,7 +87,9 @@ def cmd_quantize(args):
         "train_text": args.train_text, "valid_text": args.valid_text, "test_text": args.test_text,
         "bits": args.bits, "budget_bits": args.budget_bits, "compression": args.compression,
         "budget_mb": args.budget_mb, "candidates": [int(x) for x in args.candidates.split(",")],
-        "per_row": args.per_row, "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
+        "per_row": args.per_row,
+        "bands": [int(x) for x in args.band_edges.split(",")] if args.band_edges else args.bands,
+        "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
         "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed),
         "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every,
                             rho_max=args.rho_max, final_steps=args.final_steps, final_lr=args.final_lr),

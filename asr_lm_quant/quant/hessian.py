@@ -15,15 +15,17 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
-from asr_lm_quant.quant.plan import weight_groups
+from asr_lm_quant.quant.plan import group_view, split_group, weight_groups
 from asr_lm_quant.quant.quantizers import quant_error
 from asr_lm_quant.quant.train import token_loss
 
 log = logging.getLogger(__name__)
 
 
-def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator) -> dict[str, float]:
-    """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v``."""
+def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator,
+               groups: list[str] | None = None) -> dict[str, float]:
+    """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v``. ``params``: the
+    weight matrices; ``groups`` (default: those matrices whole) may split them into row bands."""
     names = list(params)
     ps = [params[n] for n in names]
     with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU attention kernel has no double backward
@@ -31,17 +33,24 @@ def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator)
         grads = torch.autograd.grad(loss, ps, create_graph=True)
         vs = [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in ps]
         hv = torch.autograd.grad(grads, ps, grad_outputs=vs)
-    return {n: float((v * h).sum()) for n, v, h in zip(names, vs, hv)}
+    prods = {n: v * h for n, v, h in zip(names, vs, hv)}
+    out = {}
+    for g in groups or names:
+        param, rows = split_group(g)
+        out[g] = float((prods[param] if rows is None else prods[param][rows[0]:rows[1]]).sum())
+    return out
 
 
 def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: int = 100, min_samples: int = 4,
-                      seed: int = 0) -> dict:
-    """Estimate ``Tr(H_l)`` for every weight group. ``batches``: ``lm.data.Batch`` objects (held-out data).
+                      seed: int = 0, groups: list[str] | None = None) -> dict:
+    """Estimate ``Tr(H_l)`` for every weight group (``groups``: names as in ``plan.group_names``; default
+    every matrix whole). ``batches``: ``lm.data.Batch`` objects (held-out data).
 
     Returns ``{"trace": {group: value}, "stderr": {group: value}, "samples": k, "converged": bool}``."""
     if not batches:
         raise ValueError("no batches for the Hessian estimate")
-    params = weight_groups(model)
+    weights = weight_groups(model)
+    params = groups or list(weights)
     was = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -51,7 +60,7 @@ def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: i
     bar = tqdm(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True)
     for k in range(1, max_samples + 1):
         b = batches[(k - 1) % len(batches)]
-        s = hvp_sample(model, params, b.inputs, b.targets, gen)
+        s = hvp_sample(model, weights, b.inputs, b.targets, gen, params)
         for n, x in s.items():
             sums[n] += x
             sq[n] += x * x
@@ -75,10 +84,10 @@ def sensitivities(model, traces: dict[str, float], candidates, per_row: bool = F
 
     A negative trace estimate (non-convex point or noise) is floored at a tiny positive fraction of the
     largest trace, so the allocation still prefers the smaller quantization error there."""
-    params = weight_groups(model)
     top = max((abs(t) for t in traces.values()), default=1.0) or 1.0
     out = {}
-    for n, p in params.items():
+    for n in traces:
+        p = group_view(model, n)
         tr = max(traces[n], 1e-6 * top)
         out[n] = {int(b): tr / p.numel() * quant_error(p, int(b), per_row) for b in candidates}
     return out

@@ -29,7 +29,7 @@ from asr_lm_quant.atomic import atomic_path, atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.files import CONFIG, VOCAB, load_config, load_lm
 from asr_lm_quant.lm.model import TransformerLM
-from asr_lm_quant.quant.plan import QuantPlan, float_parameters, weight_groups
+from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_view, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, kmax, quantize_codes
 from asr_lm_quant.text.vocab import Vocabulary
 
@@ -75,7 +75,7 @@ def save_packed(model_dir, model: TransformerLM, plan: QuantPlan, vocab: Vocabul
     plan's scales (e.g. after :func:`asr_lm_quant.quant.ptq.quantize_model`); otherwise this is an error."""
     plan.validate(model)
     model_dir = Path(model_dir)
-    tensors, wg = {}, weight_groups(model)
+    tensors, wg = {}, group_views(model, plan.groups)
     for name, p in wg.items():
         g = plan.groups[name]
         w = p.detach().cpu().float()
@@ -145,7 +145,7 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
         shapes_model = TransformerLM(cfg)
     plan.validate(shapes_model, source=path)
     model = TransformerLM(cfg)
-    wg = weight_groups(model)
+    wg = group_views(model, plan.groups)
     state = {}
     for name, p in wg.items():
         g = plan.groups[name]
@@ -163,9 +163,8 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
     for name, p in float_parameters(model).items():
         state[name] = _get(tensors, f"float.{name}", path, p.shape)
     with torch.no_grad():
-        params = dict(model.named_parameters())
         for name, t in state.items():
-            params[name].copy_(t)
+            group_view(model, name).copy_(t)
     return model.to(device).eval(), vocab, plan
 
 

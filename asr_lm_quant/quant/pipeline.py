@@ -24,7 +24,7 @@ from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.quant.allocate import allocate_bits, budget_bits
 from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
 from asr_lm_quant.quant.packed import load_any_lm, load_packed, save_packed
-from asr_lm_quant.quant.plan import QuantPlan, float_parameters, weight_groups
+from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_names, group_views
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.quant.search import SearchOptions, search_precisions
 from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, evaluate_ppl, ste_train
@@ -50,6 +50,7 @@ class QuantConfig:
     budget_mb: float | None = None          # ... or total model size in MB (1e6 bytes)
     candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     per_row: bool = False
+    bands: int | list[int] | None = None    # vocabulary-sized matrices in row bands (plan.band_edges)
     tokens_per_batch: int = 2048
     max_len: int = 128
     eval_tokens_per_batch: int = 8192
@@ -89,7 +90,7 @@ def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle):
 
 
 def _budget(model, cfg: QuantConfig) -> float:
-    groups = weight_groups(model)
+    groups = group_views(model, group_names(model, cfg.bands))
     sizes = {n: p.numel() for n, p in groups.items()}
     nfloat = sum(p.numel() for p in float_parameters(model).values())
     given = [x is not None for x in (cfg.budget_bits, cfg.compression, cfg.budget_mb)]
@@ -110,6 +111,10 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     seed_everything(cfg.seed)
     model, vocab = load_any_lm(cfg.model)
     model.float()
+    try:
+        group_names(model, cfg.bands)
+    except (TypeError, ValueError) as e:
+        raise InputError(None, f"bad row bands {cfg.bands!r}: {e}", key="bands") from None
     if cfg.method in ("ptq", "ste", "admm") and cfg.bits is None:
         raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
     needs_train = cfg.method != "ptq"
@@ -121,7 +126,7 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     record: dict = {}
     ft = cfg.finetune
     if cfg.method in ("ptq", "ste", "admm"):
-        plan = QuantPlan.uniform(model, cfg.bits, cfg.per_row)
+        plan = QuantPlan.uniform(model, cfg.bits, cfg.per_row, cfg.bands)
     if cfg.method == "ptq":
         plan = quantize_model(model, plan)
     elif cfg.method == "ste":
@@ -131,13 +136,14 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     else:
         budget = _budget(model, cfg)
         record["budget_bits"] = budget
+        names = group_names(model, cfg.bands)
         if cfg.method == "hessian":
             valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
             held = [b for _, (_, b) in zip(range(cfg.hessian_batches), valid.iterate(0))]
             tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, groups=names)
             omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)
-            groups = weight_groups(model)
+            groups = group_views(model, names)
             bits = allocate_bits(omega, {n: p.numel() for n, p in groups.items()}, budget,
                                  {n: p.shape[0] for n, p in groups.items()}, cfg.per_row)
             record["hessian"] = tr
@@ -146,7 +152,7 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
             searched = copy.deepcopy(model)
             sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
             bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
-                                                       cfg.per_row)
+                                                       cfg.per_row, names)
             del searched
         record["chosen_bits"] = bits
         plan, admm_record = admm_train(model, QuantPlan.from_bits(bits, cfg.per_row), train, ft, cfg.admm)

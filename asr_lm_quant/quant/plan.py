@@ -4,6 +4,11 @@ One ``QuantPlan`` is shared by every method (PTQ, STE, ADMM, Hessian allocation,
 files, by loading and by reports. Weight groups are every ``nn.Linear`` weight of every layer and the
 embedding matrix (tied with the output layer, so one group); everything else (biases, LayerNorms) stays
 32-bit float and is counted in every size figure.
+
+A vocabulary-sized matrix (the embedding, an untied output layer) can also be split into row bands,
+``embed.weight[0:667]``, ``embed.weight[667:2000]`` ...: with a frequency-ordered vocabulary the bands are
+word-frequency classes, and mixed precision can give frequent words more bits than rare ones. A plan's
+groups must tile every weight matrix exactly (whole, or bands covering all rows in order).
 """
 
 from __future__ import annotations
@@ -35,6 +40,69 @@ def weight_groups(model: nn.Module) -> dict[str, nn.Parameter]:
     return groups
 
 
+def split_group(name: str) -> tuple[str, tuple[int, int] | None]:
+    """``"embed.weight[0:667]"`` -> ``("embed.weight", (0, 667))``; a whole matrix -> ``(name, None)``."""
+    if not name.endswith("]") or "[" not in name:
+        return name, None
+    param, rows = name[:-1].rsplit("[", 1)
+    try:
+        a, b = (int(x) for x in rows.split(":"))
+    except ValueError:
+        raise ValueError(f"bad row band in group name {name!r} (expected NAME[start:end])") from None
+    return param, (a, b)
+
+
+def band_edges(rows: int, bands) -> list[int]:
+    """Row boundaries ``[0, ..., rows]`` for ``bands``: an int K gives K bands that double in size (word
+    frequencies fall roughly as a power law, so each band holds fewer, rarer words per row of weight than
+    the last); a list gives the inner boundaries themselves."""
+    if isinstance(bands, int):
+        if bands < 1:
+            raise ValueError(f"the number of bands must be positive, not {bands}")
+        first = rows / (2 ** bands - 1)
+        edges = [0] + [round(first * (2 ** k - 1)) for k in range(1, bands)] + [rows]
+    else:
+        edges = [0] + [int(x) for x in bands] + [rows]
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"band boundaries {edges} are not increasing within 0..{rows}")
+    return edges
+
+
+def group_names(model: nn.Module, bands=None) -> list[str]:
+    """Weight group names: every weight matrix whole, except vocabulary-sized ones split into ``bands``
+    (see :func:`band_edges`) when given."""
+    vocab = getattr(getattr(model, "cfg", None), "vocab_size", None)
+    names = []
+    for n, p in weight_groups(model).items():
+        if bands in (None, 1) or p.shape[0] != vocab:
+            names.append(n)
+            continue
+        e = band_edges(p.shape[0], bands)
+        names.extend(f"{n}[{a}:{b}]" for a, b in zip(e, e[1:]))
+    return names
+
+
+def group_view(model: nn.Module, name: str) -> torch.Tensor:
+    """The weights of one group: the parameter, or a view of its rows (writes go through to the model)."""
+    param, rows = split_group(name)
+    p = model.get_parameter(param)
+    return p if rows is None else p[rows[0]:rows[1]]
+
+
+def group_views(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    return {n: group_view(model, n) for n in names}
+
+
+def assemble(model: nn.Module, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-group tensors -> whole parameters (bands concatenated in row order), for ``functional_call``."""
+    parts: dict[str, list] = {}
+    for n, t in values.items():
+        param, rows = split_group(n)
+        parts.setdefault(param, []).append((rows[0] if rows else 0, t))
+    return {p: (ts[0][1] if len(ts) == 1 else torch.cat([t for _, t in sorted(ts, key=lambda x: x[0])]))
+            for p, ts in parts.items()}
+
+
 def float_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Parameters that stay 32-bit (everything not in a weight group)."""
     ids = {id(p) for p in weight_groups(model).values()}
@@ -60,9 +128,9 @@ class QuantPlan:
 
     # ---- construction
     @classmethod
-    def uniform(cls, model: nn.Module, bits: int, per_row: bool = False) -> "QuantPlan":
+    def uniform(cls, model: nn.Module, bits: int, per_row: bool = False, bands=None) -> "QuantPlan":
         check_bits(bits)
-        return cls({n: GroupPlan(bits, per_row) for n in weight_groups(model)})
+        return cls({n: GroupPlan(bits, per_row) for n in group_names(model, bands)})
 
     @classmethod
     def from_bits(cls, bits: dict[str, int], per_row: bool = False) -> "QuantPlan":
@@ -87,8 +155,24 @@ class QuantPlan:
     def validate(self, model: nn.Module, source=None):
         """Raise InputError naming the groups if the plan does not match ``model``'s weight groups."""
         have = weight_groups(model)
-        missing = [n for n in have if n not in self.groups]
-        extra = [n for n in self.groups if n not in have]
+        covered: dict[str, list] = {}
+        extra = []
+        for n in self.groups:
+            try:
+                param, rows = split_group(n)
+            except ValueError as e:
+                raise InputError(source, str(e), key=n) from None
+            if param not in have:
+                extra.append(n)
+                continue
+            covered.setdefault(param, []).append(rows or (0, have[param].shape[0]))
+        for param, spans in covered.items():
+            spans.sort()
+            ends = [0] + [b for _, b in spans]
+            if any(a != e for (a, _), e in zip(spans, ends)) or ends[-1] != have[param].shape[0]:
+                raise InputError(source, f"the plan's row bands of {param} do not tile its "
+                                 f"{have[param].shape[0]} rows: {spans}")
+        missing = [n for n in have if n not in covered]
         if missing or extra:
             parts = []
             if missing:
@@ -102,7 +186,7 @@ class QuantPlan:
             except ValueError as e:
                 raise InputError(source, str(e), key=n) from None
             if g.scales is not None and g.bits != FLOAT_BITS:
-                want = have[n].shape[0] if g.per_row else 1
+                want = group_view(model, n).shape[0] if g.per_row else 1
                 if len(g.scales) != want:
                     raise InputError(source, f"{len(g.scales)} scales, expected {want}", key=n)
 
@@ -111,7 +195,7 @@ class QuantPlan:
         """Bits per group, the ideal size (code bits / 8 + 32-bit parameters, in bytes), scale bytes, the
         32-bit model size and the compression ratio."""
         self.validate(model)
-        wg = weight_groups(model)
+        wg = group_views(model, self.groups)
         groups = {}
         code_bits = scale_count = float_in_groups = 0
         for n, p in wg.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from asr_lm_quant.quant.plan import QuantPlan, weight_groups
+from asr_lm_quant.quant.plan import QuantPlan, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, project
 
 
@@ -16,7 +16,7 @@ def quantize_model(model: nn.Module, plan: QuantPlan, refit: bool = True) -> Qua
     ``refit=False`` keeps the plan's scales and only rounds (the plan must carry scales then)."""
     plan.validate(model)
     out = plan.without_scales()
-    for name, p in weight_groups(model).items():
+    for name, p in group_views(model, plan.groups).items():
         g = plan.groups[name]
         if g.bits == FLOAT_BITS:
             continue

@@ -16,18 +16,21 @@ import torch.nn.functional as F
 
 from asr_lm_quant.lm.data import BatchPlan
 from asr_lm_quant.quant.allocate import group_bits_cost
-from asr_lm_quant.quant.plan import weight_groups
+from asr_lm_quant.quant.plan import assemble, group_names, group_views
 from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.quantizers import fake_quant
 from asr_lm_quant.quant.train import FinetuneOptions, forward_with, run_steps, token_loss
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,
-                      sopts: SearchOptions, per_row: bool = False) -> tuple[dict[str, int], dict]:
+                      sopts: SearchOptions, per_row: bool = False,
+                      names: list[str] | None = None) -> tuple[dict[str, int], dict]:
     """Train the super-network; return ``(bits per group, record)``. ``budget`` is in bits (groups and
-    scales, as :func:`allocate.budget_bits` gives). The model's latent weights are trained too."""
+    scales, as :func:`allocate.budget_bits` gives). The model's latent weights are trained too.
+    ``names``: the weight groups (``plan.group_names``; default every matrix whole)."""
     cands = sorted(int(b) for b in candidates)
-    groups = weight_groups(model)
+    names = names or group_names(model)
+    groups = group_views(model, names)
     rows = {n: p.shape[0] for n, p in groups.items()}
     costs = {n: torch.tensor([float(group_bits_cost(p.numel(), rows[n], b, per_row)) for b in cands])
              for n, p in groups.items()}
@@ -44,7 +47,7 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
 
     def loss_fn(b):
         weights, size = {}, 0.0
-        for n, p in groups.items():
+        for n, p in group_views(model, names).items():
             pr = probs(n)
             w = 0.0
             for i, bits in enumerate(cands):
@@ -54,7 +57,7 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
                 w = w + pr[i] * q
             weights[n] = w
             size = size + (pr * costs[n]).sum()
-        lm = token_loss(forward_with(model, weights, b.inputs, opts.bf16), b.targets)
+        lm = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
         return lm + sopts.gamma * size / budget, lm.detach()
 
     def after_step(step):

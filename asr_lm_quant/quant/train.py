@@ -20,7 +20,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
-from asr_lm_quant.quant.plan import QuantPlan, weight_groups
+from asr_lm_quant.quant.plan import QuantPlan, assemble, group_views, split_group
 from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, fake_quant, project, quantize_codes
@@ -114,17 +114,16 @@ def _latent(model):
 def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -> tuple[QuantPlan, dict]:
     """Quantization-aware training with straight-through gradients; ends hard-quantized."""
     plan.validate(model)
-    groups = weight_groups(model)
     scales = {}
 
     def loss_fn(b):
         weights = {}
-        for n, p in groups.items():
+        for n, p in group_views(model, plan.groups).items():
             g = plan.groups[n]
             weights[n], s = fake_quant(p, g.bits, g.per_row, init=scales.get(n))
             if s is not None:
                 scales[n] = s
-        loss = token_loss(forward_with(model, weights, b.inputs, opts.bf16), b.targets)
+        loss = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
         return loss, loss.detach()
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste")
@@ -136,7 +135,11 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
     """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
     At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose perplexity is reported."""
     plan.validate(model)
-    groups = {n: p for n, p in weight_groups(model).items() if plan.groups[n].bits != FLOAT_BITS}
+    names = [n for n, g in plan.groups.items() if g.bits != FLOAT_BITS]
+
+    def views():  # fresh views each time: a view made once would hold a stale autograd edge
+        return group_views(model, names)
+    groups = views()
     scales, Q, U = {}, {}, {}
     for n, p in groups.items():
         g = plan.groups[n]
@@ -147,24 +150,24 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
 
     def loss_fn(b):
         lm = token_loss(model(b.inputs) if not opts.bf16 else forward_with(model, {}, b.inputs, True), b.targets)
-        pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in groups.items())
+        pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in views().items())
         return lm + 0.5 * state["rho"] * pen, lm.detach()
 
     def after_step(step):
         if (step + 1) % admm.project_every:
             return
         with torch.no_grad():
-            for n, p in groups.items():
+            for n, p in views().items():
                 g = plan.groups[n]
                 Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n], max_iter=10)
                 U[n] += p - Q[n]
-        distances.append({"step": step + 1, "rel_dist": _rel_dist(groups, plan, scales), "rho": state["rho"]})
+        distances.append({"step": step + 1, "rel_dist": _rel_dist(views(), plan, scales), "rho": state["rho"]})
         state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
 
     stream = batch_stream(train)
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm", stream=stream)
     with torch.no_grad():  # final hard quantization: W = Q(W), the nearest point of the set
-        for n, p in groups.items():
+        for n, p in views().items():
             g = plan.groups[n]
             Q[n], scales[n] = project(p, g.bits, g.per_row)
             p.copy_(Q[n])
@@ -186,20 +189,24 @@ def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneO
     quantized weights. Each group's weights stay ``alpha * codes`` (scales kept positive as ``exp(log alpha)``),
     so the model remains exactly on its quantization tables and packs without loss."""
     plan.validate(model)
-    groups = {n: p for n, p in weight_groups(model).items() if plan.groups[n].bits != FLOAT_BITS}
+    quantized = [n for n, g in plan.groups.items() if g.bits != FLOAT_BITS]
     codes, log_alpha = {}, {}
-    for n, p in groups.items():
+    for n, p in group_views(model, quantized).items():
         g = plan.groups[n]
         scale = plan.scale_tensor(n)
         codes[n] = quantize_codes(p, g.bits, scale, g.per_row)
         log_alpha[n] = torch.nn.Parameter(scale.float().reshape(-1, 1).log())
+    # a matrix is frozen unless one of its groups is float (that band then trains; the rest of the
+    # matrix is rewritten from its codes at the end)
+    float_params = {split_group(n)[0] for n, g in plan.groups.items() if g.bits == FLOAT_BITS}
+    frozen = [model.get_parameter(p) for p in {split_group(n)[0] for n in quantized} - float_params]
+    for p in frozen:
         p.requires_grad_(False)
 
-    def weights():
-        return {n: dequantize(codes[n], log_alpha[n].exp(), plan.groups[n].per_row) for n in groups}
-
     def loss_fn(b):
-        lm = token_loss(forward_with(model, weights(), b.inputs, opts.bf16), b.targets)
+        weights = {n: dequantize(codes[n], log_alpha[n].exp(), plan.groups[n].per_row) for n in quantized}
+        weights.update(group_views(model, [n for n in plan.groups if n not in codes]))
+        lm = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
         return lm, lm.detach()
 
     floats = [p for p in model.parameters() if p.requires_grad]
@@ -208,11 +215,11 @@ def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneO
         hist = run_steps(model, floats, train, opts, loss_fn, desc="frozen codes",
                          extra_params=list(log_alpha.values()), extra_lr=opts.lr, stream=stream)
     finally:
-        for p in groups.values():
+        for p in frozen:
             p.requires_grad_(True)
     out = plan.without_scales()
     with torch.no_grad():
-        for n, p in groups.items():
+        for n, p in group_views(model, quantized).items():
             alpha = log_alpha[n].detach().exp()
             p.copy_(dequantize(codes[n], alpha, plan.groups[n].per_row))
             out.set_scale(n, alpha)
