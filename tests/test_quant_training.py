@@ -173,3 +173,43 @@ def test_sweep_writes_table_and_plots(wiki, tmp_path):
     assert md.count("\n") == 2 + 5
     for png in ("size_vs_ppl.png", "bits_per_group.png", "hessian_trace_hess-small.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distillation_objective(wiki):
+    d, vocab = wiki
+    from asr_lm_quant.lm.files import load_lm
+    from asr_lm_quant.quant.train import objective
+    model, _ = load_lm(d / "lm")
+    other, _ = load_lm(d / "lm")
+    with torch.no_grad():
+        other.embed.weight.mul_(3.0)
+    b = next(iter(batches_of(d, vocab, "train.txt").iterate(0)))[1]
+    logits = model(b.inputs)
+    ce = token_loss(logits, b.targets)
+    plain = FinetuneOptions(distill=0.0)
+    assert torch.equal(objective(logits, b, plain, other)[0], ce)
+    half = FinetuneOptions(distill=0.5)
+    same, lm = objective(logits, b, half, model)  # teacher == student: KL 0
+    assert float(same) == pytest.approx(0.5 * float(ce), rel=1e-5) and torch.equal(lm, ce.detach())
+    diff, _ = objective(logits, b, half, other)
+    kl = float(diff) / 0.5 - float(ce)
+    # the KL term by hand, over real target tokens
+    t = other(b.inputs).log_softmax(-1)
+    s = logits.log_softmax(-1)
+    from asr_lm_quant.lm.data import PAD_TARGET
+    mask = b.targets != PAD_TARGET
+    want = float((t.exp() * (t - s)).sum(-1)[mask].mean())
+    assert kl == pytest.approx(want, rel=1e-4) and want > 0
+
+
+def test_cli_plan_trainer_and_distill(wiki, tmp_path):
+    d, _ = wiki
+    args = ["quantize", str(d / "lm"), str(tmp_path / "q"), "--method", "hessian", "--budget-bits", "2",
+            "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), "--steps", "3",
+            "--tokens-per-batch", "256", "--hessian-max-samples", "3", "--hessian-batches", "1",
+            "--plan-trainer", "ste", "--distill", "0.5"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "q" / "results.json").read_text())
+    cfg = json.loads((tmp_path / "q" / "quant_config.json").read_text())
+    assert res["record"]["plan_trainer"] == "ste" and "distance" not in res["record"]
+    assert cfg["finetune"]["distill"] == 0.5 and cfg["plan_trainer"] == "ste"

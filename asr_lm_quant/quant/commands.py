@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from asr_lm_quant.quant.options import METHODS, AdmmOptions, FinetuneOptions, SearchOptions
+from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, FinetuneOptions, SearchOptions
 
 
 def register(sub):
@@ -36,6 +36,10 @@ def register(sub):
     p.add_argument("--tokens-per-batch", type=int, default=2048)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
+    p.add_argument("--distill", type=float, default=d.distill,
+                   help="weight of distillation from the full-precision model (0: cross entropy only)")
+    p.add_argument("--plan-trainer", choices=PLAN_TRAINERS, default="admm",
+                   help="how hessian and search train their chosen precisions")
     p.add_argument("--rho", type=float, default=a.rho, help="ADMM penalty")
     p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
     p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
@@ -90,7 +94,9 @@ def cmd_quantize(args):
         "per_row": args.per_row,
         "bands": [int(x) for x in args.band_edges.split(",")] if args.band_edges else args.bands,
         "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
-        "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed),
+        "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed,
+                                    distill=args.distill),
+        "plan_trainer": args.plan_trainer,
         "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every,
                             rho_max=args.rho_max, final_steps=args.final_steps, final_lr=args.final_lr),
         "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 METHODS = ("ptq", "ste", "admm", "hessian", "search")
+PLAN_TRAINERS = ("admm", "ste")  # how the mixed-precision methods train their chosen plan
 
 
 @dataclass
@@ -14,6 +15,7 @@ class FinetuneOptions:
     warmup: int = 10
     clip_norm: float = 1.0
     bf16: bool = False          # bf16 autocast of the forward pass
+    distill: float = 0.0        # weight d of the distillation term: (1 - d) CE + d KL(full precision || model)
     seed: int = 0
     log_every: int = 20
 

@@ -31,7 +31,7 @@ from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, e
 
 log = logging.getLogger(__name__)
 
-from asr_lm_quant.quant.options import METHODS  # noqa: E402,F401 (re-exported)
+from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS  # noqa: E402,F401 (re-exported)
 RESULTS = "results.json"
 CONFIG = "quant_config.json"
 
@@ -58,6 +58,7 @@ class QuantConfig:
     admm: AdmmOptions = field(default_factory=AdmmOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
     search_steps: int | None = None         # steps of the search (default: finetune.steps)
+    plan_trainer: str = "admm"              # how hessian/search train their chosen plan: admm or ste
     hessian_tol: float = 1e-2
     hessian_max_samples: int = 50
     hessian_batches: int = 8
@@ -121,7 +122,12 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     for name in (["train_text"] if needs_train else []) + (["valid_text"] if cfg.method == "hessian" else []):
         if getattr(cfg, name) is None:
             raise InputError(None, f"method {cfg.method} needs --{name.replace('_', '-')}", key=name)
+    if cfg.plan_trainer not in PLAN_TRAINERS:
+        raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(PLAN_TRAINERS)})",
+                         key="plan_trainer")
     train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True) if needs_train else None
+    # the full-precision model teaches the quantized one (finetune.distill)
+    teacher = copy.deepcopy(model).eval() if needs_train and cfg.finetune.distill > 0 else None
     t0 = time.perf_counter()
     record: dict = {}
     ft = cfg.finetune
@@ -130,9 +136,9 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     if cfg.method == "ptq":
         plan = quantize_model(model, plan)
     elif cfg.method == "ste":
-        plan, record = ste_train(model, plan, train, ft)
+        plan, record = ste_train(model, plan, train, ft, teacher)
     elif cfg.method == "admm":
-        plan, record = admm_train(model, plan, train, ft, cfg.admm)
+        plan, record = admm_train(model, plan, train, ft, cfg.admm, teacher)
     else:
         budget = _budget(model, cfg)
         record["budget_bits"] = budget
@@ -152,11 +158,16 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
             searched = copy.deepcopy(model)
             sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
             bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
-                                                       cfg.per_row, names)
+                                                       cfg.per_row, names, teacher)
             del searched
         record["chosen_bits"] = bits
-        plan, admm_record = admm_train(model, QuantPlan.from_bits(bits, cfg.per_row), train, ft, cfg.admm)
-        record.update(admm_record)
+        chosen = QuantPlan.from_bits(bits, cfg.per_row)
+        if cfg.plan_trainer == "ste":
+            plan, train_record = ste_train(model, chosen, train, ft, teacher)
+        else:
+            plan, train_record = admm_train(model, chosen, train, ft, cfg.admm, teacher)
+        record.update(train_record)
+        record["plan_trainer"] = cfg.plan_trainer
     train_s = time.perf_counter() - t0
     save_packed(out, model, plan, vocab, extra={"quantization": {"method": cfg.method}})
     qmodel, _, plan = load_packed(out)

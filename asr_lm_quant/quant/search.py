@@ -19,12 +19,12 @@ from asr_lm_quant.quant.allocate import group_bits_cost
 from asr_lm_quant.quant.plan import assemble, group_names, group_views
 from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.quantizers import fake_quant
-from asr_lm_quant.quant.train import FinetuneOptions, forward_with, run_steps, token_loss
+from asr_lm_quant.quant.train import FinetuneOptions, forward_with, objective, run_steps
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,
                       sopts: SearchOptions, per_row: bool = False,
-                      names: list[str] | None = None) -> tuple[dict[str, int], dict]:
+                      names: list[str] | None = None, teacher=None) -> tuple[dict[str, int], dict]:
     """Train the super-network; return ``(bits per group, record)``. ``budget`` is in bits (groups and
     scales, as :func:`allocate.budget_bits` gives). The model's latent weights are trained too.
     ``names``: the weight groups (``plan.group_names``; default every matrix whole)."""
@@ -57,8 +57,8 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
                 w = w + pr[i] * q
             weights[n] = w
             size = size + (pr * costs[n]).sum()
-        lm = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
-        return lm + sopts.gamma * size / budget, lm.detach()
+        loss, lm = objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
+        return loss + sopts.gamma * size / budget, lm
 
     def after_step(step):
         if (step + 1) % opts.log_every == 0:

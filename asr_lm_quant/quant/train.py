@@ -43,6 +43,21 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            ignore_index=PAD_TARGET)
 
 
+def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
+    """``(training loss, LM cross entropy)``: the cross entropy, or with a ``teacher`` (the full-precision
+    model) and ``opts.distill = d``, ``(1 - d) CE + d KL(teacher || model)`` per real target token: the whole
+    next-word distribution of the teacher is a richer signal per token than the one observed word."""
+    ce = token_loss(logits, b.targets)
+    if teacher is None or opts.distill <= 0:
+        return ce, ce.detach()
+    with torch.no_grad():
+        t = forward_with(teacher, {}, b.inputs, opts.bf16).float().log_softmax(-1)
+    mask = b.targets != PAD_TARGET
+    s = logits.float().log_softmax(-1)
+    kl = (t.exp() * (t - s)).sum(-1)[mask].mean()
+    return (1 - opts.distill) * ce + opts.distill * kl, ce.detach()
+
+
 def forward_with(model, weights: dict, inputs, bf16: bool = False):
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     with ctx:
@@ -111,8 +126,10 @@ def _latent(model):
     return {n: p for n, p in model.named_parameters()}
 
 
-def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -> tuple[QuantPlan, dict]:
-    """Quantization-aware training with straight-through gradients; ends hard-quantized."""
+def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
+              teacher=None) -> tuple[QuantPlan, dict]:
+    """Quantization-aware training with straight-through gradients; ends hard-quantized. ``teacher``: the
+    full-precision model, for ``opts.distill``."""
     plan.validate(model)
     scales = {}
 
@@ -123,15 +140,14 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions) -
             weights[n], s = fake_quant(p, g.bits, g.per_row, init=scales.get(n))
             if s is not None:
                 scales[n] = s
-        loss = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
-        return loss, loss.detach()
+        return objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste")
     return quantize_model(model, plan), {"train": hist}
 
 
 def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
-               admm: AdmmOptions) -> tuple[QuantPlan, dict]:
+               admm: AdmmOptions, teacher=None) -> tuple[QuantPlan, dict]:
     """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
     At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose perplexity is reported."""
     plan.validate(model)
@@ -149,9 +165,9 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
     distances = [{"step": 0, "rel_dist": _rel_dist(groups, plan, scales)}]
 
     def loss_fn(b):
-        lm = token_loss(model(b.inputs) if not opts.bf16 else forward_with(model, {}, b.inputs, True), b.targets)
+        loss, lm = objective(forward_with(model, {}, b.inputs, opts.bf16), b, opts, teacher)
         pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in views().items())
-        return lm + 0.5 * state["rho"] * pen, lm.detach()
+        return loss + 0.5 * state["rho"] * pen, lm
 
     def after_step(step):
         if (step + 1) % admm.project_every:
@@ -177,12 +193,12 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
     record = {"train": hist, "distance": distances}
     if admm.final_steps > 0:
         fopts = replace(opts, steps=admm.final_steps, lr=admm.final_lr or opts.lr)
-        out, record["final"] = train_frozen_codes(model, out, train, fopts, stream=stream)
+        out, record["final"] = train_frozen_codes(model, out, train, fopts, stream=stream, teacher=teacher)
     return out, record
 
 
 def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
-                       stream=None) -> tuple[QuantPlan, list[dict]]:
+                       stream=None, teacher=None) -> tuple[QuantPlan, list[dict]]:
     """Adapt the 32-bit parameters (LayerNorms, biases) and the scales to a quantized model, codes fixed.
 
     ADMM trains the float parameters alongside the float weights ``W``; once ``W = Q`` they can follow the
@@ -206,8 +222,7 @@ def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneO
     def loss_fn(b):
         weights = {n: dequantize(codes[n], log_alpha[n].exp(), plan.groups[n].per_row) for n in quantized}
         weights.update(group_views(model, [n for n in plan.groups if n not in codes]))
-        lm = token_loss(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b.targets)
-        return lm, lm.detach()
+        return objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
 
     floats = [p for p in model.parameters() if p.requires_grad]
     try:
