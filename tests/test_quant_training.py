@@ -76,6 +76,8 @@ def test_admm_reduces_distance_and_ends_on_table(wiki):
                           AdmmOptions(rho=0.5, rho_growth=2.0, rho_max=100.0, project_every=5))
     dist = [x["rel_dist"] for x in rec["distance"]]
     assert dist[-1] < 0.5 * dist[0]
+    with pytest.raises(ValueError, match="final_steps"):
+        admm_train(model, plan, train, FinetuneOptions(steps=40), AdmmOptions(final_steps=41))
     for n, p in weight_groups(model).items():  # W = Q exactly: only 3 distinct values per group
         assert len(torch.unique(p)) <= 3
         assert float(p.abs().max()) == pytest.approx(out.groups[n].scales[0])

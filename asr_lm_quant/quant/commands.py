@@ -44,8 +44,9 @@ def register(sub):
     p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
     p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
     p.add_argument("--rho-max", type=float, default=a.rho_max, help="ADMM rho ceiling")
+    p.add_argument("--admm-lr", type=float, help="learning rate of the ADMM W steps (default: --lr)")
     p.add_argument("--final-steps", type=int, default=a.final_steps,
-                   help="after ADMM: steps on the 32-bit parameters and scales with the codes frozen")
+                   help="ADMM: the last of the --steps train the 32-bit parameters and scales, codes frozen")
     p.add_argument("--final-lr", type=float, help="learning rate of those steps (default: --lr)")
     p.add_argument("--gamma", type=float, default=s.gamma, help="search size penalty weight")
     p.add_argument("--arch-lr", type=float, default=s.arch_lr, help="search logits learning rate")
@@ -98,7 +99,8 @@ def cmd_quantize(args):
                                     distill=args.distill),
         "plan_trainer": args.plan_trainer,
         "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every,
-                            rho_max=args.rho_max, final_steps=args.final_steps, final_lr=args.final_lr),
+                            rho_max=args.rho_max, lr=args.admm_lr, final_steps=args.final_steps,
+                            final_lr=args.final_lr),
         "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
         "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
         "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,

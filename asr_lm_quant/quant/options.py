@@ -29,8 +29,9 @@ class AdmmOptions:
     rho_growth: float = 1.5      # rho *= growth after every projection
     rho_max: float = 10.0
     project_every: int = 20      # optimizer steps between projections
-    final_steps: int = 0         # after W = Q: steps on the 32-bit parameters and scales, codes frozen
-    final_lr: float | None = None  # their learning rate (default: the fine-tuning one)
+    lr: float | None = None      # learning rate of the W steps (default: the fine-tuning one)
+    final_steps: int = 0         # the last of the fine-tuning steps: after W = Q, the 32-bit parameters and
+    final_lr: float | None = None  # the scales train with the codes frozen, at this rate (default: fine-tuning)
 
     def to_dict(self):
         return asdict(self)

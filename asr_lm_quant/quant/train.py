@@ -149,7 +149,9 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
 def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
                admm: AdmmOptions, teacher=None) -> tuple[QuantPlan, dict]:
     """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
-    At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose perplexity is reported."""
+    At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose
+    perplexity is reported. Of ``opts.steps``, the last ``admm.final_steps`` train the 32-bit parameters and
+    the scales with the codes frozen (:func:`train_frozen_codes`)."""
     plan.validate(model)
     names = [n for n, g in plan.groups.items() if g.bits != FLOAT_BITS]
 
@@ -180,8 +182,11 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
         distances.append({"step": step + 1, "rel_dist": _rel_dist(views(), plan, scales), "rho": state["rho"]})
         state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
 
+    if not 0 <= admm.final_steps <= opts.steps:
+        raise ValueError(f"ADMM final_steps ({admm.final_steps}) must lie within the {opts.steps} fine-tuning steps")
     stream = batch_stream(train)
-    hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="admm", stream=stream)
+    wopts = replace(opts, steps=opts.steps - admm.final_steps, lr=admm.lr or opts.lr)
+    hist = run_steps(model, model.parameters(), train, wopts, loss_fn, after_step, desc="admm", stream=stream)
     with torch.no_grad():  # final hard quantization: W = Q(W), the nearest point of the set
         for n, p in views().items():
             g = plan.groups[n]
