@@ -159,7 +159,7 @@ def test_sweep_writes_table_and_plots(wiki, tmp_path):
                             "search_steps": 3},
                "systems": [{"name": "fp", "method": "fp"}, {"name": "ptq-4", "method": "ptq", "bits": 4},
                            {"name": "ste-2", "method": "ste", "bits": 2},
-                           {"name": "search-2", "method": "search", "budget_bits": 2},
+                           {"name": "search-2", "method": "search", "budget_bits": 2, "bands": 2},
                            {"name": "hess-small", "method": "hessian", "budget_size_of": "base",
                             "model": "base"}]}
     (tmp_path / "systems.json").write_text(json.dumps(systems))
@@ -169,7 +169,7 @@ def test_sweep_writes_table_and_plots(wiki, tmp_path):
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["name"] for r in rows] == ["fp", "ptq-4", "ste-2", "search-2", "hess-small"]
     assert rows[0]["compression"] == 1.0 and rows[1]["avg_bits"] == 4
-    assert rows[3]["avg_bits"] <= 2.0
+    assert rows[3]["avg_bits"] <= 2.0 and "embed.weight[0:67]" in rows[3]["plan_bits"]
     assert rows[4]["size_mb"] <= rows[0]["size_mb"]
     md = (tmp_path / "out" / "results.md").read_text()
     assert md.count("\n") == 2 + 5

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from asr_lm_quant.atomic import atomic_path  # noqa: E402
+from asr_lm_quant.quant.plan import split_group  # noqa: E402
 
 
 def _short(name: str) -> str:
@@ -35,12 +36,19 @@ def plot_traces(traces: dict[str, float], path, stderr: dict[str, float] | None 
 
 
 def plot_bits(bits_by_method: dict[str, dict[str, int]], path):
+    """Bars of bits per weight group, one colour per system; systems may group differently (row bands,
+    deeper models): every group name any of them has gets a slot, a band taking its whole matrix's bits
+    where a system did not split it."""
     methods = list(bits_by_method)
-    names = list(next(iter(bits_by_method.values())))
+    names = list(dict.fromkeys(n for b in bits_by_method.values() for n in b))
+
+    def bits_of(bits, name):
+        return bits[name] if name in bits else bits.get(split_group(name)[0], 0)
+
     width = 0.8 / max(1, len(methods))
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 3.5))
     for i, m in enumerate(methods):
-        ax.bar([j + i * width for j in range(len(names))], [bits_by_method[m].get(n, 0) for n in names],
+        ax.bar([j + i * width for j in range(len(names))], [bits_of(bits_by_method[m], n) for n in names],
                width, label=m)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], [_short(n) for n in names], rotation=70,
                   fontsize=7)
