@@ -1,5 +1,6 @@
-"""Quantization benchmarks (JSON on stdout): a Hutchinson trace sample, training step time of plain, STE and
-ADMM training (ratios to plain), and time / peak memory of loading a packed model.
+"""Quantization benchmarks (JSON on stdout): a Hutchinson trace sample, training step time of plain, STE,
+STE distilled from the full-precision model, and ADMM training (ratios to plain), and time / peak memory of
+loading a packed model.
 
 Random weights and random token batches of the mini shape by default (the timings do not depend on the
 values); ``--shape swbd`` uses the Switchboard configuration for the loading figures.
@@ -8,12 +9,14 @@ values); ``--shape swbd`` uses the Switchboard configuration for the loading fig
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
@@ -65,12 +68,13 @@ def step_times(kind, cfg, batches, steps):
     if kind == "plain":
         run_steps(model, model.parameters(), FakePlan(batches), opts,
                   lambda b: (lambda l: (l, l.detach()))(token_loss(model(b.inputs), b.targets)), tick)
-    elif kind == "ste":
+    elif kind in ("ste", "ste_distill"):
         import asr_lm_quant.quant.train as tr
         orig = tr.run_steps
         tr.run_steps = lambda *a, **k: orig(*a, **{**k, "after_step": tick})
+        teacher = copy.deepcopy(model).eval() if kind == "ste_distill" else None
         try:
-            ste_train(model, plan, FakePlan(batches), opts)
+            ste_train(model, plan, FakePlan(batches), replace(opts, distill=0.5), teacher)
         finally:
             tr.run_steps = orig
     else:
@@ -119,9 +123,9 @@ def main():
         hvp_sample(m, weight_groups(m), b.inputs, b.targets, gen)
         ts.append(time.perf_counter() - t)
     res["hutchinson_sample_s"] = statistics.median(ts)
-    for kind in ("plain", "ste", "admm"):
+    for kind in ("plain", "ste", "ste_distill", "admm"):
         res[f"step_s_{kind}"] = step_times(kind, cfg, batches, args.steps)
-    for kind in ("ste", "admm"):
+    for kind in ("ste", "ste_distill", "admm"):
         res[f"step_ratio_{kind}"] = res[f"step_s_{kind}"] / res["step_s_plain"]
     scfg = SHAPES[args.shape]
     torch.manual_seed(0)
