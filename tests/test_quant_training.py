@@ -186,6 +186,8 @@ def test_distillation_objective(wiki):
     with torch.no_grad():
         other.embed.weight.mul_(3.0)
     b = next(iter(batches_of(d, vocab, "train.txt").iterate(0)))[1]
+    from asr_lm_quant.lm.data import PAD_TARGET
+    assert (b.targets == PAD_TARGET).any()  # padding rows must not count
     logits = model(b.inputs)
     ce = token_loss(logits, b.targets)
     plain = FinetuneOptions(distill=0.0)

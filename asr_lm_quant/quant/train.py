@@ -46,16 +46,27 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
     """``(training loss, LM cross entropy)``: the cross entropy, or with a ``teacher`` (the full-precision
     model) and ``opts.distill = d``, ``(1 - d) CE + d KL(teacher || model)`` per real target token: the whole
-    next-word distribution of the teacher is a richer signal per token than the one observed word."""
-    ce = token_loss(logits, b.targets)
+    next-word distribution of the teacher is a richer signal per token than the one observed word.
+
+    Both terms come from one log-softmax of the model against the mixed target ``(1 - d) onehot + d p_teacher``
+    (less the teacher's entropy, a constant); padding rows get a zero target rather than being selected out,
+    which would copy the [tokens, vocabulary] matrices."""
     if teacher is None or opts.distill <= 0:
+        ce = token_loss(logits, b.targets)
         return ce, ce.detach()
+    d = opts.distill
+    y = b.targets.reshape(-1)
+    real = y != PAD_TARGET
+    n = int(real.sum())
+    rows = torch.arange(len(y))
+    ls = logits.reshape(len(y), -1).float().log_softmax(-1)
     with torch.no_grad():
-        t = forward_with(teacher, {}, b.inputs, opts.bf16).float().log_softmax(-1)
-    mask = b.targets != PAD_TARGET
-    s = logits.float().log_softmax(-1)
-    kl = (t.exp() * (t - s)).sum(-1)[mask].mean()
-    return (1 - opts.distill) * ce + opts.distill * kl, ce.detach()
+        lt = forward_with(teacher, {}, b.inputs, opts.bf16).reshape(len(y), -1).float().log_softmax(-1)
+        q = lt.exp().mul_(real.unsqueeze(1) * d)
+        entropy = -(q * lt).sum() / n  # d times the teacher's mean entropy
+        q[rows, y.clamp(min=0)] += (1 - d) * real
+        ce = -(ls[rows, y.clamp(min=0)] * real).sum() / n
+    return -(q * ls).sum() / n - entropy, ce
 
 
 def forward_with(model, weights: dict, inputs, bf16: bool = False):
