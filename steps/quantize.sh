@@ -9,6 +9,7 @@ method=admm        # ptq, ste, admm, hessian, search
 bits=4             # uniform precision (ptq, ste, admm)
 budget_bits=       # mixed precision: average bits per weight (hessian, search)
 compression=       # ... or compression ratio of the whole model
+bands=             # mixed precision: the embedding in this many word-frequency bands
 steps=200          # fine-tuning steps
 seed=0
 extra_opts=        # any other `asr-lm-quant quantize` options, quoted
@@ -20,6 +21,7 @@ Options:
   --bits <b>                uniform bits ($bits)
   --budget-bits <x>         average bits budget for mixed precision
   --compression <r>         compression ratio budget for mixed precision
+  --bands <k>               split the embedding into k word-frequency bands (mixed precision)
   --steps <n>               fine-tuning steps ($steps)
   --seed <n>                random seed ($seed)
   --extra-opts '<opts>'     more options for asr-lm-quant quantize"
@@ -31,6 +33,7 @@ for f in $model/config.json $data/train.txt $data/valid.txt $data/test.txt; do
   [ -f $f ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
 opts="--method $method --steps $steps --seed $seed"
+[ -n "$bands" ] && opts="$opts --bands $bands"
 case $method in
   ptq|ste|admm) opts="$opts --bits $bits" ;;
   *) if [ -n "$budget_bits" ]; then opts="$opts --budget-bits $budget_bits";

@@ -132,3 +132,26 @@ def test_cli_methods_with_bands(tmp_path, method):
     bad[2] = str(tmp_path / "bad")
     assert main(bad) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_quantize_step_script_with_bands(tmp_path, repo_dir):
+    import os
+    import subprocess
+    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(68)])
+    save_lm(tmp_path / "lm", model_of(), vocab)
+    g = torch.Generator().manual_seed(0)
+    (tmp_path / "data").mkdir()
+    for split in ("train", "valid", "test"):
+        lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 68, (10,), generator=g)) for _ in range(30)]
+        (tmp_path / "data" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    env = dict(os.environ)
+    env["PATH"] = f"{repo_dir / '.venv' / 'bin'}:{env['PATH']}"
+    r = subprocess.run(["bash", str(repo_dir / "steps" / "quantize.sh"), "--method", "hessian", "--budget-bits", "2",
+                        "--bands", "2", "--steps", "2", "--extra-opts",
+                        "--tokens-per-batch 128 --hessian-max-samples 2 --hessian-batches 1 --threads 1",
+                        str(tmp_path / "lm"), str(tmp_path / "data"), str(tmp_path / "q")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert "embed.weight[0:23]" in res["plan_bits"] and res["test_ppl"] > 1
+    assert (tmp_path / "q" / "log" / "quantize.log").exists()
