@@ -54,8 +54,8 @@ def split_group(name: str) -> tuple[str, tuple[int, int] | None]:
 
 def band_edges(rows: int, bands) -> list[int]:
     """Row boundaries ``[0, ..., rows]`` for ``bands``: an int K gives K bands that double in size (word
-    frequencies fall roughly as a power law, so each band holds fewer, rarer words per row of weight than
-    the last); a list gives the inner boundaries themselves."""
+    frequencies fall roughly as a power law: a small first band of the most frequent words, the long tail
+    of rare words last); a list gives the inner boundaries themselves."""
     if isinstance(bands, int):
         if bands < 1:
             raise ValueError(f"the number of bands must be positive, not {bands}")
