@@ -28,3 +28,20 @@ class InputError(Exception):
         prefix = ": ".join([", ".join(where)]) + ": " if where else ""
         super().__init__(prefix + message)
         self.message = message
+
+
+def read_json_file(path, what: str = "file"):
+    """The JSON value of a file a user gave: a missing file, bad UTF-8 or bad JSON is an InputError that
+    names the file (and the line); ``what`` says what the file was meant to be ("plan file" ...)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{what} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not valid UTF-8: {e.reason}", offset=e.start) from None

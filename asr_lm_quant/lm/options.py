@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from asr_lm_quant.errors import InputError
+from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.lm.model import LMConfig
 
 
@@ -66,13 +64,7 @@ def load_train_config(path) -> tuple[dict, TrainOptions]:
 
     Returns the model dict (checked by building an LMConfig with a placeholder vocabulary) and the options.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "configuration file does not exist")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    cfg = read_json_file(path, "configuration file")
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise InputError(path, "expected an object with a 'model' section (and optionally 'train')")
     model = {k: v for k, v in cfg["model"].items() if k != "vocab_size"}

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from asr_lm_quant.atomic import atomic_open
-from asr_lm_quant.errors import InputError
+from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, check_bits
 
 FORMAT = "asr-lm-quant-plan"
@@ -252,11 +251,4 @@ class QuantPlan:
 
     @classmethod
     def load(cls, path) -> "QuantPlan":
-        path = Path(path)
-        if not path.exists():
-            raise InputError(path, "plan file does not exist")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(path, f"not valid JSON: {e}") from None
-        return cls.from_dict(d, source=path)
+        return cls.from_dict(read_json_file(path, "plan file"), source=path)

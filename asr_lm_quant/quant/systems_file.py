@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
-from asr_lm_quant.errors import InputError
+from asr_lm_quant.errors import InputError, read_json_file
 
 
 def load_systems(path) -> dict:
     """Read and check a systems file: an object with a ``systems`` list of ``{name, method, ...}``; names are
     unique and usable as directory names."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "systems file does not exist")
-    try:
-        conf = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    conf = read_json_file(path, "systems file")
     if not isinstance(conf, dict) or not isinstance(conf.get("systems"), list):
         raise InputError(path, "expected an object with a 'systems' list")
     names = set()
