@@ -99,13 +99,20 @@ def test_band_traces_add_up_to_the_matrix_trace():
     assert banded["trace"]["layers.0.ff.fc1.weight"] == pytest.approx(whole["trace"]["layers.0.ff.fc1.weight"])
 
 
+def write_lm_and_texts(d, texts, words=12, lines=60):
+    """A saved 70-word model in ``d/lm`` and random sentences of its words in each of ``texts``."""
+    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(68)])
+    save_lm(d / "lm", model_of(), vocab)
+    g = torch.Generator().manual_seed(0)
+    for t in texts:
+        sents = [" ".join(f"w{int(i)}" for i in torch.randint(0, 68, (words,), generator=g)) for _ in range(lines)]
+        (d / t).parent.mkdir(parents=True, exist_ok=True)
+        (d / t).write_text("\n".join(sents) + "\n")
+
+
 @pytest.mark.parametrize("method", ["hessian", "search", "admm", "ste"])
 def test_cli_methods_with_bands(tmp_path, method):
-    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(68)])
-    save_lm(tmp_path / "lm", model_of(), vocab)
-    g = torch.Generator().manual_seed(0)
-    lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 68, (12,), generator=g)) for _ in range(60)]
-    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    write_lm_and_texts(tmp_path, ["t.txt"])
     args = ["quantize", str(tmp_path / "lm"), str(tmp_path / "q"), "--method", method, "--bands", "3",
             "--train", str(tmp_path / "t.txt"), "--valid", str(tmp_path / "t.txt"), "--steps", "4",
             "--tokens-per-batch", "128", "--hessian-max-samples", "3", "--hessian-batches", "1",
@@ -137,13 +144,7 @@ def test_cli_methods_with_bands(tmp_path, method):
 def test_quantize_step_script_with_bands(tmp_path, repo_dir):
     import os
     import subprocess
-    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(68)])
-    save_lm(tmp_path / "lm", model_of(), vocab)
-    g = torch.Generator().manual_seed(0)
-    (tmp_path / "data").mkdir()
-    for split in ("train", "valid", "test"):
-        lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 68, (10,), generator=g)) for _ in range(30)]
-        (tmp_path / "data" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    write_lm_and_texts(tmp_path, [f"data/{s}.txt" for s in ("train", "valid", "test")], words=10, lines=30)
     env = dict(os.environ)
     env["PATH"] = f"{repo_dir / '.venv' / 'bin'}:{env['PATH']}"
     r = subprocess.run(["bash", str(repo_dir / "steps" / "quantize.sh"), "--method", "hessian", "--budget-bits", "2",
