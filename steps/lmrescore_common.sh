@@ -13,7 +13,7 @@ data=$3
 indir=$4
 dir=$5
 
-if [ "$cmd" = run.pl ] && ! command -v run.pl >/dev/null 2>&1; then cmd="$(dirname "$0")/run.pl"; fi
+. "$(dirname "$0")/job_runner.sh"
 aq=asr-lm-quant
 command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
 
@@ -24,6 +24,12 @@ fi
 for f in "$oldlm" "$lmdir/config.json" "$words" "$indir/num_jobs"; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
+# Once, before any job: the old LM must be the ARPA file (plain, gzip or kenlm binary), not G.fst or G.carpa.
+if ! { gzip -cdf "$oldlm" 2>/dev/null || true; } | head -c 65536 | grep -aq -e '^\\data\\' -e '^mmap lm '; then
+  echo "$0: $oldlm is not an ARPA LM (no \\data\\ header): give the ARPA file the first pass was built from," \
+       "not G.fst or G.carpa" >&2
+  exit 1
+fi
 njobs=$(cat "$indir/num_jobs")
 for j in $(seq "$njobs"); do
   [ -f "$indir/lat.$j.gz" ] || { echo "$0: no such file $indir/lat.$j.gz" >&2; exit 1; }

@@ -16,6 +16,7 @@ words=
 device=cpu
 bf16=false
 token_budget=4096
+check=true
 skip_scoring=false
 scoring_opts=
 help_message="Usage: $0 [options] <old-lm-arpa> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
@@ -25,13 +26,16 @@ Options:
   --cmd <cmd>               how to run jobs: run.pl, queue.pl, slurm.pl [opts] (default: run.pl)
   --nj <n>                  most jobs at a time (default: the input's num_jobs; one job per lat.JOB.gz)
   --weight <w>              NN LM weight, 0..1 (default: 0.8)
-  --acwt <s>                acoustic scale for pruning and paths (default: 0.1, chain models)
+  --acwt <s>                acoustic scale for pruning and paths (default: 0.1, for chain and nnet3
+                            models; GMM decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
   --beam <b>                pruning beam (default: 5.0)
   --epsilon <p>             posterior above which an arc gets a unique history (default: 0.5)
   --words <words.txt>       symbol table of the lattices (default: <in-decode-dir>/../graph*/words.txt)
   --device <dev>            torch device for the NN LM (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
+  --check <bool>            self-check that weight 0 keeps the first pass's best path at LMWT 7..17
+                            (default: true; cheap beside the NN LM)
   --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
   --scoring-opts <opts>     options for steps/score_kaldi.sh"
 
@@ -42,6 +46,7 @@ Options:
 opts=(--old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --acwt "$acwt" --weight "$weight" --beam "$beam"
       --epsilon "$epsilon" --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
+[ "$check" = true ] && opts+=(--check)
 
 echo "$0: rescoring $njobs lattice archives of $indir (weight=$weight, beam=$beam, epsilon=$epsilon)"
 $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \

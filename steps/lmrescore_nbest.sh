@@ -27,7 +27,8 @@ Options:
   --nj <n>                  most jobs at a time (default: the input's num_jobs; one job per lat.JOB.gz)
   --N <n>                   N-best size (default: 20)
   --weight <w>              NN LM weight in the interpolation, 0..1 (default: 0.8)
-  --acwt <s>                acoustic scale for the N-best (default: 0.1, chain models)
+  --acwt <s>                acoustic scale for the N-best (default: 0.1, for chain and nnet3 models; GMM
+                            decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
   --words <words.txt>       symbol table of the lattices (default: <in-decode-dir>/../graph*/words.txt)
   --device <dev>            torch device for the NN LM: cpu, cuda, cuda:1 (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)

@@ -24,6 +24,7 @@ out=$1
 source_kind=$2
 shift 2
 
+. "$(dirname "$0")/job_runner.sh"
 case "$source_kind" in
   kaldi-swbd|ldc-swbd|plain) ;;
   *) echo "$0: unknown source '$source_kind' (expected kaldi-swbd, ldc-swbd or plain)" >&2; exit 1 ;;

@@ -28,6 +28,7 @@ Options:
 
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+. "$(dirname "$0")/job_runner.sh"
 model=$1; data=$2; out=$3
 for f in $model/config.json $data/train.txt $data/valid.txt $data/test.txt; do
   [ -f $f ] || { echo "$0: no such file $f" >&2; exit 1; }
@@ -40,8 +41,12 @@ case $method in
      elif [ -n "$compression" ]; then opts="$opts --compression $compression";
      else echo "$0: --method $method needs --budget-bits or --compression" >&2; exit 1; fi ;;
 esac
-mkdir -p $out/log
-"$(dirname "$0")/$cmd" $out/log/quantize.log \
+mkdir -p "$out/log" || exit 1
+$cmd "$out/log/quantize.log" \
   asr-lm-quant quantize $model $out $opts $extra_opts \
-    --train $data/train.txt --valid $data/valid.txt --test $data/test.txt
+    --train $data/train.txt --valid $data/valid.txt --test $data/test.txt || {
+  echo "$0: quantization failed; see $out/log/quantize.log" >&2
+  tail -n 5 "$out/log/quantize.log" | grep -v '^#' >&2
+  exit 1
+}
 echo "$0: done; see $out/results.json and 'asr-lm-quant quant-inspect $out'"

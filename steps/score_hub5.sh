@@ -41,7 +41,7 @@ data=$1
 lang=$2
 dir=$3
 
-if [ "$cmd" = run.pl ] && ! command -v run.pl >/dev/null 2>&1; then cmd="$(dirname "$0")/run.pl"; fi
+. "$(dirname "$0")/job_runner.sh"
 aq=asr-lm-quant
 command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
 

@@ -33,6 +33,7 @@ config=$1
 text=$2
 dir=$3
 
+. "$(dirname "$0")/job_runner.sh"
 case "$nproc" in ''|*[!0-9]*|0) echo "$0: --nproc must be a positive integer, not '$nproc'" >&2; exit 1 ;; esac
 for f in "$config" "$text/train.txt" "$text/valid.txt" "$text/words.txt"; do
   [ -f "$f" ] || { echo "$0: expected file $f to exist" >&2; exit 1; }

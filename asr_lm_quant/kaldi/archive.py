@@ -57,7 +57,7 @@ def read_object(r: ByteReader, *, path, key, lenient_key_line: bool = True) -> L
         # Kaldi puts nothing after the key; some tools write a label there. Accept printable text.
         try:
             text = rest.decode("utf-8")
-            if not text.isprintable():
+            if not text.replace("\t", " ").strip().isprintable():
                 raise ValueError
         except (UnicodeDecodeError, ValueError):
             raise InputError(path, "does not look like a lattice: no OpenFst magic number and not text",
@@ -110,9 +110,11 @@ def read_archive_stream(stream, *, path, kind=None):
             raise InputError(path, f"bad archive: key is not UTF-8 ({tok[:40]!r})", offset=at) from None
         if not key.isprintable():
             raise InputError(path, f"bad archive: key {key[:40]!r} has control characters", offset=at)
-        if r.peek() == -1:
+        c = r.peek()
+        if c == -1:
             raise InputError(path, "truncated archive: end of data after the key", key=key, offset=r.offset)
-        r.pos += 1  # the single separator after the key
+        if c in (0x20, 0x09):  # one space or tab after the key; a newline is left for the text reader (Kaldi)
+            r.pos += 1
         lat = read_object(r, path=path, key=key)
         yield key, _convert(lat, kind)
 

@@ -205,22 +205,27 @@ class Lattice:
         for name in ("src", "dst", "ilabel", "olabel", "graph", "acoustic"):
             setattr(self, name, getattr(self, name)[order])
 
-    def select_arcs(self, keep: np.ndarray) -> "Lattice":
-        """A copy that keeps only the arcs where ``keep`` (bool mask or indices) is true."""
+    def select_arcs(self, keep: np.ndarray, **columns) -> "Lattice":
+        """A copy that keeps only the arcs where ``keep`` (bool mask or indices) is true.
+
+        ``columns`` (``src=``, ``dst=``, ...: one value per kept arc) replace those arc columns in the same
+        construction, so that the arcs are grouped by their *new* source states with everything else
+        following them. Never select first and replace ``src`` afterwards: selecting re-groups the arcs by
+        the old source states, and the replacement would then pair labels and costs with the wrong arcs.
+        """
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
         lens = np.diff(self.ali_offsets)[idx]
         starts = self.ali_offsets[:-1][idx]
         ali_idx = np.repeat(starts - _offsets(lens)[:-1], lens) + np.arange(lens.sum(), dtype=np.int64)
-        return self.replace(src=self.src[idx], dst=self.dst[idx], ilabel=self.ilabel[idx],
-                            olabel=self.olabel[idx], graph=self.graph[idx], acoustic=self.acoustic[idx],
-                            ali_offsets=_offsets(lens), ali=self.ali[ali_idx])
+        fields = dict(src=self.src[idx], dst=self.dst[idx], ilabel=self.ilabel[idx], olabel=self.olabel[idx],
+                      graph=self.graph[idx], acoustic=self.acoustic[idx])
+        fields.update(columns)
+        return self.replace(**fields, ali_offsets=_offsets(lens), ali=self.ali[ali_idx])
 
     def renumber_states(self, new_id: np.ndarray, num_states: int) -> "Lattice":
         """Map state ``s`` to ``new_id[s]`` (``-1`` drops it, with its arcs); arcs stay in a valid order."""
         new_id = np.asarray(new_id, dtype=np.int64)
         keep = (new_id[self.src] >= 0) & (new_id[self.dst] >= 0) if self.num_arcs else np.zeros(0, bool)
-        lat = self.select_arcs(keep)
-        src, dst = new_id[lat.src], new_id[lat.dst]
         old_of_new = np.full(num_states, -1, dtype=np.int64)
         kept = np.flatnonzero(new_id >= 0)
         old_of_new[new_id[kept]] = kept
@@ -230,7 +235,8 @@ class Lattice:
         fstarts = self.final_ali_offsets[:-1][old_of_new]
         fidx = np.repeat(fstarts - _offsets(flens)[:-1], flens) + np.arange(flens.sum(), dtype=np.int64)
         start = int(new_id[self.start]) if self.start >= 0 else -1
-        return lat.replace(start=start, src=src, dst=dst, final_graph=self.final_graph[old_of_new],
+        lat = self.select_arcs(keep, src=new_id[self.src[keep]], dst=new_id[self.dst[keep]])
+        return lat.replace(start=start, final_graph=self.final_graph[old_of_new],
                            final_acoustic=self.final_acoustic[old_of_new],
                            final_ali_offsets=_offsets(flens), final_ali=self.final_ali[fidx])
 

@@ -6,8 +6,9 @@ Accepted read specifiers (``rspec``):
   ``PATH`` may be gzip-compressed (detected from its first bytes).
 * ``scp:PATH``: lines ``key rxfilename`` where ``rxfilename`` is ``file``, ``file:offset`` (byte offset of
   the object inside an archive) or a pipe.
-* ``ark:gunzip -c lat.1.gz|`` (also ``gzip -cd``, ``zcat``, ``cat``) is read without a shell; any other
-  ``command|`` runs through ``bash -c`` as Kaldi's popen would. ``-`` is standard input.
+* ``ark:gunzip -c lat.1.gz|`` (also ``gzip -cd``, ``zcat``, ``cat``) on one plain file is read without a
+  shell; any other ``command|`` (``gunzip -c dir/lat.*.gz|`` included) runs through ``bash -c`` as Kaldi's
+  popen would. ``-`` is standard input.
 * A bare path (``exp/dec/lat.1.gz``, ``lat.ark``) means ``ark:PATH``.
 
 Write specifiers (``wspec``): ``ark:PATH`` (binary), ``ark,t:PATH`` (text), gzip when ``PATH`` ends in ``.gz``;
@@ -86,7 +87,12 @@ def parse_wspecifier(spec: str) -> WSpec:
 
 
 def _native_decompress(cmd: str) -> str | None:
-    """The file of ``gunzip -c FILE``-like commands we can run ourselves, else None."""
+    """The file of ``gunzip -c FILE``-like commands we can run ourselves, else None.
+
+    Anything the shell would expand or interpret (``lat.*.gz``, ``$dir``, ``~``, redirections, several
+    commands) goes to the shell instead, as Kaldi's popen would send it."""
+    if re.search(r"[*?\[\]{}$`~;&<>()\\!]", cmd):
+        return None
     try:
         words = shlex.split(cmd)
     except ValueError:

@@ -114,3 +114,31 @@ class SymbolTable:
         words = sorted(set(words) - set(NON_WORDS))
         syms = ["<eps>"] + words + (["#0", "<s>", "</s>"] if with_boundaries else [])
         return cls([(w, i) for i, w in enumerate(syms)])
+
+
+def unknown_word(words_path, explicit: str | None = None) -> str:
+    """The unknown-word symbol that goes with a Kaldi ``words.txt``, found as Kaldi's scripts find it.
+
+    ``explicit`` (an ``--unk`` option) wins; otherwise the lang dir's ``oov.txt`` beside ``words.txt``
+    (``data/lang/oov.txt``, written by ``utils/prepare_lang.sh``, e.g. ``<UNK>`` or ``<unk>``); otherwise
+    ``<unk>``. A symbol named by an option or ``oov.txt`` must be in ``words.txt``.
+    """
+    words_path = Path(words_path)
+    source, sym = "--unk", explicit
+    if sym is None:
+        oov = words_path.parent / "oov.txt"
+        if not oov.is_file():
+            return "<unk>"
+        try:
+            fields = oov.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(oov, f"cannot read the unknown-word symbol ({e})") from None
+        if len(fields) != 1:
+            raise InputError(oov, f"expected one word (the unknown-word symbol), got {len(fields)}")
+        source, sym = str(oov), fields[0]
+    if not sym or any(c.isspace() for c in sym):
+        raise InputError(None, f"{source}: bad unknown-word symbol {sym!r}")
+    if sym not in SymbolTable.load(words_path):
+        raise InputError(words_path, f"has no unknown-word symbol {sym!r} (from {source})")
+    return sym
+

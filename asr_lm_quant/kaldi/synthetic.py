@@ -51,3 +51,27 @@ def random_compact_lattice(rng: np.random.Generator, *, num_frames: int = 100, n
         fali = rng.integers(1, max_tid, size=final_tail).astype(np.int32)
     return Lattice(True, 0, src, dst, words, words, graph.astype(np.float32), acoustic.astype(np.float32),
                    fg, fa, _offsets(span), ali, _offsets(flens), fali)
+
+
+def with_parallel_arcs(rng: np.random.Generator, lat: Lattice, fraction: float = 0.2) -> Lattice:
+    """``lat`` plus a copy of about ``fraction`` of its arcs (same states, word and alignment, other costs),
+    as word-level lattices have when one word is reached through different pronunciations or contexts."""
+    pick = np.flatnonzero(rng.random(lat.num_arcs) < fraction)
+    idx = np.concatenate([np.arange(lat.num_arcs), pick])
+    out = lat.select_arcs(np.sort(idx, kind="stable"))
+    extra = np.zeros(out.num_arcs, bool)
+    # The copies are the later member of each pair of equal indices.
+    s = np.sort(idx, kind="stable")
+    extra[1:] = s[1:] == s[:-1]
+    bump = rng.gamma(1.0, 2.0, size=out.num_arcs) * extra
+    return out.replace(graph=(out.graph + bump).astype(np.float32).astype(np.float64))
+
+
+def permute_states(rng: np.random.Generator, lat: Lattice, *, shuffle_arcs: bool = True) -> Lattice:
+    """The same lattice with its state ids randomly permuted (start state anywhere, arcs into lower ids), as
+    Kaldi's determinization leaves them; ``shuffle_arcs`` also shuffles the order of each state's arcs."""
+    if lat.num_states == 0:
+        return lat
+    if shuffle_arcs and lat.num_arcs:
+        lat = lat.select_arcs(rng.permutation(lat.num_arcs))  # stays grouped by state, new order within
+    return lat.renumber_states(rng.permutation(lat.num_states), lat.num_states)

@@ -44,6 +44,40 @@ def _arpa_unigram_words(path: Path, needed: set[str]) -> set[str]:
     return found
 
 
+def check_arpa(path) -> None:
+    """Stop with a clear message unless ``path`` starts like an ARPA file (plain or gzip) or a kenlm binary.
+
+    Kaldi users often have ``G.fst`` or ``G.carpa`` at hand rather than the ARPA file they were built from;
+    kenlm would fail on those deep inside with a decoding error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "ARPA file does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an ARPA file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            if head[:2] == b"\x1f\x8b":
+                import gzip
+                f.seek(0)
+                with gzip.GzipFile(fileobj=f) as g:
+                    head = g.read(1 << 16)
+    except (OSError, EOFError) as e:
+        raise InputError(path, f"cannot read ({e})") from None
+    if head.startswith(b"mmap lm "):
+        return  # kenlm's own binary format
+    if head[:4] == b"\xd6\xfd\xb2\x7e":
+        raise InputError(path, "is an OpenFst binary (a G.fst?), not an ARPA LM: give the ARPA file the graph "
+                               "was built from")
+    if head[:2] == b"\0B":
+        raise InputError(path, "is a Kaldi binary object (a G.carpa?), not an ARPA LM: give the ARPA file it "
+                               "was built from")
+    text = head.decode("utf-8", errors="replace")
+    if "\\data\\" not in text:
+        raise InputError(path, "is not an ARPA LM: no '\\data\\' header in its first 64 KB")
+
+
 class ArpaLM:
     """An ARPA back-off LM.
 
@@ -54,12 +88,11 @@ class ArpaLM:
 
     def __init__(self, path):
         self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(self.path, "ARPA file does not exist")
+        check_arpa(self.path)
         kenlm = _load_kenlm()
         try:
             self._model = kenlm.Model(str(self.path))
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as e:
             raise InputError(self.path, f"cannot read as an ARPA LM: {e}") from None
         self._kenlm = kenlm
         self.order = int(self._model.order)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.errors import InputError
 
 
 def _floats(s):
@@ -23,7 +24,11 @@ def register(sub):
     p.add_argument("--text", required=True, help="training text, one sentence per line")
     p.add_argument("--out", required=True, help="output ARPA file")
     p.add_argument("--order", type=int, default=3, help="n-gram order, 2..5 (default 3)")
-    p.add_argument("--vocab", help="words.txt; out-of-vocabulary words become <unk>")
+    p.add_argument("--vocab", help="words.txt (Kaldi's or ours); out-of-vocabulary words become the "
+                                   "unknown-word symbol")
+    p.add_argument("--unk", default=None,
+                   help="unknown-word symbol with --vocab (default: oov.txt beside words.txt, as in a Kaldi "
+                        "lang dir, else <unk>)")
     p.add_argument("--min-counts", type=_ints, help="per-order minimum counts, e.g. 0,0,2")
     p.add_argument("--discounts", type=_floats, help="per-order KN discounts for orders 2..N, e.g. 0.7,0.8")
     p.add_argument("--json", help="write the training summary here")
@@ -41,12 +46,16 @@ def register(sub):
 
 def _train(args):
     from asr_lm_quant.ngram.train import train_arpa
-    vocab = None
+    vocab, unk = None, "<unk>"
     if args.vocab:
-        from asr_lm_quant.text.vocab import Vocabulary
-        vocab = Vocabulary.load(args.vocab)
+        from asr_lm_quant.kaldi.symbols import NON_WORDS, unknown_word
+        from asr_lm_quant.text.swbd_layout import read_symbol_table
+        unk = unknown_word(args.vocab, args.unk)
+        vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not w.startswith("#")}
+    elif args.unk:
+        raise InputError(None, "--unk goes with --vocab")
     summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
-                         discounts=args.discounts)
+                         discounts=args.discounts, unk=unk)
     _emit(summary, args.json)
 
 

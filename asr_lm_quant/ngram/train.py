@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=None, discounts=None,
-               overwrite: bool = True) -> dict:
+               unk: str = UNK, overwrite: bool = True) -> dict:
     """Count ``text_path`` (one sentence per line) and write a KN ARPA LM to ``out_path`` atomically.
 
     ``vocab``: a :class:`~asr_lm_quant.text.vocab.Vocabulary` (or a set of words); words outside it become
-    ``<unk>`` before counting, so the n-gram LM and a neural LM share one vocabulary.
+    ``unk`` (``<unk>``, or a Kaldi lang dir's ``<UNK>``) before counting, so the n-gram LM and a neural LM
+    share one vocabulary.
     ``min_counts``: per-order minimum counts, e.g. ``[0, 0, 2]`` (n-grams below are dropped).
     ``discounts``: per-order discount constants for orders 2..N (the 1-gram order is never discounted).
     Returns a summary dict (sentences, words, oov_mapped, ngram counts).
@@ -42,7 +43,7 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
             raise ValueError(f"discounts must lie in (0, 1): {discounts}")
     known = None
     if vocab is not None:
-        known = set(vocab.words) if hasattr(vocab, "words") else set(vocab)
+        known = (set(vocab.words) if hasattr(vocab, "words") else set(vocab)) | {unk}
     counts = NgramCounts(order)
     n_sent = n_words = n_oov = 0
     with open(text_path, "rb") as f:
@@ -51,7 +52,7 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
             if not words:
                 continue
             if known is not None:
-                mapped = [w if w in known else UNK for w in words]
+                mapped = [w if w in known else unk for w in words]
                 n_oov += sum(a != b for a, b in zip(mapped, words))
                 words = mapped
             counts.add_raw_counts_from_line(" ".join(words))

@@ -63,6 +63,9 @@ def register(sub):
     p.add_argument("--epsilon", type=float, default=0.5,
                    help="arcs with a posterior above this get a unique history (default 0.5)")
     p.add_argument("--out-lattices", required=True, help="wspecifier for the rescored lattices")
+    p.add_argument("--check", action="store_true",
+                   help="self-check: at weight 0 the output must keep the first pass's best path at every "
+                        "LMWT 7..17 (unless pruning removed it); stop with an error naming the utterance if not")
     p.set_defaults(func=_lattice)
 
 
@@ -84,6 +87,7 @@ def _setup(args):
 
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.ngram import ArpaLM
+    from asr_lm_quant.ngram.arpa import check_arpa
     from asr_lm_quant.rescore.nnscore import NNScorer
     try:
         from asr_lm_quant.quant.packed import load_any_lm
@@ -97,6 +101,7 @@ def _setup(args):
     for w in weights:
         if not 0.0 <= w <= 1.0:
             raise InputError(None, f"--weight {w}: must be in [0, 1]")
+    check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
     model, vocab = load_any_lm(args.lm_dir, args.device)
     scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
                       share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
@@ -141,5 +146,6 @@ def _lattice(args):
     outs = _outputs(weights, out_lattices=args.out_lattices)
     summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
                                   lattices=args.lattices, out_lattices=outs["out_lattices"],
-                                  acoustic_scale=args.acwt, beam=args.beam, epsilon=args.epsilon)
+                                  acoustic_scale=args.acwt, beam=args.beam, epsilon=args.epsilon,
+                                  check=args.check)
     _finish(args, summary)

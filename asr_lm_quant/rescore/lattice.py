@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import arc_costs, arc_posteriors, final_costs, prune, topological_order
 from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
 from asr_lm_quant.kaldi.lattice import INF, Lattice, _offsets
@@ -80,13 +81,13 @@ def expand_unique_histories(lat: Lattice, epsilon: float = 0.5, acoustic_scale: 
     orig = np.array([x[2] for x in new_arcs], dtype=np.int64)
     by_src = np.argsort(src, kind="stable")
     src, dst, orig = src[by_src], dst[by_src], orig[by_src]
-    base = lat.select_arcs(orig)
+    # Copy labels, costs and alignments of the original arcs under their new states in one step.
+    base = lat.select_arcs(orig, src=src, dst=dst)
     flen = lat.final_ali_lengths()[copies_a]
     fstart = lat.final_ali_offsets[:-1][copies_a]
     fidx = np.repeat(fstart - _offsets(flen)[:-1], flen) + np.arange(flen.sum(), dtype=np.int64)
-    return base.replace(start=start, src=src.astype(np.int32), dst=dst.astype(np.int32),
-                        final_graph=lat.final_graph[copies_a], final_acoustic=lat.final_acoustic[copies_a],
-                        final_ali_offsets=_offsets(flen), final_ali=lat.final_ali[fidx])
+    return base.replace(start=start, final_graph=lat.final_graph[copies_a],
+                        final_acoustic=lat.final_acoustic[copies_a], final_ali_offsets=_offsets(flen), final_ali=lat.final_ali[fidx])
 
 
 # --- path cover ---------------------------------------------------------------------------------------------
@@ -180,36 +181,111 @@ def apply_path_scores(lat: Lattice, cover: PathCover, nn_word_costs, ngram_word_
                        final_graph=np.where(final, lat.final_graph + weight * final_delta, INF))
 
 
+# --- the weight-0 self-check ---------------------------------------------------------------------------------
+@dataclass
+class FirstPassCheck:
+    """``--check``: at weight 0 a rescored lattice must give the first pass's best path at every LM weight.
+
+    Rescoring changes nothing at weight 0 but pruning, so for each LM weight of Kaldi's scoring sweep
+    (``lattice-scale --inv-acoustic-scale=LMWT``) the best path of the weight-0 output must equal, in words
+    and cost (up to float ties), the best path of the pruned input, which is the input's own best path
+    unless pruning removed it (counted in ``pruned_away``: a wider ``--beam`` keeps it). Anything else is a
+    bug, reported with the utterance and LM weight.
+    """
+    source: str | None = None  # the lattices' rspecifier, for messages
+    lm_weights: tuple = tuple(range(7, 18))
+    compared: int = 0
+    same: int = 0
+    ties: int = 0
+    pruned_away: int = 0
+
+    def add(self, key, original: Lattice, pruned: Lattice, rescored: Lattice) -> None:
+        from asr_lm_quant.scoring.bestpath import best_paths
+        k = len(self.lm_weights)
+        settings = (np.ones(k), 1.0 / np.asarray(self.lm_weights, float), np.zeros(k))
+        ref, pr, out = (best_paths(x, *settings, key=key) for x in (original, pruned, rescored))
+        for lmwt, r, p, o in zip(self.lm_weights, ref, pr, out):
+            if r is None:
+                continue
+            self.compared += 1
+            tol = 1e-5 * max(1.0, abs(r.cost))
+            if o is None or p is None or abs(o.cost - p.cost) > tol:
+                got = "no path" if o is None else f"cost {o.cost:.6g}"
+                raise CheckFailed(self.source, f"self-check failed at LMWT {lmwt}: at weight 0 the rescored "
+                                               f"lattice's best path has {got}, the pruned first pass "
+                                               f"{'no path' if p is None else f'cost {p.cost:.6g}'}", key=key)
+            if o.words != p.words and not self._has_path(pruned, o.words, p.cost, 1.0 / lmwt, tol):
+                raise CheckFailed(self.source, f"self-check failed at LMWT {lmwt}: at weight 0 the rescored "
+                                               "lattice's best path is not a path of the first pass", key=key)
+            if p.cost > r.cost + tol:
+                self.pruned_away += 1
+            elif o.words == r.words:
+                self.same += 1
+            else:
+                self.ties += 1  # another path of equal cost
+
+    @staticmethod
+    def _has_path(lat, words, cost, acoustic_scale, tol) -> bool:
+        """Whether ``lat`` has a path with ``words`` at ``cost`` (searched among the cheapest paths)."""
+        from asr_lm_quant.kaldi.nbest import nbest_paths
+        for q in nbest_paths(lat, 50, acoustic_scale):
+            c = q.total_cost(acoustic_scale)
+            if c > cost + tol:
+                return False
+            if q.words == list(words) and abs(c - cost) <= tol:
+                return True
+        return False
+
+    def summary(self) -> dict:
+        return {"lm_weights": list(self.lm_weights), "compared": self.compared, "same_best_path": self.same,
+                "equal_cost_ties": self.ties, "best_path_pruned_away": self.pruned_away}
+
+
+class CheckFailed(InputError):
+    """The weight-0 self-check failed (a bug, or a lattice our algorithms cannot handle): no output."""
+
+
 # --- whole lattices and jobs --------------------------------------------------------------------------------
 def rescore_lattices(items, scorer, ngram_lm, symbols, weights, *, acoustic_scale: float = 0.1,
-                     beam: float = 5.0, epsilon: float = 0.5):
-    """Rescore ``(key, CompactLattice)`` pairs scored together; yields ``(key, {weight: lattice})``."""
+                     beam: float = 5.0, epsilon: float = 0.5, check: FirstPassCheck | None = None):
+    """Rescore ``(key, CompactLattice)`` pairs scored together; yields ``(key, {weight: lattice})``.
+
+    With ``check``, each lattice also goes through :meth:`FirstPassCheck.add` at weight 0."""
     prepared = []
-    for key, lat in items:
+    for key, orig in items:
+        lat = pruned = orig
         if lat.start >= 0:
-            lat = prune(lat, beam, acoustic_scale)
+            lat = pruned = prune(lat, beam, acoustic_scale)
             lat = expand_unique_histories(lat, epsilon, acoustic_scale)
         cover = path_cover(lat, acoustic_scale)
-        prepared.append((key, lat, cover))
-    texts = [symbols.words(w, key=key) for key, _, cov in prepared for w in cov.words]
+        prepared.append((key, orig, pruned, lat, cover))
+    texts = [symbols.words(w, key=key) for key, _, _, _, cov in prepared for w in cov.words]
     nn = scorer.word_costs(texts) if texts else []
     ng = [np.array(ngram_lm.word_costs(t, eos=True)) for t in texts]
     i = 0
-    for key, lat, cover in prepared:
+    for key, orig, pruned, lat, cover in prepared:
         k = len(cover.arcs)
         nn_p, ng_p = nn[i:i + k], ng[i:i + k]
         i += k
         if lat.start < 0 or k == 0:
-            yield key, {w: lat for w in weights}
-            continue
-        yield key, {w: apply_path_scores(lat, cover, nn_p, ng_p, w) for w in weights}
+            out = {w: lat for w in weights}
+        else:
+            out = {w: apply_path_scores(lat, cover, nn_p, ng_p, w) for w in weights}
+        if check is not None:
+            w0 = out[0.0] if 0.0 in out else (lat if k == 0 else apply_path_scores(lat, cover, nn_p, ng_p, 0.0))
+            check.add(key, orig, pruned, w0)
+        yield key, out
 
 
 def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, out_lattices: dict,
                         acoustic_scale: float = 0.1, beam: float = 5.0, epsilon: float = 0.5,
-                        chunk: int = 50) -> dict:
-    """Rescore every lattice of the rspecifier ``lattices``; ``out_lattices``: weight -> wspecifier."""
+                        chunk: int = 50, check: bool = False) -> dict:
+    """Rescore every lattice of the rspecifier ``lattices``; ``out_lattices``: weight -> wspecifier.
+
+    ``check``: run :class:`FirstPassCheck` on every lattice (a failure raises :class:`CheckFailed` and
+    writes nothing); its counts go into the summary."""
     weights = [float(w) for w in weights]
+    checker = FirstPassCheck(source=lattices) if check else None
     writers = {w: LatticeWriter(out_lattices[w]) for w in weights if w in out_lattices}
     summary = {"utterances": 0, "paths": 0, "arcs": 0, "weights": weights, "nn_seconds": 0.0}
     ok = False
@@ -221,7 +297,8 @@ def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, ou
             if not batch:
                 break
             for key, by_w in rescore_lattices(batch, scorer, ngram_lm, symbols, weights,
-                                              acoustic_scale=acoustic_scale, beam=beam, epsilon=epsilon):
+                                              acoustic_scale=acoustic_scale, beam=beam, epsilon=epsilon,
+                                              check=checker):
                 for w, wr in writers.items():
                     wr.write(key, by_w[w])
                 summary["utterances"] += 1
@@ -232,4 +309,9 @@ def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, ou
     finally:
         for wr in writers.values():
             wr.close(ok=ok)
+    if checker is not None:
+        summary["check"] = checker.summary()
+        if checker.pruned_away:
+            log.warning("--check: at %d of %d (utterance, LMWT) pairs pruning (--beam %g) removed the first "
+                        "pass's best path", checker.pruned_away, checker.compared, beam)
     return summary

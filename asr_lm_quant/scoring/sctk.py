@@ -17,8 +17,11 @@ from pathlib import Path
 from asr_lm_quant.errors import InputError
 
 
-class SctkMissing(RuntimeError):
-    pass
+class SctkMissing(InputError):
+    """SCTK is not installed: a clear one-line error, like bad input (the user can fix it)."""
+
+    def __init__(self, message: str):
+        super().__init__(None, message)
 
 
 def find_sctk(bin_dir=None) -> Path:

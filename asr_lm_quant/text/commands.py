@@ -11,7 +11,7 @@ def _plain(args):
 
     stats = prepare_plain(args.train, args.valid, args.test, args.out, min_count=args.min_count,
                           max_size=args.max_vocab, normalize=args.normalize, map_unk=not args.keep_oov,
-                          vocab=args.vocab, overwrite=args.overwrite)
+                          vocab=args.vocab, unk=args.unk, overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
 
@@ -20,7 +20,7 @@ def _kaldi_swbd(args):
 
     stats = prepare_kaldi_swbd(args.kaldi_dir, args.out, train=args.train_text, valid=args.valid_text,
                                test=args.test_text, fisher=args.fisher_text, words=args.words,
-                               overwrite=args.overwrite)
+                               unk=args.unk, overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
 
@@ -29,7 +29,7 @@ def _ldc_swbd(args):
 
     stats = prepare_ldc_swbd(args.swbd_trans, args.out, fisher_dirs=args.fisher, eval2000=args.eval2000,
                              dev_utterances=args.dev_utterances, words=args.words, dictionary=args.dictionary,
-                             overwrite=args.overwrite)
+                             unk=args.unk, overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
 
@@ -42,6 +42,9 @@ def register(subparsers):
 
     def common(q):
         q.add_argument("--out", required=True, help="output directory (e.g. data/lm)")
+        q.add_argument("--unk", default=None,
+                       help="unknown-word symbol of the given words.txt (default: its lang dir's oov.txt, "
+                            "else <unk>); it becomes <unk> in the LM vocabulary")
         q.add_argument("--overwrite", action="store_true", help="replace results already in --out")
 
     q = sub.add_parser(

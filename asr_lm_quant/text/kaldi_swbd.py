@@ -12,6 +12,7 @@ from pathlib import Path
 
 from asr_lm_quant.text.fisher import map_hesitations
 from asr_lm_quant.text.io import check_exists, read_lines
+from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import (lm_lines, lm_vocabulary, read_kaldi_text, read_symbol_table,
                                            write_swbd_lm_text)
 
@@ -30,7 +31,7 @@ def _fisher_lines(path):
 
 def prepare_kaldi_swbd(kaldi_dir, out_dir, *, train="data/train_nodev/text", valid="data/train_dev/text",
                        test="data/eval2000/text", fisher="data/local/lm/fisher/text1.gz",
-                       words="data/lang/words.txt", overwrite: bool = False) -> dict:
+                       words="data/lang/words.txt", unk: str | None = None, overwrite: bool = False) -> dict:
     """Write train/valid/test.txt, words.txt and stats.json into ``out_dir``; return the statistics.
 
     ``fisher=None`` (or ``"none"``) leaves Fisher out (train.txt is then Switchboard three times).
@@ -39,7 +40,8 @@ def prepare_kaldi_swbd(kaldi_dir, out_dir, *, train="data/train_nodev/text", val
     paths = {k: _resolve(base, v) for k, v in
              (("train", train), ("valid", valid), ("test", test), ("fisher", fisher), ("words", words))}
     check_exists(*(p for p in paths.values() if p is not None))
-    vocab = lm_vocabulary(read_symbol_table(paths["words"]), source=paths["words"])
+    vocab = lm_vocabulary(read_symbol_table(paths["words"]), source=paths["words"],
+                          unk=unknown_word(paths["words"], unk))
     text = {k: lm_lines(read_kaldi_text(paths[k])) for k in ("train", "valid", "test")}
     info = {"source": "kaldi-swbd", "inputs": {k: str(v) if v else None for k, v in paths.items()}}
     return write_swbd_lm_text(out_dir, train=text["train"], valid=text["valid"], test=text["test"],

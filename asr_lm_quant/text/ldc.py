@@ -22,6 +22,7 @@ from pathlib import Path
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.fisher import fisher_lm_lines, map_hesitations
 from asr_lm_quant.text.io import check_exists, read_lines, split_fields
+from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import (Utterance, lm_lines, lm_vocabulary, read_symbol_table,
                                            write_swbd_lm_text)
 from asr_lm_quant.text.swbd_words import (find_acronyms, lexicon_words, map_acronyms, map_swbd_words,
@@ -116,7 +117,7 @@ def read_eval2000_stm(stm) -> list[Utterance]:
 
 
 def prepare_ldc_swbd(swbd_trans, out_dir, *, fisher_dirs=(), eval2000=None, dev_utterances: int | None = None,
-                     words=None, dictionary=None, overwrite: bool = False) -> dict:
+                     words=None, dictionary=None, unk: str | None = None, overwrite: bool = False) -> dict:
     """Write train/valid/test.txt, words.txt and stats.json into ``out_dir`` from the LDC layouts.
 
     ``dictionary`` defaults to ``<swbd_trans>/sw-ms98-dict.text``; ``words`` (a words.txt) overrides the
@@ -133,7 +134,7 @@ def prepare_ldc_swbd(swbd_trans, out_dir, *, fisher_dirs=(), eval2000=None, dev_
         raise InputError(dictionary, "no dictionary entries")
     acronyms = find_acronyms(lexicon)
     if words:
-        vocab = lm_vocabulary(read_symbol_table(words), source=words)
+        vocab = lm_vocabulary(read_symbol_table(words), source=words, unk=unknown_word(words, unk))
     else:
         vocab = lm_vocabulary(lexicon_words(lexicon, acronyms) + ["<s>", "</s>"])
     swbd = read_ms98_transcripts(trans, acronyms)

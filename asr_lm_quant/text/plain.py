@@ -18,6 +18,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.io import check_exists, read_lines
 from asr_lm_quant.text.normalize import normalize_asr_text
 from asr_lm_quant.text.outdir import staged_output, write_json
+from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import lm_vocabulary, read_symbol_table
 from asr_lm_quant.text.vocab import BOS, UNK, Vocabulary
 
@@ -87,11 +88,13 @@ def _map_and_write(sentences, vocab: Vocabulary, out, *, map_unk: bool, desc: st
 
 
 def prepare_plain(train, valid, test, out_dir, *, min_count: int = 1, max_size: int | None = None,
-                  normalize: str = "none", map_unk: bool = True, vocab=None, overwrite: bool = False) -> dict:
+                  normalize: str = "none", map_unk: bool = True, vocab=None, unk: str | None = None,
+                  overwrite: bool = False) -> dict:
     """Prepare LM text from plain corpora; return the statistics also written to ``stats.json``.
 
     ``vocab``: a words.txt (ours or Kaldi's) to use instead of building one from ``train`` (then
-    ``min_count``/``max_size`` do not apply). ``oov_rate`` counts words the vocabulary lacks; ``unk_rate``
+    ``min_count``/``max_size`` do not apply); its unknown-word symbol is ``unk``, or the one of its lang dir
+    (``oov.txt``), or ``<unk>``, and becomes our ``<unk>``. ``oov_rate`` counts words the vocabulary lacks; ``unk_rate``
     also counts ``<unk>`` already in the source (WikiText has mapped its rare words to ``<unk>``).
     """
     inputs = {"train": Path(train), "valid": Path(valid), "test": Path(test)}
@@ -102,7 +105,7 @@ def prepare_plain(train, valid, test, out_dir, *, min_count: int = 1, max_size: 
         raise InputError(inputs["train"], "no words in the training text (empty corpus)")
     if vocab:
         vocab_path = str(vocab)
-        vocab = lm_vocabulary(read_symbol_table(vocab), source=vocab)
+        vocab = lm_vocabulary(read_symbol_table(vocab), source=vocab, unk=unknown_word(vocab, unk))
     else:
         vocab_path = None
         vocab = build_vocabulary(counts, min_count=min_count, max_size=max_size)

@@ -115,9 +115,17 @@ def read_symbol_table(path) -> list[str]:
     return words
 
 
-def lm_vocabulary(words: list[str], *, source=None) -> Vocabulary:
-    """Our vocabulary from a Kaldi word list: ``<eps>`` and ``#N`` dropped, ``<s>``/``<unk>`` added if absent."""
+def lm_vocabulary(words: list[str], *, source=None, unk: str = UNK) -> Vocabulary:
+    """Our vocabulary from a Kaldi word list: ``<eps>`` and ``#N`` dropped, ``<s>``/``<unk>`` added if absent.
+
+    ``unk``: the word list's unknown-word symbol (Kaldi's ``oov.txt``, e.g. ``<UNK>``); it becomes our
+    ``<unk>``, so that it is not kept as an ordinary word beside a second unknown word.
+    """
     kept = [w for w in words if w != "<eps>" and not _DISAMBIG.match(w)]
+    if unk != UNK and unk in kept:
+        if UNK in kept:
+            raise InputError(source, f"has both {unk!r} (the unknown-word symbol) and {UNK!r}")
+        kept = [UNK if w == unk else w for w in kept]
     for required in (BOS, UNK):
         if required not in kept:
             if source is not None:
