@@ -53,15 +53,30 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = f"asr-lm-quant {args.command}"
     try:
         rc = args.func(args)
-    except InputError as e:
-        print(f"asr-lm-quant {args.command}: error: {e}", file=sys.stderr)
+    except (InputError, FileExistsError) as e:
+        return _fail(name, e)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head`): not an error of ours to report.
+        sys.stderr.close()
         return 1
-    except FileExistsError as e:
-        print(f"asr-lm-quant {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except OSError as e:
+        # Permissions, a directory where a file was expected, a full disk ... : the file and the reason.
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(name, f"{where}{e.strerror or e}")
+    except UnicodeDecodeError as e:
+        return _fail(name, f"input is not valid UTF-8 ({e.reason} at byte {e.start})")
     return int(rc or 0)
+
+
+def _fail(name: str, message) -> int:
+    print(f"{name}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

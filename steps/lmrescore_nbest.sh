@@ -40,7 +40,8 @@ Options:
 
 . "$(dirname "$0")/lmrescore_common.sh" || exit 1
 
-opts=(--old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" --acwt "$acwt" --weight "$weight"
+# A re-run replaces this step's own outputs in <out-decode-dir> (Kaldi's steps re-run the same way).
+opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" --acwt "$acwt" --weight "$weight"
       --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
 

@@ -83,16 +83,27 @@ def test_header_counts_do_not_drive_allocation(tmp_path):
 
 
 def test_nan_and_half_infinite_costs(tmp_path):
+    from asr_lm_quant.kaldi.fst_binary import write_fst_binary
+    from asr_lm_quant.kaldi.fst_text import write_fst_text
     p = tmp_path / "nan.ark"
     lat = Lattice.from_arcs([(0, 1, 5, 5, float("nan"), 2.0)], {1: (0.0, 0.0)})
-    write_lattices(f"ark:{p}", [("bad", lat)])
+    # Our writer refuses what no reader accepts; the low-level encoders make the corrupt files.
+    with pytest.raises(InputError, match="cannot write this lattice: NaN"):
+        write_lattices(f"ark:{p}", [("bad", lat)])
+    assert not p.exists()
+    p.write_bytes(b"bad " + write_fst_binary(lat))
     e = _err(p)
     assert "NaN" in str(e) and e.key == "bad" and e.offset == 4
-    write_lattices(f"ark,t:{p}", [("bad", lat)])
+    p.write_bytes(b"bad " + write_fst_text(lat).encode())
     assert "NaN" in str(_err(p))
     lat = Lattice.from_arcs([(0, 1, 5, 5, 1.0, 2.0)], {1: (float("inf"), 0.0)})
-    write_lattices(f"ark:{p}", [("half", lat)])
+    with pytest.raises(InputError, match="one infinite cost"):
+        write_lattices(f"ark:{p}", [("half", lat)])
+    p.write_bytes(b"half " + write_fst_binary(lat))
     assert "one infinite cost" in str(_err(p))
+    big = Lattice.from_arcs([(0, 1, 5, 5, 1e40, 2.0)], {1: (0.0, 0.0)})
+    with pytest.raises(InputError, match="beyond the float32 range"):
+        write_lattices(f"ark,t:{p}", [("big", big)])
 
 
 @pytest.mark.parametrize("body,msg", [

@@ -72,7 +72,7 @@ def test_prepare_plain_given_vocabulary_and_keep_oov(tmp_path):
     assert Vocabulary.load(out / "words.txt").words == ["c", "a", "<s>", "</s>", "<unk>"]
     assert stats["train"]["oov"] == 2 and stats["vocab_file"] == str(words)
     bad = _write(tmp_path / "bad.txt", "<s> 0\n<unk> 0\n")
-    with pytest.raises(InputError, match=r"bad.txt, line 2: duplicate id 0"):
+    with pytest.raises(InputError, match=r"bad.txt, line 2: id 0 already used on line 1"):
         prepare_plain(t, t, t, tmp_path / "lm2", vocab=bad)
     assert not (tmp_path / "lm2").exists()
 

@@ -76,18 +76,24 @@ def test_cli_kaldi_swbd_refuses_existing_output(s5c, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("<eps> 0\nhello 1\nhello 2\n", r"words.txt, line 3: word 'hello' appears twice"),
-    ("<eps> 0\nhello 1\nworld 1\n", r"words.txt, line 3: duplicate id 1"),
-    ("<eps> 0\nhello 1\nworld 3\n", r"words.txt, line 3: gap in ids: expected 2, got 3"),
-    ("<eps> 0\nhello one\n", r"words.txt, line 2: id 'one' is not an integer"),
+    ("<eps> 0\nhello 1\nhello 2\n", r"words.txt, line 3: word 'hello' already defined on line 2"),
+    ("<eps> 0\nhello 1\nworld 1\n", r"words.txt, line 3: id 1 already used on line 2"),
+    ("<eps> 0\nhello one\n", r"words.txt, line 2: id 'one' is not a non-negative integer"),
+    ("<eps> 0\nhello -1\n", r"words.txt, line 2: id '-1' is not a non-negative integer"),
     ("<eps> 0\nhello 1 extra\n", r"words.txt, line 2: expected 'word id'"),
-    ("", r"words.txt: empty symbol table"),
+    ("", r"words.txt: symbol table is empty"),
 ])
 def test_bad_words_txt(tmp_path, content, message):
     p = tmp_path / "words.txt"
     p.write_text(content)
     with pytest.raises(InputError, match=message):
         read_symbol_table(p)
+
+
+def test_words_txt_with_a_gap_in_ids_is_read_in_id_order(tmp_path):
+    p = tmp_path / "words.txt"
+    p.write_text("<eps> 0\nworld 5\nhello 1\n")  # Kaldi allows gaps; the order is the ids'
+    assert read_symbol_table(p) == ["<eps>", "hello", "world"]
 
 
 @pytest.mark.parametrize("case", ["missing", "bad_id", "bad_utf8", "bad_fisher_gz", "bad_words"])
@@ -108,8 +114,8 @@ def test_kaldi_swbd_bad_input_leaves_no_output(s5c, tmp_path, case):
         (s5c / "data/local/lm/fisher/text1.gz").write_bytes(data[:-12])  # truncated download
         message = r"text1.gz, line \d+: cannot decompress"
     else:
-        (s5c / "data/lang/words.txt").write_text("<eps> 0\nhello 2\n")
-        message = r"words.txt, line 2: gap in ids"
+        (s5c / "data/lang/words.txt").write_text("<eps> 0\nhello 2\nworld 2\n")
+        message = r"words.txt, line 3: id 2 already used on line 2"
     out = tmp_path / "lm"
     with pytest.raises(InputError, match=message):
         prepare_kaldi_swbd(s5c, out)

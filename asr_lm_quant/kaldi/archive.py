@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.fst_binary import read_fst_binary, write_fst_binary
@@ -216,6 +218,7 @@ class LatticeWriter:
         if not key or any(ch.isspace() for ch in key):
             raise ValueError(f"bad key {key!r}: keys are non-empty and have no whitespace")
         lat = _convert(lat, self.kind)
+        _check_float32(key, lat, self.spec.target)
         head = (key + " ").encode("utf-8")
         body = write_fst_binary(lat) if self.binary else write_fst_text(lat).encode("ascii")
         self._f.write(head)
@@ -255,6 +258,20 @@ class LatticeWriter:
     def __exit__(self, et, ev, tb):
         self.close(ok=et is None)
         return False
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(key, lat: Lattice, target) -> None:
+    """Refuse to write a lattice our reader (and Kaldi's) would reject: what :func:`check_lattice` refuses
+    on reading, and finite costs beyond float32 (Kaldi's storage type), which would become infinite."""
+    def error(msg, _at):
+        return InputError(target, f"cannot write this lattice: {msg}", key=key)
+    check_lattice(lat, error, None)
+    for c in (lat.graph, lat.acoustic, lat.final_graph, lat.final_acoustic):
+        if np.any(np.isfinite(c) & (np.abs(c) > _F32_MAX)):
+            raise error("a cost is beyond the float32 range Kaldi stores", None)
 
 
 def _gzip_target(cmd: str) -> str | None:

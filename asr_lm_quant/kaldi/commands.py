@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--write-lattice", action="store_true",
                    help="write Lattice (transition-ids as ilabels) instead of keeping each lattice's type")
     p.add_argument("--write-compact", action="store_true", help="write CompactLattice")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=_copy)
 
     p = sub.add_parser("lattice-info", help="statistics of a lattice table (JSON)")
@@ -38,21 +39,36 @@ def register(sub) -> None:
     p.add_argument("--words", help="words.txt (for --nbest and --tables-dir)")
     p.add_argument("--nbest", help="plain n-best output, .tsv or .jsonl")
     p.add_argument("--tables-dir", help="directory for Kaldi n-best tables")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=_to_nbest)
+
+
+def _check_outputs(args, wspecs=(), files=()):
+    from asr_lm_quant.atomic import check_writable
+    from asr_lm_quant.kaldi.specifiers import output_files
+    for f in [x for w in wspecs if w for x in output_files(w)] + [f for f in files if f]:
+        check_writable(f, overwrite=args.overwrite)
+
+
+def _bad_lattice(rspec, key, e):
+    return InputError(rspec, f"not a valid decoder lattice: {e}", key=key)
 
 
 def _copy(args) -> int:
     from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
     if args.write_lattice and args.write_compact:
         raise InputError(None, "--write-lattice and --write-compact exclude each other")
+    _check_outputs(args, [args.wspecifier])
     kind = "lattice" if args.write_lattice else "compact" if args.write_compact else None
     n = 0
-    with LatticeWriter(args.wspecifier, kind=kind) as w:
+    with LatticeWriter(args.wspecifier, kind=kind, overwrite=args.overwrite) as w:
         for key, lat in read_lattices(args.rspecifier):
             w.write(key, lat)
             n += 1
-    print(f"lattice-copy: copied {n} lattices", file=sys.stderr)
-    return 0 if n else 1
+        if n == 0:
+            raise InputError(args.rspecifier, "holds no lattices (nothing copied)")
+    print(f"lattice-copy: copied {n} lattices from {args.rspecifier} to {args.wspecifier}", file=sys.stderr)
+    return 0
 
 
 def _info(args) -> int:
@@ -65,9 +81,12 @@ def _info(args) -> int:
         tot["states"] += lat.num_states
         tot["arcs"] += lat.num_arcs
         tot["compact"] += int(lat.compact)
-        frames = alg.num_frames(lat)
+        try:
+            frames = alg.num_frames(lat)
+            best = alg.best_path(lat, acoustic_scale=args.acoustic_scale)
+        except ValueError as e:  # a cycle, or a state reached at different frames
+            raise _bad_lattice(args.rspecifier, key, e) from None
         tot["frames"] += frames
-        best = alg.best_path(lat, acoustic_scale=args.acoustic_scale)
         if best is None:
             tot["empty"] += 1
         else:
@@ -94,13 +113,19 @@ def _to_nbest(args) -> int:
         raise InputError(None, "nothing to write: give a wspecifier, --nbest or --tables-dir")
     if (args.nbest or args.tables_dir) and not args.words:
         raise InputError(None, "--nbest and --tables-dir need --words words.txt")
+    tables = ("words", "acwt", "lmwt.withlm")
+    _check_outputs(args, [args.wspecifier], [args.nbest] + [f"{args.tables_dir}/{t}" for t in tables
+                                                            if args.tables_dir])
     symbols = SymbolTable.load(args.words) if args.words else None
-    writer = LatticeWriter(args.wspecifier) if args.wspecifier else None
+    writer = LatticeWriter(args.wspecifier, overwrite=args.overwrite) if args.wspecifier else None
     hyps = []
     ok = False
     try:
         for key, lat in read_lattices(args.rspecifier):
-            entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale)
+            try:
+                entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale)
+            except ValueError as e:
+                raise _bad_lattice(args.rspecifier, key, e) from None
             for k, linear, _ in entries:
                 if writer:
                     writer.write(k, linear)
@@ -111,7 +136,7 @@ def _to_nbest(args) -> int:
         if writer:
             writer.close(ok=ok)
     if args.nbest:
-        write_nbest(args.nbest, hyps)
+        write_nbest(args.nbest, hyps, overwrite=args.overwrite)
     if args.tables_dir:
-        write_kaldi_nbest_tables(args.tables_dir, hyps, symbols)
+        write_kaldi_nbest_tables(args.tables_dir, hyps, symbols, overwrite=args.overwrite)
     return 0

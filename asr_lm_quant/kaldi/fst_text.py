@@ -85,6 +85,9 @@ class TextLatticeError(ValueError):
         self.line_index = line_index
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _float(tok: str) -> float:
     if tok in ("Infinity", "inf", "+inf", "Inf"):
         return INF
@@ -92,7 +95,18 @@ def _float(tok: str) -> float:
         return -INF
     if tok == "BadNumber":
         return math.nan
-    return float(tok)
+    v = float(tok)
+    if math.isfinite(v) and abs(v) > F32_MAX:
+        # Kaldi stores costs as float32: such a value would be written back as infinity.
+        raise ValueError(f"cost {tok} is outside the float32 range")
+    return v
+
+
+def _label(tok: str) -> int:
+    v = int(tok)
+    if not 0 <= v < 1 << 31:
+        raise ValueError(f"label {tok} is outside 0..2^31-1")
+    return v
 
 
 def _parse_weight(tok: str, n_line: int):
@@ -104,9 +118,9 @@ def _parse_weight(tok: str, n_line: int):
         g, a = _float(parts[0]), _float(parts[1])
         ali = None
         if len(parts) == 3:
-            ali = [int(t) for t in parts[2].split("_")] if parts[2] else []
-    except ValueError:
-        raise TextLatticeError(f"bad weight {tok!r}", n_line) from None
+            ali = [_label(t) for t in parts[2].split("_")] if parts[2] else []
+    except ValueError as e:
+        raise TextLatticeError(f"bad weight {tok!r} ({e})", n_line) from None
     return g, a, ali
 
 
@@ -139,28 +153,28 @@ def parse_fst_text(lines, *, prefer_compact: bool = True) -> Lattice:
             try:
                 if len(f) == 3:
                     kinds.add("c")
-                    il = ol = int(f[2])
+                    il = ol = _label(f[2])
                     w = (0.0, 0.0, [])
                 elif len(f) == 4 and "," in f[3]:
                     kinds.add("c")
-                    il = ol = int(f[2])
+                    il = ol = _label(f[2])
                     w = _parse_weight(f[3], n)
                     if w[2] is None:
                         raise TextLatticeError(f"CompactLattice weight without alignment field {f[3]!r}", n)
                 elif len(f) == 4:
                     kinds.add("l")
-                    il, ol = int(f[2]), int(f[3])
+                    il, ol = _label(f[2]), _label(f[3])
                     w = (0.0, 0.0, [])
                 else:
                     kinds.add("l")
-                    il, ol = int(f[2]), int(f[3])
+                    il, ol = _label(f[2]), _label(f[3])
                     w = _parse_weight(f[4], n)
                     if w[2] is not None:
                         raise TextLatticeError(f"Lattice arc with a CompactLattice weight {f[4]!r}", n)
             except TextLatticeError:
                 raise
-            except ValueError:
-                raise TextLatticeError(f"bad label in {' '.join(f)!r}", n) from None
+            except ValueError as e:
+                raise TextLatticeError(f"bad label in {' '.join(f)!r} ({e})", n) from None
             arcs.append((s, d, il, ol, w[0], w[1], w[2] or []))
         else:
             raise TextLatticeError(f"bad line {' '.join(f)!r} ({len(f)} fields)", n)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final
                                            shortest_distance_to_final, topological_order)
 from asr_lm_quant.kaldi.lattice import Lattice, _offsets
 
+log = logging.getLogger(__name__)
 MAX_POPS = 2_000_000
 
 
@@ -86,6 +88,9 @@ def nbest_paths(lat: Lattice, n: int, acoustic_scale=1.0, lm_scale=1.0, word_ins
             gi = g + costs[i]
             heapq.heappush(heap, (gi + beta[d], counter, int(d), gi, (i, node), False))
             counter += 1
+    if pops >= MAX_POPS and len(out) < n and heap:
+        log.warning("N-best search stopped after %d expansions with %d of the %d paths asked for (a lattice "
+                    "with many paths of the same words); the list is shorter than --n", MAX_POPS, len(out), n)
     return out
 
 
@@ -196,18 +201,28 @@ def read_float_table(path) -> dict[str, float]:
     return out
 
 
+def int_vector_line(key: str, ids) -> str:
+    """``key i1 i2 ... `` and a newline (each value followed by a space, as Kaldi writes it)."""
+    return key + " " + "".join(f"{int(i)} " for i in ids) + "\n"
+
+
+def float_line(key: str, v: float) -> str:
+    """``key value `` and a newline (value as C++ prints a float, then a space)."""
+    return f"{key} {format_kaldi_float(v)} \n"
+
+
 def write_int_vector_table(path, table, *, overwrite=True) -> None:
-    """Write ``key i1 i2 ... `` lines in the order given (each value followed by a space, as Kaldi)."""
+    """Write ``key i1 i2 ... `` lines in the order given."""
     with atomic_open(path, overwrite=overwrite) as f:
         for key, ids in (table.items() if isinstance(table, dict) else table):
-            f.write(key + " " + "".join(f"{int(i)} " for i in ids) + "\n")
+            f.write(int_vector_line(key, ids))
 
 
 def write_float_table(path, table, *, overwrite=True) -> None:
-    """Write ``key value `` lines in the order given (value as C++ prints a float, then a space)."""
+    """Write ``key value `` lines in the order given."""
     with atomic_open(path, overwrite=overwrite) as f:
         for key, v in (table.items() if isinstance(table, dict) else table):
-            f.write(f"{key} {format_kaldi_float(v)} \n")
+            f.write(float_line(key, v))
 
 
 # --- hypotheses -------------------------------------------------------------------------------------------
@@ -273,25 +288,41 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+def nbest_row(h: "NbestHyp", jsonl: bool) -> str:
+    """One hypothesis as a line of our TSV or JSON-lines format."""
+    if jsonl:
+        return json.dumps({"utterance": h.utterance, "rank": h.rank, "text": h.text,
+                           "acoustic_cost": float(h.acoustic_cost), "lm_cost": float(h.lm_cost)}) + "\n"
+    if "\t" in h.text or "\n" in h.text:
+        raise ValueError(f"{h.utterance}: text has a tab or newline")
+    return f"{h.utterance}\t{h.rank}\t{h.text}\t{_fmt(h.acoustic_cost)}\t{_fmt(h.lm_cost)}\n"
+
+
+def is_jsonl(path) -> bool:
+    return Path(path).suffix in (".jsonl", ".json")
+
+
 def write_nbest(path, hyps, *, overwrite=True) -> None:
     """Write hypotheses as TSV (``.tsv``) or JSON lines (``.jsonl``/``.json``), chosen by the suffix."""
-    path = Path(path)
-    jsonl = path.suffix in (".jsonl", ".json")
+    jsonl = is_jsonl(path)
     with atomic_open(path, overwrite=overwrite) as f:
         if not jsonl:
             f.write("\t".join(TSV_HEADER) + "\n")
         for h in hyps:
-            if jsonl:
-                f.write(json.dumps({"utterance": h.utterance, "rank": h.rank, "text": h.text,
-                                    "acoustic_cost": float(h.acoustic_cost), "lm_cost": float(h.lm_cost)})
-                        + "\n")
-            else:
-                if "\t" in h.text or "\n" in h.text:
-                    raise ValueError(f"{h.utterance}: text has a tab or newline")
-                f.write(f"{h.utterance}\t{h.rank}\t{h.text}\t{_fmt(h.acoustic_cost)}\t{_fmt(h.lm_cost)}\n")
+            f.write(nbest_row(h, jsonl))
 
 
-def _hyp(path, n, utt, rank, text, ac, lm):
+def _hyp(path, n, utt, rank, text, ac, lm, *, typed: bool = False):
+    """One row as a hypothesis, checked. ``typed`` (JSON): values must already have their types (a rank of
+    1.7 or a cost of ``true`` is an error, not coerced)."""
+    if typed:
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            raise InputError(path, f"rank must be an integer, not {json.dumps(rank)}", line=n, key=utt)
+        for name, v in (("acoustic_cost", ac), ("lm_cost", lm)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise InputError(path, f"{name} must be a number, not {json.dumps(v)}", line=n, key=utt)
+        if not isinstance(utt, str) or not isinstance(text, str):
+            raise InputError(path, "utterance and text must be strings", line=n)
     try:
         rank = int(rank)
         ac, lm = float(ac), float(lm)
@@ -299,23 +330,22 @@ def _hyp(path, n, utt, rank, text, ac, lm):
         raise InputError(path, "rank must be an integer and costs numbers", line=n, key=utt) from None
     if rank < 1:
         raise InputError(path, f"rank {rank} (ranks start at 1)", line=n, key=utt)
-    if math.isnan(ac) or math.isnan(lm):
-        raise InputError(path, "NaN cost", line=n, key=utt)
+    if not (math.isfinite(ac) and math.isfinite(lm)):
+        raise InputError(path, f"costs must be finite numbers, got {ac} and {lm}", line=n, key=utt)
     if not isinstance(text, str) or not utt or any(c.isspace() for c in utt):
         raise InputError(path, "bad utterance id or text", line=n, key=utt)
     return NbestHyp(utt, rank, text.split(), ac, lm)
 
 
-def read_nbest(path) -> list[NbestHyp]:
-    """Read the plain n-best format (TSV or JSON lines, by suffix); rows of an utterance must be contiguous."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    jsonl = path.suffix in (".jsonl", ".json")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+def _rows(path, jsonl: bool):
+    """(line number, hypothesis) for each row of a plain n-best file."""
+    seen_header = jsonl
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(path, f"not valid UTF-8 ({e.reason} at column {e.start + 1})", line=n) from None
             if not line.strip():
                 continue
             if jsonl:
@@ -325,25 +355,57 @@ def read_nbest(path) -> list[NbestHyp]:
                     raise InputError(path, f"bad JSON: {e.msg}", line=n) from None
                 if not isinstance(d, dict) or any(k not in d for k in TSV_HEADER):
                     raise InputError(path, f"expected an object with {', '.join(TSV_HEADER)}", line=n)
-                out.append(_hyp(path, n, d["utterance"], d["rank"], d["text"], d["acoustic_cost"],
-                                d["lm_cost"]))
+                yield n, _hyp(path, n, d["utterance"], d["rank"], d["text"], d["acoustic_cost"], d["lm_cost"],
+                              typed=True)
                 continue
             fields = line.split("\t")
-            if n == 1:
+            if not seen_header:
                 if fields != TSV_HEADER:
-                    raise InputError(path, f"header must be {chr(9).join(TSV_HEADER)!r}", line=1)
+                    raise InputError(path, f"header must be {chr(9).join(TSV_HEADER)!r}", line=n)
+                seen_header = True
                 continue
             if len(fields) != 5:
                 raise InputError(path, f"expected 5 tab-separated fields, got {len(fields)}", line=n)
-            out.append(_hyp(path, n, *fields))
-    done, prev = set(), None
-    for h in out:
-        if h.utterance != prev:
+            yield n, _hyp(path, n, *fields)
+    if not seen_header:
+        raise InputError(path, "empty file (no header line)")
+
+
+def iter_nbest_groups(path):
+    """Stream ``[NbestHyp, ...]`` per utterance from a plain n-best file (TSV or JSON lines, by suffix),
+    holding one utterance at a time. Rows of an utterance must be contiguous and their ranks distinct."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an n-best file")
+    jsonl = is_jsonl(path)
+    done: set = set()
+    group: list = []
+    ranks: set = set()
+    any_rows = False
+    for n, h in _rows(path, jsonl):
+        any_rows = True
+        if group and h.utterance != group[0].utterance:
+            yield group
+            group, ranks = [], set()
+        if not group:
             if h.utterance in done:
-                raise InputError(path, "rows of this utterance are not contiguous", key=h.utterance)
+                raise InputError(path, "rows of this utterance are not contiguous", line=n, key=h.utterance)
             done.add(h.utterance)
-            prev = h.utterance
-    return out
+        if h.rank in ranks:
+            raise InputError(path, f"rank {h.rank} appears twice for this utterance", line=n, key=h.utterance)
+        ranks.add(h.rank)
+        group.append(h)
+    if group:
+        yield group
+    if not any_rows:
+        raise InputError(path, "no hypotheses in the file")
+
+
+def read_nbest(path) -> list[NbestHyp]:
+    """Read the plain n-best format (TSV or JSON lines, by suffix); see :func:`iter_nbest_groups`."""
+    return [h for g in iter_nbest_groups(path) for h in g]
 
 
 def group_by_utterance(hyps) -> dict[str, list[NbestHyp]]:

@@ -86,6 +86,19 @@ def parse_wspecifier(spec: str) -> WSpec:
     return WSpec(target, binary, None, opts)
 
 
+def output_files(wspec: str) -> list[str]:
+    """The files a wspecifier will create (archive and scp index), for checking them before the work; a pipe
+    to another command or standard output names none."""
+    from asr_lm_quant.kaldi.archive import _gzip_target
+
+    spec = parse_wspecifier(wspec)
+    target = spec.target
+    if target.startswith("|"):
+        target = _gzip_target(target[1:].strip())
+    files = [] if target in (None, "-") else [target]
+    return files + ([spec.scp] if spec.scp else [])
+
+
 def _native_decompress(cmd: str) -> str | None:
     """The file of ``gunzip -c FILE``-like commands we can run ourselves, else None.
 

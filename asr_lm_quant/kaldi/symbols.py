@@ -75,33 +75,42 @@ class SymbolTable:
 
     @classmethod
     def load(cls, path) -> "SymbolTable":
+        """The one reader of ``words.txt`` files (Kaldi's and ours): ``word id`` per line, fields split on
+        ASCII whitespace only (as Kaldi and Perl split them); a word or an id used twice, a negative or
+        non-integer id, bad UTF-8 or an empty table is an error naming the line."""
+        from asr_lm_quant.text.io import read_lines, split_fields
+
         path = Path(path)
         if not path.exists():
             raise InputError(path, "symbol table does not exist")
+        if path.is_dir():
+            raise InputError(path, "is a directory, not a symbol table (words.txt)")
         pairs, seen_w, seen_i = [], {}, {}
-        with open(path, encoding="utf-8", errors="strict") as f:
-            try:
-                for n, line in enumerate(f, 1):
-                    fields = line.split()
-                    if not fields:
-                        continue
-                    if len(fields) != 2:
-                        raise InputError(path, f"expected 'word id', got {line.rstrip()!r}", line=n)
-                    w, s = fields
-                    if not s.isdigit():
-                        raise InputError(path, f"id {s!r} is not a non-negative integer", line=n)
-                    i = int(s)
-                    if w in seen_w:
-                        raise InputError(path, f"word {w!r} already defined on line {seen_w[w]}", line=n)
-                    if i in seen_i:
-                        raise InputError(path, f"id {i} already used on line {seen_i[i]}", line=n)
-                    seen_w[w], seen_i[i] = n, n
-                    pairs.append((w, i))
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
+        for n, line in read_lines(path):
+            fields = split_fields(line)
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise InputError(path, f"expected 'word id', got {line.rstrip()!r}", line=n)
+            w, s = fields
+            if not s.isdigit() or not s.isascii():
+                raise InputError(path, f"id {s!r} is not a non-negative integer", line=n)
+            i = int(s)
+            if i >= 1 << 31:
+                raise InputError(path, f"id {i} is too large for Kaldi (at most 2^31-1)", line=n)
+            if w in seen_w:
+                raise InputError(path, f"word {w!r} already defined on line {seen_w[w]}", line=n)
+            if i in seen_i:
+                raise InputError(path, f"id {i} already used on line {seen_i[i]}", line=n)
+            seen_w[w], seen_i[i] = n, n
+            pairs.append((w, i))
         if not pairs:
             raise InputError(path, "symbol table is empty")
         return cls(pairs, path)
+
+    def words_in_order(self) -> list[str]:
+        """The words by increasing id."""
+        return [w for w, _ in self.items()]
 
     def save(self, path) -> None:
         with atomic_open(path) as f:

@@ -103,7 +103,11 @@ def _load_model(path, device):
 
 
 def _ppl(args):
+    from asr_lm_quant.lm.device import checked_device
     from asr_lm_quant.lm.ppl import perplexity
+    checked_device(args.device)
+    if args.tokens_per_batch < 1:
+        raise InputError(None, "--tokens-per-batch must be at least 1")
     _set_threads(args.threads)
     model, vocab = _load_model(args.model, args.device)
     r = perplexity(model, vocab, args.text, device=args.device, tokens_per_batch=args.tokens_per_batch,

@@ -34,6 +34,7 @@ def _add_lm_options(p):
                    help="CPU threads of this job (default 1: jobs run in parallel, one per lat.JOB.gz)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--json", help="write the summary here (it is always logged)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
 def register(sub):
@@ -82,11 +83,35 @@ def _outputs(weights, **paths):
     return out
 
 
+def _check_outputs(args, outs: dict) -> None:
+    """Every output file of every weight can be written: before the model is loaded or anything scored."""
+    from asr_lm_quant.atomic import check_writable
+    from asr_lm_quant.kaldi.specifiers import output_files
+    from asr_lm_quant.rescore.nbest import TABLES
+    files = []
+    for name, by_w in outs.items():
+        for w, target in by_w.items():
+            if name == "out_lattices":
+                files += output_files(target)
+            elif name == "out_tables":
+                files += [f"{target}/{t}" for t in TABLES + (f"lmwt.interp.{w:g}",)]
+            else:
+                files.append(target)
+    if args.json:
+        files.append(args.json)
+    dup = {f for f in files if files.count(f) > 1}
+    if dup:
+        raise InputError(sorted(dup)[0], "named as more than one output")
+    for f in files:
+        check_writable(f, overwrite=args.overwrite)
+
+
 def _setup(args):
     import torch
 
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.ngram import ArpaLM
+    from asr_lm_quant.lm.device import checked_device
     from asr_lm_quant.ngram.arpa import check_arpa
     from asr_lm_quant.rescore.nnscore import NNScorer
     try:
@@ -101,6 +126,9 @@ def _setup(args):
     for w in weights:
         if not 0.0 <= w <= 1.0:
             raise InputError(None, f"--weight {w}: must be in [0, 1]")
+    if args.token_budget < 1 or args.max_row < 2 or args.threads < 0:
+        raise InputError(None, "--token-budget must be at least 1, --max-row at least 2, --threads at least 0")
+    checked_device(args.device)
     check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
     model, vocab = load_any_lm(args.lm_dir, args.device)
     scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
@@ -112,40 +140,48 @@ def _setup(args):
 def _finish(args, summary):
     log.info("rescored: %s", json.dumps(summary))
     if args.json:
-        with atomic_open(args.json) as f:
+        with atomic_open(args.json, overwrite=args.overwrite) as f:
             json.dump(summary, f, indent=2)
 
 
 def _nbest(args):
-    from asr_lm_quant.kaldi.nbest import read_kaldi_nbest_tables, read_nbest
+    from asr_lm_quant.kaldi.nbest import iter_nbest_groups, read_kaldi_nbest_tables
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
-    weights, scorer, old, symbols = _setup(args)
-    if symbols is None and (args.lattices or args.nbest_tables or args.out_lattices or args.out_tables):
+    if args.n < 1:
+        raise InputError(None, f"--n {args.n}: the N-best size must be at least 1")
+    if not args.words and (args.lattices or args.nbest_tables or args.out_lattices or args.out_tables):
         raise InputError(None, "--words is needed to read lattices or Kaldi tables and to write them")
-    outs = _outputs(weights, out_lattices=args.out_lattices, out_nbest=args.out_nbest, out_tables=args.out_tables)
+    outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices, out_nbest=args.out_nbest,
+                    out_tables=args.out_tables)
     if not outs:
         raise InputError(None, "give at least one of --out-lattices, --out-nbest, --out-tables")
-    hyps = None
+    _check_outputs(args, outs)
+    weights, scorer, old, symbols = _setup(args)
+    hyps = groups = None
     if args.nbest:
-        hyps = read_nbest(args.nbest)
+        groups = iter_nbest_groups(args.nbest)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))
     summary = rescore_nbest_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
-                                lattices=args.lattices, hyps=hyps, n=args.n, acoustic_scale=args.acwt,
-                                out_lattices=outs.get("out_lattices"), out_nbest=outs.get("out_nbest"),
-                                out_tables=outs.get("out_tables"))
+                                lattices=args.lattices, hyps=hyps, hyp_groups=groups, n=args.n,
+                                acoustic_scale=args.acwt, out_lattices=outs.get("out_lattices"),
+                                out_nbest=outs.get("out_nbest"), out_tables=outs.get("out_tables"),
+                                overwrite=args.overwrite)
     _finish(args, summary)
 
 
 def _lattice(args):
     from asr_lm_quant.rescore.lattice import rescore_lattice_job
-    weights, scorer, old, symbols = _setup(args)
-    if symbols is None:
+    if not args.words:
         raise InputError(None, "--words is needed to read lattices")
-    outs = _outputs(weights, out_lattices=args.out_lattices)
+    if args.beam <= 0 or not 0.0 <= args.epsilon <= 1.0:
+        raise InputError(None, f"--beam must be positive and --epsilon in [0, 1] (got {args.beam}, {args.epsilon})")
+    outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices)
+    _check_outputs(args, outs)
+    weights, scorer, old, symbols = _setup(args)
     summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
                                   lattices=args.lattices, out_lattices=outs["out_lattices"],
                                   acoustic_scale=args.acwt, beam=args.beam, epsilon=args.epsilon,
-                                  check=args.check)
+                                  check=args.check, overwrite=args.overwrite)
     _finish(args, summary)

@@ -279,14 +279,22 @@ def rescore_lattices(items, scorer, ngram_lm, symbols, weights, *, acoustic_scal
 
 def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, out_lattices: dict,
                         acoustic_scale: float = 0.1, beam: float = 5.0, epsilon: float = 0.5,
-                        chunk: int = 50, check: bool = False) -> dict:
+                        chunk: int = 50, check: bool = False, overwrite: bool = True) -> dict:
     """Rescore every lattice of the rspecifier ``lattices``; ``out_lattices``: weight -> wspecifier.
 
     ``check``: run :class:`FirstPassCheck` on every lattice (a failure raises :class:`CheckFailed` and
     writes nothing); its counts go into the summary."""
     weights = [float(w) for w in weights]
     checker = FirstPassCheck(source=lattices) if check else None
-    writers = {w: LatticeWriter(out_lattices[w]) for w in weights if w in out_lattices}
+    writers = {}
+    try:
+        for w in weights:
+            if w in out_lattices:
+                writers[w] = LatticeWriter(out_lattices[w], overwrite=overwrite)
+    except BaseException:
+        for wr in writers.values():
+            wr.close(ok=False)
+        raise
     summary = {"utterances": 0, "paths": 0, "arcs": 0, "weights": weights, "nn_seconds": 0.0}
     ok = False
     try:

@@ -16,17 +16,19 @@ writes them, so Kaldi's scoring scripts read them as they read any decode dir.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
 from asr_lm_quant.kaldi.lattice import Lattice, linear_lattice, union_lattices
-from asr_lm_quant.kaldi.nbest import (NbestHyp, nbest_key, nbest_paths, write_float_table,
-                                      write_int_vector_table, write_nbest)
+from asr_lm_quant.kaldi.nbest import (TSV_HEADER, NbestHyp, float_line, int_vector_line, is_jsonl, nbest_key,
+                                      nbest_paths, nbest_row)
 
 log = logging.getLogger(__name__)
 
@@ -104,27 +106,52 @@ def lattice_hypotheses(key: str, lat: Lattice, n: int, acoustic_scale: float, sy
 
 
 # --- a whole job --------------------------------------------------------------------------------------------
+TABLES = ("words", "acwt", "lmwt.withlm", "lmwt.nolm", "lmwt.lmonly", "lmwt.nn")
+
+
 @dataclass
 class _Outputs:
+    """The outputs of one job, written as the chunks come: each file goes to a temporary name beside its
+    path when the job starts (so an unwritable output stops the job before any scoring) and is renamed
+    onto its path only when the whole job succeeds."""
     weights: list
     symbols: object
     lattices: dict = field(default_factory=dict)  # weight -> wspecifier
     nbest: dict = field(default_factory=dict)     # weight -> .tsv/.jsonl path
     tables: dict = field(default_factory=dict)    # weight -> Kaldi n-best tables dir
+    overwrite: bool = False
     writers: dict = field(default_factory=dict)
-    rows: dict = field(default_factory=dict)
 
     def open(self):
-        self.writers = {w: LatticeWriter(spec) for w, spec in self.lattices.items()}
-        self.rows = {w: [] for w in self.weights}
-        self.common = {k: [] for k in ("words", "acwt", "withlm", "nolm", "lmonly", "nn")}
+        self._stack = contextlib.ExitStack()
+        try:
+            self.writers = {w: LatticeWriter(spec, overwrite=self.overwrite) for w, spec in self.lattices.items()}
+            self._nbest = {}
+            for w, path in self.nbest.items():
+                f = self._stack.enter_context(atomic_open(path, overwrite=self.overwrite))
+                if not is_jsonl(path):
+                    f.write("\t".join(TSV_HEADER) + "\n")
+                self._nbest[w] = f
+            self._tables = {}
+            for w, d in self.tables.items():
+                d = Path(d)
+                names = TABLES + (f"lmwt.interp.{w:g}",)
+                self._tables[w] = {n: self._stack.enter_context(atomic_open(d / n, overwrite=self.overwrite))
+                                   for n in names}
+        except BaseException:
+            self.close(ok=False)
+            raise
 
     def add(self, scored: ScoredNbest):
         for w in self.weights:
             g = scored.new_graph(w)
             new = [NbestHyp(h.utterance, h.rank, h.words, h.acoustic_cost, float(x))
                    for h, x in zip(scored.hyps, g)]
-            self.rows[w].extend(new)
+            if w in self._nbest:
+                jsonl = is_jsonl(self.nbest[w])
+                self._nbest[w].write("".join(nbest_row(h, jsonl) for h in new))
+            if w in self._tables:
+                self._write_tables(self._tables[w], scored, new, w)
             if w in self.writers:
                 by_utt: dict[str, list] = {}
                 for h, x, i in zip(new, g, range(len(new))):
@@ -135,32 +162,29 @@ class _Outputs:
                     by_utt.setdefault(h.utterance, []).append(lin)
                 for utt, lats in by_utt.items():
                     self.writers[w].write(utt, union_lattices(lats))
-        if self.tables:
-            for h, o, c in zip(scored.hyps, scored.ngram, scored.nn):
-                k = nbest_key(h.utterance, h.rank)
-                self.common["words"].append((k, self.symbols.ids(h.words, key=k)))
-                self.common["acwt"].append((k, h.acoustic_cost))
-                self.common["withlm"].append((k, h.lm_cost))
-                self.common["nolm"].append((k, h.lm_cost - o))
-                self.common["lmonly"].append((k, o))
-                self.common["nn"].append((k, c))
+
+    def _write_tables(self, files, scored, new, w):
+        for h, o, c, r in zip(scored.hyps, scored.ngram, scored.nn, new):
+            k = nbest_key(h.utterance, h.rank)
+            files["words"].write(int_vector_line(k, self.symbols.ids(h.words, key=k)))
+            for name, v in (("acwt", h.acoustic_cost), ("lmwt.withlm", h.lm_cost), ("lmwt.nolm", h.lm_cost - o),
+                            ("lmwt.lmonly", o), ("lmwt.nn", c), (f"lmwt.interp.{w:g}", r.lm_cost)):
+                files[name].write(float_line(k, v))
 
     def close(self, ok: bool):
+        err = None
         for wr in self.writers.values():
-            wr.close(ok=ok)
-        if not ok:
-            return
-        for w, path in self.nbest.items():
-            write_nbest(path, self.rows[w])
-        for w, d in self.tables.items():
-            d = Path(d)
-            d.mkdir(parents=True, exist_ok=True)
-            write_int_vector_table(d / "words", self.common["words"])
-            for name, rows in (("acwt", "acwt"), ("lmwt.withlm", "withlm"), ("lmwt.nolm", "nolm"),
-                               ("lmwt.lmonly", "lmonly"), ("lmwt.nn", "nn")):
-                write_float_table(d / name, self.common[rows])
-            write_float_table(d / f"lmwt.interp.{w:g}",
-                              [(nbest_key(h.utterance, h.rank), h.lm_cost) for h in self.rows[w]])
+            try:
+                wr.close(ok=ok and err is None)
+            except Exception as e:  # a failed output pipe: the other outputs are not kept either
+                err = err or e
+        self.writers = {}
+        if ok and err is None:
+            self._stack.close()
+        else:
+            self._stack.__exit__(RuntimeError, RuntimeError("rescoring failed"), None)
+        if err is not None:
+            raise err
 
 
 def _with_cost(lin: Lattice, graph: float, acoustic: float) -> Lattice:
@@ -186,22 +210,25 @@ def _chunks(items, max_hyps: int):
 
 
 def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | None = None,
-                      hyps=None, n: int = 20, acoustic_scale: float = 0.1, out_lattices=None,
-                      out_nbest=None, out_tables=None, chunk_hyps: int = 4000) -> dict:
+                      hyps=None, hyp_groups=None, n: int = 20, acoustic_scale: float = 0.1, out_lattices=None,
+                      out_nbest=None, out_tables=None, chunk_hyps: int = 4000, overwrite: bool = True) -> dict:
     """Rescore one job: lattices from the rspecifier ``lattices`` (converted to N-best as
-    ``lattice-to-nbest``) or ready-made ``hyps`` (NbestHyp, grouped by utterance).
+    ``lattice-to-nbest``), ready-made ``hyps`` (NbestHyp, grouped by utterance) or ``hyp_groups`` (an
+    iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.kaldi.nbest.iter_nbest_groups`: streamed).
 
     ``out_lattices`` / ``out_nbest`` / ``out_tables``: dicts weight -> wspecifier / file / dir.
     Hypotheses of many utterances are scored together (``chunk_hyps`` at a time), so the NN batches
-    stay full while memory stays bounded. Returns a summary dict.
+    stay full while memory stays bounded: outputs are written chunk by chunk. Existing outputs are replaced
+    only with ``overwrite``. Returns a summary dict.
     """
-    if (lattices is None) == (hyps is None):
-        raise ValueError("give exactly one of lattices and hyps")
+    if sum(x is not None for x in (lattices, hyps, hyp_groups)) != 1:
+        raise ValueError("give exactly one of lattices, hyps and hyp_groups")
     weights = [float(w) for w in weights]
     for w in weights:
         if not 0.0 <= w <= 1.0:
             raise InputError(None, f"interpolation weight {w} is outside [0, 1]")
-    outs = _Outputs(weights, symbols, dict(out_lattices or {}), dict(out_nbest or {}), dict(out_tables or {}))
+    outs = _Outputs(weights, symbols, dict(out_lattices or {}), dict(out_nbest or {}), dict(out_tables or {}),
+                    overwrite=overwrite)
 
     def items():
         if lattices is not None:
@@ -211,6 +238,9 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
                     log.warning("%s: no path through the lattice; utterance skipped", key)
                     continue
                 yield h, lts
+        elif hyp_groups is not None:
+            for group in hyp_groups:
+                yield group, None
         else:
             group: list = []
             for h in hyps:

@@ -46,16 +46,9 @@ def write_text(path, hyp: dict[str, list[str]]):
 
 
 def read_words_txt(path) -> dict[int, str]:
-    """``{id: word}`` from a Kaldi symbol table (``word id`` per line)."""
-    out: dict[int, str] = {}
-    for n, line in read_lines(path):
-        f = split_words(line)
-        if not f:
-            continue
-        if len(f) != 2 or not f[1].lstrip("-").isdigit():
-            raise InputError(path, "expected 'word integer-id'", line=n)
-        out[int(f[1])] = f[0]
-    return out
+    """``{id: word}`` from a Kaldi symbol table (read by the one symbol-table reader)."""
+    from asr_lm_quant.kaldi.symbols import SymbolTable
+    return dict(SymbolTable.load(path).id_to_word)
 
 
 def words_txt_of(lang_or_words) -> Path:

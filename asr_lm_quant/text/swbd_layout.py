@@ -88,31 +88,9 @@ def lm_lines(utts: list[Utterance]) -> list[str]:
 
 
 def read_symbol_table(path) -> list[str]:
-    """Words of a Kaldi/our ``words.txt`` (``word id``; ids 0..N-1 in order, no duplicates, no gaps)."""
-    words = []
-    seen = {}
-    for n, line in read_lines(path):
-        fields = split_fields(line)
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise InputError(path, f"expected 'word id', got {line!r}", line=n)
-        word, sid = fields
-        try:
-            i = int(sid)
-        except ValueError:
-            raise InputError(path, f"id {sid!r} is not an integer", line=n) from None
-        if word in seen:
-            raise InputError(path, f"word {word!r} appears twice (first on line {seen[word]})", line=n)
-        if i < len(words):
-            raise InputError(path, f"duplicate id {i} (already used by {words[i]!r})", line=n)
-        if i > len(words):
-            raise InputError(path, f"gap in ids: expected {len(words)}, got {i}", line=n)
-        seen[word] = n
-        words.append(word)
-    if not words:
-        raise InputError(path, "empty symbol table")
-    return words
+    """Words of a Kaldi/our ``words.txt`` by increasing id (read by the one symbol-table reader)."""
+    from asr_lm_quant.kaldi.symbols import SymbolTable
+    return SymbolTable.load(path).words_in_order()
 
 
 def lm_vocabulary(words: list[str], *, source=None, unk: str = UNK) -> Vocabulary:

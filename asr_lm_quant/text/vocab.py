@@ -17,6 +17,16 @@ EOS = "<s>"
 UNK = "<unk>"
 
 
+def table_line(path, word) -> int | None:
+    """The line of ``path`` that defines ``word`` (for messages)."""
+    from asr_lm_quant.text.io import read_lines, split_fields
+    for n, line in read_lines(path):
+        f = split_fields(line)
+        if f and f[0] == word:
+            return n
+    return None
+
+
 class Vocabulary:
     def __init__(self, words):
         self.words = list(words)
@@ -57,33 +67,15 @@ class Vocabulary:
     @classmethod
     def load(cls, path) -> "Vocabulary":
         """Read ``word id`` lines; ids must be 0..N-1 in order (a gap or duplicate is an error)."""
-        path = Path(path)
-        if not path.exists():
-            raise InputError(path, "vocabulary file does not exist")
-        words = []
-        seen = {}
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-        for n, line in enumerate(text.splitlines(), 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise InputError(path, f"expected 'word id', got {line!r}", line=n)
-            word, sid = fields
-            try:
-                i = int(sid)
-            except ValueError:
-                raise InputError(path, f"id {sid!r} is not an integer", line=n) from None
-            if word in seen:
-                raise InputError(path, f"word {word!r} already has id {seen[word]}", line=n)
-            if i != len(words):
-                raise InputError(path, f"id {i} out of order: expected {len(words)} (ids must be 0..N-1 "
-                                       "without gaps or duplicates)", line=n)
-            seen[word] = i
-            words.append(word)
+        from asr_lm_quant.kaldi.symbols import SymbolTable
+
+        table = SymbolTable.load(path)
+        words = table.words_in_order()
+        ids = [i for _, i in table.items()]
+        if ids != list(range(len(ids))):
+            gap = next(k for k, i in enumerate(ids) if i != k)
+            raise InputError(path, f"id {ids[gap]} out of order: expected {gap} (ids must be 0..N-1 without "
+                                   "gaps)", line=table_line(path, words[gap]))
         if not words:
             raise InputError(path, "vocabulary file is empty")
         try:
