@@ -14,7 +14,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.exists():
-        pytest.skip(f"shared data not found at {SHARED}")
+        pytest.skip(f"reads real data from ../shared (WikiText-2, a real Kaldi lattice, NIST's GLM), not found at "
+                    f"{SHARED}; set ASR_LM_QUANT_SHARED to a copy to run it")
     return SHARED
 
 

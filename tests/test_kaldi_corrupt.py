@@ -122,8 +122,8 @@ def test_bad_text_lines(tmp_path, body, msg):
     assert msg in str(e) and e.key == "second" and e.offset >= len("first \n0\t1\t5\n1\n\nsecond ")
 
 
-def test_missing_word_id_names_table_and_key(shared_dir):
-    words = SymbolTable.load(shared_dir / "fixtures" / "kaldi-lattice-text" / "words.txt")
+def test_missing_word_id_names_table_and_key(repo_dir):
+    words = SymbolTable.load(repo_dir / "tests" / "fixtures" / "kaldi" / "words.txt")
     with pytest.raises(InputError) as e:
         words.words([2, 5, 77], key="utt-3")
     assert "word id 77" in str(e.value) and "words.txt" in str(e.value) and e.value.key == "utt-3"

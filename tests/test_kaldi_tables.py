@@ -14,13 +14,14 @@ from asr_lm_quant.kaldi.symbols import SymbolTable
 
 
 @pytest.fixture(scope="module")
-def lat_dir(shared_dir):
-    return shared_dir / "fixtures" / "kaldi-lattice-text"
+def lat_dir(repo_dir):
+    """Our own Kaldi-format lattices and words.txt (tests/fixtures/kaldi/README.md)."""
+    return repo_dir / "tests" / "fixtures" / "kaldi"
 
 
 def test_symbol_table(tmp_path, lat_dir):
     words = SymbolTable.load(lat_dir / "words.txt")
-    assert len(words) == 14 and words.id("<eps>") == 0 and words.word(7) == "didn't"
+    assert len(words) == 14 and words.id("<eps>") == 0 and words.word(9) == "that"
     t = SymbolTable.from_words(["b", "a", "<s>"])
     t.save(tmp_path / "w.txt")
     assert (tmp_path / "w.txt").read_text() == "<eps> 0\na 1\nb 2\n#0 3\n<s> 4\n</s> 5\n"
@@ -77,12 +78,12 @@ def test_kaldi_nbest_table_lines(tmp_path, lat_dir):
     with pytest.raises(ValueError):
         split_nbest_key("utt")
     words = SymbolTable.load(lat_dir / "words.txt")
-    hyps = [NbestHyp("u1", 1, ["it", "didn't"], 100.5, 20.25), NbestHyp("u1", 2, ["a"], 101.0, 19.0)]
+    hyps = [NbestHyp("u1", 1, ["the", "cat"], 100.5, 20.25), NbestHyp("u1", 2, ["a"], 101.0, 19.0)]
     write_kaldi_nbest_tables(tmp_path / "nb", hyps, words)
-    assert (tmp_path / "nb" / "words").read_text() == "u1-1 11 7 \nu1-2 2 \n"
+    assert (tmp_path / "nb" / "words").read_text() == "u1-1 10 4 \nu1-2 3 \n"
     assert (tmp_path / "nb" / "lmwt.withlm").read_text() == "u1-1 20.25 \nu1-2 19 \n"
     back = read_kaldi_nbest_tables(tmp_path / "nb", words)
-    assert [(h.utterance, h.rank, h.words) for h in back] == [("u1", 1, ["it", "didn't"]), ("u1", 2, ["a"])]
+    assert [(h.utterance, h.rank, h.words) for h in back] == [("u1", 1, ["the", "cat"]), ("u1", 2, ["a"])]
     (tmp_path / "nb" / "acwt").write_text("u1-1 1 \n")
     with pytest.raises(InputError, match="key 'u1-2'"):
         read_kaldi_nbest_tables(tmp_path / "nb", words)
@@ -121,21 +122,26 @@ def test_plain_nbest_errors(tmp_path):
 
 
 def test_commands(tmp_path, lat_dir, capsys):
-    src = f"ark:{lat_dir / 'lattice.lat'}"
+    src = f"ark:{lat_dir / 'lat.txt'}"
     assert cli.main(["lattice-copy", src, f"ark:| gzip -c > {tmp_path}/lat.1.gz"]) == 0
     assert cli.main(["lattice-copy", f"{tmp_path}/lat.1.gz", f"ark,t:{tmp_path}/back.txt"]) == 0
-    assert (tmp_path / "back.txt").read_text().startswith("utterance \n0\t1\t0\t0,1432.27,\n")
+    assert (tmp_path / "back.txt").read_text() == (lat_dir / "lat.txt").read_text()  # byte for byte
+    # An existing output is kept unless --overwrite is given.
+    assert cli.main(["lattice-copy", src, f"ark,t:{tmp_path}/back.txt"]) == 1
+    assert "back.txt: output already exists (give --overwrite" in capsys.readouterr().err
+    assert cli.main(["lattice-copy", "--overwrite", src, f"ark,t:{tmp_path}/back.txt"]) == 0
     capsys.readouterr()
     assert cli.main(["lattice-info", f"{tmp_path}/lat.1.gz"]) == 0
     info = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert (info["lattices"], info["states"], info["arcs"]) == (1, 23, 37)
-    assert cli.main(["lattice-to-nbest", "--n", "3", "--acoustic-scale", "1", src, f"ark,t:{tmp_path}/nb.txt",
+    assert (info["lattices"], info["states"], info["arcs"], info["frames"]) == (2, 12, 20, 40)
+    assert cli.main(["lattice-to-nbest", "--n", "3", "--acoustic-scale", "0.1", src, f"ark,t:{tmp_path}/nb.txt",
                      "--words", str(lat_dir / "words.txt"), "--nbest", f"{tmp_path}/nb.tsv",
                      "--tables-dir", f"{tmp_path}/tables"]) == 0
     rows = read_nbest(tmp_path / "nb.tsv")
-    assert [h.text for h in rows][0] == "it didn't elaborate" and [h.rank for h in rows] == [1, 2, 3]
-    assert (tmp_path / "tables" / "words").read_text().splitlines()[0] == "utterance-1 11 7 9 "
-    assert (tmp_path / "nb.txt").read_text().startswith("utterance-1 \n")
+    assert [h.text for h in rows][0] == "the cat sat the mat" and [h.rank for h in rows] == [1, 2, 3, 1, 2, 3]
+    assert rows[3].text == "hat sat"
+    assert (tmp_path / "tables" / "words").read_text().splitlines()[0] == "spk1-utt1-1 10 4 8 10 6 "
+    assert (tmp_path / "nb.txt").read_text().startswith("spk1-utt1-1 \n")
     (tmp_path / "bad.ark").write_bytes(b"k \xd6\x00\x00\x00")
     assert cli.main(["lattice-copy", f"ark:{tmp_path}/bad.ark", f"ark:{tmp_path}/out.ark"]) == 1
     assert "bad.ark, key 'k', byte offset 2" in capsys.readouterr().err

@@ -25,7 +25,8 @@ stop_stage=100
 quick=false
 cmd=cmd.sh               # one job runner for every stage (run.pl, queue.pl, slurm.pl ...); cmd.sh: its runners
 nj=2
-corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz)
+corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt, .txt.xz or .txt.gz); downloaded
+                                             # into data/download/ (checksums pinned) when not there
 max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
 quick_corpus_lines=3000  # --quick: raw training lines kept (a third of that for valid and test)
 num_sents=300            # test sentences to synthesise
@@ -113,18 +114,12 @@ fi
 # ------------------------------------------------------------------------------------------------
 if run_stage 0; then
   log "Stage 0: LM text from WikiText-2 ($corpus_dir) -> data/lm"
+  # The corpus: --corpus-dir or ../shared when they hold it (checked against pinned checksums), else a
+  # download into data/download/wikitext-2 (also checked).
+  corpus=$(python3 local/get_wikitext2.py --search "$corpus_dir" --dest data/download/wikitext-2) || exit 1
   files=()
   for s in train valid test; do
-    f=
-    for ext in .txt .txt.xz .txt.gz; do [ -f "$corpus_dir/$s$ext" ] && { f=$corpus_dir/$s$ext; break; }; done
-    if [ -z "$f" ]; then
-      echo "$0: WikiText-2 not found: no $corpus_dir/$s.txt (.xz/.gz)." >&2
-      echo "  Get it (e.g. https://huggingface.co/datasets/Salesforce/wikitext, config wikitext-2-v1, or the" >&2
-      echo "  original wikitext-2-v1.zip), put wiki.{train,valid,test}.tokens there as {train,valid,test}.txt" >&2
-      echo "  (xz or gzip is fine), and pass --corpus-dir DIR." >&2
-      exit 1
-    fi
-    files+=("$f")
+    for ext in .txt .txt.xz .txt.gz; do [ -f "$corpus/$s$ext" ] && { files+=("$corpus/$s$ext"); break; }; done
   done
   if [ "$quick" = true ]; then
     # The first lines of each split only (valid and test a third as many as train).
