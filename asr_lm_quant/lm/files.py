@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from asr_lm_quant.atomic import atomic_path, atomic_open
@@ -33,11 +34,27 @@ def save_lm(model_dir, model: TransformerLM, vocab: Vocabulary, extra: dict | No
     """Write a complete model directory (each file atomically)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    sd = state_for_saving(model)
+    cfg_json = json.dumps(model.cfg.to_dict())
     with atomic_path(model_dir / WEIGHTS) as tmp:
-        save_file(state_for_saving(model), str(tmp), metadata={"format": "asr-lm-quant-lm"})
+        save_file(sd, str(tmp), metadata={"format": "asr-lm-quant-lm", "config": cfg_json,
+                                          "sha256": content_digest(sd, cfg_json, "\n".join(vocab.words))})
     vocab.save(model_dir / VOCAB)
     with atomic_open(model_dir / CONFIG) as f:
         json.dump({"model": model.cfg.to_dict(), **(extra or {})}, f, indent=2)
+
+
+def content_digest(tensors: dict, *texts: str) -> str:
+    """SHA-256 of the tensors (by name), then of ``texts`` (config, vocabulary)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    for t in texts:
+        h.update(len(t.encode()).to_bytes(8, "little"))
+        h.update(t.encode())
+    return h.hexdigest()
 
 
 def load_config(model_dir) -> LMConfig:
@@ -62,8 +79,21 @@ def load_lm(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary]:
         raise InputError(wpath, "model weights do not exist")
     try:
         sd = load_file(str(wpath))
+        with safe_open(str(wpath), framework="pt") as f:
+            meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise InputError(wpath, f"cannot read safetensors file: {e}") from None
+    if "sha256" in meta:  # written by save_lm (models from before it carry none)
+        try:
+            embedded = LMConfig.from_dict(json.loads(meta.get("config", "")))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise InputError(wpath, f"bad config metadata: {e}", key="config") from None
+        if embedded != cfg:
+            raise InputError(model_dir / CONFIG, "architecture differs from the one the weights were saved with "
+                                                 "(edited by hand?)")
+        if content_digest(sd, meta["config"], "\n".join(vocab.words)) != meta["sha256"]:
+            raise InputError(wpath, "checksum mismatch: the weights are corrupt, or words.txt is not the one they "
+                                    "were saved with", key="sha256")
     model = TransformerLM(cfg)
     if cfg.tie_embeddings:
         sd.setdefault("out.weight", sd.get("embed.weight"))

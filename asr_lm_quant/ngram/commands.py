@@ -32,6 +32,7 @@ def register(sub):
     p.add_argument("--min-counts", type=_ints, help="per-order minimum counts, e.g. 0,0,2")
     p.add_argument("--discounts", type=_floats, help="per-order KN discounts for orders 2..N, e.g. 0.7,0.8")
     p.add_argument("--json", help="write the training summary here")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and --json) if they exist")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("ngram-ppl", help="perplexity of an ARPA LM on a text file (kenlm)",
@@ -46,6 +47,12 @@ def register(sub):
 
 def _train(args):
     from asr_lm_quant.ngram.train import train_arpa
+    from asr_lm_quant.atomic import check_writable
+    if not 2 <= args.order <= 5:
+        raise InputError(None, f"--order {args.order}: must be 2..5")
+    for f in (args.out, args.json):
+        if f:
+            check_writable(f, overwrite=args.overwrite)
     vocab, unk = None, "<unk>"
     if args.vocab:
         from asr_lm_quant.kaldi.symbols import NON_WORDS, unknown_word
@@ -55,8 +62,8 @@ def _train(args):
     elif args.unk:
         raise InputError(None, "--unk goes with --vocab")
     summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
-                         discounts=args.discounts, unk=unk)
-    _emit(summary, args.json)
+                         discounts=args.discounts, unk=unk, overwrite=args.overwrite)
+    _emit(summary, args.json, overwrite=args.overwrite)
 
 
 def _ppl(args):
@@ -67,9 +74,9 @@ def _ppl(args):
     _emit(result, args.json)
 
 
-def _emit(result, path):
+def _emit(result, path, overwrite=True):
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if path:
-        with atomic_open(path) as f:
+        with atomic_open(path, overwrite=overwrite) as f:
             json.dump(result, f, indent=2)

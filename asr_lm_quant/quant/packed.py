@@ -8,14 +8,15 @@ A packed directory holds ``config.json`` (the architecture, as in a plain model 
 - ``scales.<group>``: float32, one scale or one per row;
 - ``float.<name>``: the 32-bit parameters (biases, LayerNorms, groups the plan keeps in float).
 
-The safetensors metadata carries the plan (bits, per-row flags), the model config and a SHA-256 of all tensor
-bytes, so a corrupt or truncated file is an error rather than a silently wrong model. Loading rebuilds the
+The safetensors metadata carries the plan (bits, per-row flags), the model config, and a SHA-256 over all
+tensor bytes, that plan, that config and the vocabulary, so a corrupt or truncated file, or an edited
+``config.json`` or ``words.txt``, is an error rather than a silently wrong model (format version 2; files of
+version 1 have a digest of the tensors only, and their config.json is checked against the embedded config). Loading rebuilds the
 weights with the same ``dequantize`` product as quantization did, so they are bit-identical.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -27,8 +28,8 @@ from safetensors.torch import save_file
 
 from asr_lm_quant.atomic import atomic_path, atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.files import CONFIG, VOCAB, load_config, load_lm
-from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.lm.files import CONFIG, VOCAB, content_digest, load_config, load_lm
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_view, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, kmax, quantize_codes
 from asr_lm_quant.text.vocab import Vocabulary
@@ -36,7 +37,7 @@ from asr_lm_quant.text.vocab import Vocabulary
 PACKED = "model.packed.safetensors"
 PLAN = "plan.json"
 FORMAT = "asr-lm-quant-packed"
-VERSION = "1"
+VERSION = "2"
 
 
 # ---- bit packing
@@ -61,12 +62,8 @@ def unpack_codes(buf: np.ndarray, bits: int, numel: int) -> torch.Tensor:
     return torch.from_numpy(c.astype(np.int32))
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def vocab_text(vocab: Vocabulary) -> str:
+    return "\n".join(vocab.words)
 
 
 # ---- saving
@@ -91,10 +88,9 @@ def save_packed(model_dir, model: TransformerLM, plan: QuantPlan, vocab: Vocabul
         tensors[f"scales.{name}"] = scale.reshape(-1).contiguous()
     for name, p in float_parameters(model).items():
         tensors[f"float.{name}"] = p.detach().cpu().float().contiguous()
-    meta = {"format": FORMAT, "version": VERSION,
-            "plan": json.dumps(plan.without_scales().to_dict()),
-            "config": json.dumps(model.cfg.to_dict()),
-            "sha256": _digest(tensors)}
+    plan_json, cfg_json = json.dumps(plan.without_scales().to_dict()), json.dumps(model.cfg.to_dict())
+    meta = {"format": FORMAT, "version": VERSION, "plan": plan_json, "config": cfg_json,
+            "sha256": content_digest(tensors, plan_json, cfg_json, vocab_text(vocab))}
     model_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(model_dir / PACKED) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -105,7 +101,7 @@ def save_packed(model_dir, model: TransformerLM, plan: QuantPlan, vocab: Vocabul
 
 
 # ---- loading
-def _read_packed(path: Path):
+def _read_packed(path: Path, vocab: Vocabulary | None = None):
     if not path.exists():
         raise InputError(path, "packed model file does not exist")
     size = path.stat().st_size
@@ -123,8 +119,17 @@ def _read_packed(path: Path):
         raise InputError(path, f"corrupt or truncated packed model ({e})") from None
     if meta.get("format") != FORMAT:
         raise InputError(path, f"not a packed asr-lm-quant model (format {meta.get('format')!r})", key="format")
-    if _digest(tensors) != meta.get("sha256"):
-        raise InputError(path, "checksum mismatch: the file is corrupt", key="sha256")
+    if meta.get("version") == "1":
+        digest = content_digest(tensors)
+    elif meta.get("version") == VERSION:
+        digest = content_digest(tensors, meta.get("plan", ""), meta.get("config", ""),
+                         vocab_text(vocab) if vocab is not None else "")
+    else:
+        raise InputError(path, f"packed format version {meta.get('version')!r} is not one this release reads",
+                         key="version")
+    if digest != meta.get("sha256"):
+        raise InputError(path, "checksum mismatch: the file is corrupt, or the directory's words.txt is not the "
+                               "one it was saved with", key="sha256")
     return meta, tensors
 
 
@@ -132,13 +137,20 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
     """Load a packed directory: the dequantized model (eval mode), its vocabulary and its plan (with scales)."""
     model_dir = Path(model_dir)
     path = model_dir / PACKED
-    meta, tensors = _read_packed(path)
+    vocab = Vocabulary.load(model_dir / VOCAB)
+    meta, tensors = _read_packed(path, vocab)
     cfg = load_config(model_dir)
+    try:
+        embedded = LMConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+        raise InputError(path, f"bad config metadata: {e}", key="config") from None
+    if embedded != cfg:
+        raise InputError(model_dir / CONFIG, f"architecture differs from the one the packed model was saved with "
+                                             f"({_config_difference(cfg, embedded)}): edited by hand?")
     try:
         plan = QuantPlan.from_dict(json.loads(meta["plan"]), source=path)
     except (KeyError, json.JSONDecodeError) as e:
         raise InputError(path, f"bad plan metadata: {e}", key="plan") from None
-    vocab = Vocabulary.load(model_dir / VOCAB)
     if len(vocab) != cfg.vocab_size:
         raise InputError(model_dir / VOCAB, f"{len(vocab)} words but the model expects {cfg.vocab_size}")
     with torch.device("meta"):
@@ -166,6 +178,12 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
         for name, t in state.items():
             group_view(model, name).copy_(t)
     return model.to(device).eval(), vocab, plan
+
+
+def _config_difference(a, b) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    return ", ".join(f"{k}: {da.get(k)!r} vs {db.get(k)!r}" for k in sorted(set(da) | set(db))
+                     if da.get(k) != db.get(k))
 
 
 def _get(tensors, key, path, shape):

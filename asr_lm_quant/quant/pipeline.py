@@ -18,16 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.atomic import check_writable
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
-from asr_lm_quant.quant.allocate import allocate_bits, budget_bits
+from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, VOCAB
+from asr_lm_quant.quant.allocate import allocate_bits, budget_bits, group_bits_cost
 from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
-from asr_lm_quant.quant.packed import load_any_lm, load_packed, save_packed
+from asr_lm_quant.quant.packed import PACKED, PLAN, load_any_lm, load_packed, save_packed
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_names, group_views
 from asr_lm_quant.quant.ptq import quantize_model
+from asr_lm_quant.quant.quantizers import MAX_BITS
 from asr_lm_quant.quant.search import SearchOptions, search_precisions
 from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, evaluate_ppl, ste_train
+from asr_lm_quant.text.outdir import staged_output
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +105,67 @@ def _budget(model, cfg: QuantConfig) -> float:
     return budget_bits(sizes, nfloat, avg_bits=cfg.budget_bits, compression=cfg.compression)
 
 
-def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
-    """Run one configuration; returns the results dict (also written to ``<out>/results.json``)."""
+OUTPUTS = (PACKED, VOCAB, PLAN, MODEL_CONFIG, CONFIG, RESULTS)
+
+
+def check_config(cfg: QuantConfig) -> None:
+    """Everything that can be checked before loading a model: methods, precisions, sizes, input files."""
     if cfg.method not in METHODS:
         raise InputError(None, f"unknown method {cfg.method!r} (one of {', '.join(METHODS)})", key="method")
+    if cfg.plan_trainer not in PLAN_TRAINERS:
+        raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(PLAN_TRAINERS)})",
+                         key="plan_trainer")
+    uniform = cfg.method in ("ptq", "ste", "admm")
+    if uniform and cfg.bits is None:
+        raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
+    for b in ([cfg.bits] if uniform else list(cfg.candidates)):
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BITS:
+            raise InputError(None, f"precision {b!r}: must be an integer number of bits, 1..{MAX_BITS}",
+                             key="bits" if uniform else "candidates")
+    if not uniform and not cfg.candidates:
+        raise InputError(None, "no candidate precisions", key="candidates")
+    for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len"):
+        if getattr(cfg, name) < 1:
+            raise InputError(None, f"{name} must be at least 1, not {getattr(cfg, name)}", key=name)
+    if cfg.finetune.steps < 0:
+        raise InputError(None, f"steps must not be negative ({cfg.finetune.steps})", key="steps")
+    needs = (["train_text"] if cfg.method != "ptq" else []) + (["valid_text"] if cfg.method == "hessian" else [])
+    for name in needs:
+        if getattr(cfg, name) is None:
+            raise InputError(None, f"method {cfg.method} needs --{name.replace('_', '-')}", key=name)
+    for name in ("train_text", "valid_text", "test_text"):
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).is_file():
+            raise InputError(path, "text file does not exist", key=name)
+
+
+def _check_budget(model, cfg: QuantConfig) -> float:
+    """The mixed-precision size budget, refused at once if the smallest candidates cannot meet it."""
+    budget = _budget(model, cfg)
+    groups = group_views(model, group_names(model, cfg.bands))
+    smallest = sum(min(group_bits_cost(p.numel(), p.shape[0], b, cfg.per_row) for b in cfg.candidates)
+                   for p in groups.values())
+    if budget < smallest:
+        raise InputError(None, f"size budget {budget / 8e6:.4f} MB of weights is below the smallest the candidate "
+                               f"precisions {cfg.candidates} reach ({smallest / 8e6:.4f} MB)", key="budget")
+    return budget
+
+
+def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
+    """Run one configuration; returns the results dict (also written to ``<out>/results.json``).
+
+    The output directory is written all at once when everything succeeded (a failure leaves it as it was);
+    an existing result, complete or not, is replaced only with ``overwrite``."""
+    check_config(cfg)
     out = Path(cfg.out)
-    if (out / RESULTS).exists() and not overwrite:
-        raise FileExistsError(f"{out / RESULTS}: already exists (pass --overwrite to replace it)")
+    existing = [n for n in OUTPUTS if (out / n).exists()]
+    if existing and not overwrite:
+        raise InputError(out, f"already holds {', '.join(existing)}"
+                              + ("" if RESULTS in existing else " (an incomplete result)")
+                              + "; give --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is not a directory")
+    check_writable(out / RESULTS, overwrite=True)
     seed_everything(cfg.seed)
     model, vocab = load_any_lm(cfg.model)
     model.float()
@@ -116,15 +173,11 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         group_names(model, cfg.bands)
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad row bands {cfg.bands!r}: {e}", key="bands") from None
-    if cfg.method in ("ptq", "ste", "admm") and cfg.bits is None:
-        raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
+    budget = None if cfg.method in ("ptq", "ste", "admm") else _check_budget(model, cfg)
     needs_train = cfg.method != "ptq"
-    for name in (["train_text"] if needs_train else []) + (["valid_text"] if cfg.method == "hessian" else []):
-        if getattr(cfg, name) is None:
-            raise InputError(None, f"method {cfg.method} needs --{name.replace('_', '-')}", key=name)
-    if cfg.plan_trainer not in PLAN_TRAINERS:
-        raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(PLAN_TRAINERS)})",
-                         key="plan_trainer")
+    # Read every text now, so that a bad file stops the run before any training.
+    evals = {split: _plan_for(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
+             for split in ("valid", "test") if getattr(cfg, f"{split}_text")}
     train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True) if needs_train else None
     # the full-precision model teaches the quantized one (finetune.distill)
     teacher = copy.deepcopy(model).eval() if needs_train and cfg.finetune.distill > 0 else None
@@ -140,7 +193,6 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     elif cfg.method == "admm":
         plan, record = admm_train(model, plan, train, ft, cfg.admm, teacher)
     else:
-        budget = _budget(model, cfg)
         record["budget_bits"] = budget
         names = group_names(model, cfg.bands)
         if cfg.method == "hessian":
@@ -169,30 +221,33 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         record.update(train_record)
         record["plan_trainer"] = cfg.plan_trainer
     train_s = time.perf_counter() - t0
-    save_packed(out, model, plan, vocab, extra={"quantization": {"method": cfg.method}})
-    qmodel, _, plan = load_packed(out)
-    size = plan.size_report(qmodel)
-    from asr_lm_quant.quant.packed import PACKED
-    results = {"method": cfg.method, "bits": cfg.bits, "plan_bits": plan.bits(), "avg_bits": size["avg_bits"],
-               "size_mb": (out / PACKED).stat().st_size / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
-               "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / (out / PACKED).stat().st_size,
-               "ideal_compression": size["compression"], "train_seconds": train_s, "record": record}
-    results.update(evaluate_texts(qmodel, vocab, cfg))
-    with atomic_open(out / CONFIG) as f:
-        json.dump(cfg.to_dict(), f, indent=2)
-    with atomic_open(out / RESULTS) as f:
-        json.dump(results, f, indent=1)
+    with staged_output(out, OUTPUTS, overwrite=overwrite) as stage:
+        save_packed(stage, model, plan, vocab, extra={"quantization": {"method": cfg.method}})
+        qmodel, _, plan = load_packed(stage)
+        size = plan.size_report(qmodel)
+        file_bytes = (stage / PACKED).stat().st_size
+        results = {"method": cfg.method, "bits": cfg.bits, "plan_bits": plan.bits(), "avg_bits": size["avg_bits"],
+                   "size_mb": file_bytes / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
+                   "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / file_bytes,
+                   "ideal_compression": size["compression"], "train_seconds": train_s, "record": record}
+        results.update(evaluate_texts(qmodel, vocab, cfg, evals))
+        with open(stage / CONFIG, "w", encoding="utf-8") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+        with open(stage / RESULTS, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
     log.info("%s: %.3f MB (%.1fx), valid ppl %s, test ppl %s", out, results["size_mb"], results["compression"],
              results.get("valid_ppl"), results.get("test_ppl"))
     return results
 
 
-def evaluate_texts(model, vocab, cfg: QuantConfig) -> dict:
+def evaluate_texts(model, vocab, cfg: QuantConfig, plans: dict | None = None) -> dict:
+    """Perplexities on the valid and test texts (``plans``: their batch plans, if already read)."""
     res = {}
     for split in ("valid", "test"):
         path = getattr(cfg, f"{split}_text")
         if path:
-            ev = evaluate_ppl(model, _plan_for(path, vocab, cfg, cfg.eval_tokens_per_batch, False), cfg.finetune.bf16)
+            plan = (plans or {}).get(split) or _plan_for(path, vocab, cfg, cfg.eval_tokens_per_batch, False)
+            ev = evaluate_ppl(model, plan, cfg.finetune.bf16)
             res[f"{split}_ppl"] = ev["ppl"]
             res[f"{split}_tokens"] = ev["tokens"]
     return res

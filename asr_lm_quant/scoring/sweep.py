@@ -130,6 +130,16 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
             for h in handles.values():
                 h.close()
         log.info("best paths of %d utterances for %d settings", n, len(settings))
+        # Kaldi's compute-wer --mode=present scores the utterances both sides have; with none in common it
+        # prints %WER -nan. That is a mismatch of data dir and decode dir, not a result.
+        if not seen & set(ref):
+            example = next(iter(seen), None)
+            raise InputError(decode_dir, f"none of its {n} utterances is in the reference text ({len(ref)} "
+                                         f"utterances)" + (f", e.g. {example!r}" if example else "")
+                                         + ": is this the data dir the decode dir was made from?")
+        if len(seen & set(ref)) < len(seen):
+            log.warning("%d of %d hypothesis utterances have no reference and are not scored",
+                        len(seen - set(ref)), len(seen))
 
         if hyp_filter_cmd:
             for s in settings:

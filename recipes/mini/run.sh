@@ -152,7 +152,7 @@ if run_stage 1; then
   log "Stage 1: Kneser-Ney 3-gram on data/lm/train.txt -> exp/ngram"
   $train_cmd exp/ngram/log/train.log \
     asr-lm-quant ngram-train --text data/lm/train.txt --out exp/ngram/3gram.arpa --order 3 \
-      --vocab data/lm/words.txt --json exp/ngram/train.json
+      --vocab data/lm/words.txt --json exp/ngram/train.json --overwrite
   for s in valid test; do
     $train_cmd exp/ngram/log/ppl_$s.log \
       asr-lm-quant ngram-ppl --lm exp/ngram/3gram.arpa --text data/lm/$s.txt --json exp/ngram/ppl_$s.json
