@@ -58,8 +58,8 @@ def main(argv=None) -> int:
         rc = args.func(args)
     except (InputError, FileExistsError) as e:
         return _fail(name, e)
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{name}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`... | head`): not an error of ours to report.

@@ -59,3 +59,31 @@ def test_sigkill_then_rerun_reaches_uninterrupted_weights(repo_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_at_the_signal_and_says_so(repo_dir, tmp_path):
+    # Ctrl-C: the step in progress finishes, a checkpoint of that step is written, one line and status 130.
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**TINY, "train": {**TINY["train"], "checkpoint_every": 1000}}))
+    d = repo_dir / FIX
+    env = {**os.environ, "PYTHONPATH": str(repo_dir)}
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(train_cmd(cfg, d, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    log = out / "log" / "train.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and '"event": "train"' in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "train: interrupted: stopped by SIGINT after step" in err and "the same command resumes" in err
+    step = int(err.split("after step ")[1].split(";")[0])
+    assert latest_step(out) == step > 0  # a checkpoint exactly at the signal, not at the last scheduled one
+    events = [json.loads(x)["event"] for x in log.read_text().splitlines()]
+    assert "interrupted" in events
+    assert not (out / "results.json").exists()

@@ -179,29 +179,46 @@ def _maybe_gunzip(f, name):
 
 
 class _GzipErrors(io.RawIOBase):
-    """A gzip reader whose corrupt-data errors become InputError (naming the file)."""
+    """A gzip reader whose corrupt-data errors become InputError naming the file and the offset (in the
+    decompressed data) where the damage starts: the good data before it is delivered first."""
+
+    CHUNK = 1 << 16
 
     def __init__(self, gz, name):
-        self.gz, self.name, self.done = gz, name, 0
+        self.gz, self.name, self.done, self._pending = gz, name, 0, None
 
     def readable(self):
         return True
 
     def readinto(self, b):
-        try:
-            n = self.gz.readinto(b)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InputError(self.name, f"bad gzip data ({e})", offset=self.done) from None
+        if self._pending is not None:
+            raise self._pending
+        view, n = memoryview(b).cast("B"), 0
+        while n < len(view):
+            try:
+                k = self.gz.readinto(view[n:n + self.CHUNK])
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                self._pending = InputError(self.name, f"bad gzip data ({e})", offset=self.done + n)
+                if n == 0:
+                    raise self._pending from None
+                break
+            if not k:
+                break
+            n += k
         self.done += n
         return n
 
     def read(self, n=-1):
-        try:
-            data = self.gz.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InputError(self.name, f"bad gzip data ({e})", offset=self.done) from None
-        self.done += len(data)
-        return data
+        if n is None or n < 0:
+            chunks = []
+            while True:
+                got = self.read(1 << 20)
+                if not got:
+                    return b"".join(chunks)
+                chunks.append(got)
+        buf = bytearray(n)
+        k = self.readinto(buf)
+        return bytes(buf[:k])
 
     def close(self):
         if not self.closed:

@@ -16,6 +16,8 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +112,7 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
     win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
     run_steps = 0
     model.train()
+    stop_signal = _StopSignal()
     try:
         while not p["done"]:
             if p["epoch"] >= opts.max_epochs:
@@ -170,23 +173,66 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                     _finish(p, "max_epochs")
                 if max_steps_this_run and run_steps >= max_steps_this_run and not p["done"]:
                     stop_run = True
-                if ckpt_root is not None and (evaluated or p["done"] or stop_run
+                interrupted = stop_signal.received(world_size, device)
+                if ckpt_root is not None and (evaluated or p["done"] or stop_run or interrupted
                                               or p["step"] % opts.checkpoint_every == 0):
                     if is_main:
                         save_checkpoint(ckpt_root, p["step"], model, optimizer, p, extra_state,
                                         keep=opts.keep_checkpoints)
                     if world_size > 1:
                         dist.barrier()
+                if interrupted:
+                    where = f"; checkpoint at step {p['step']} in {ckpt_root}, the same command resumes" \
+                        if ckpt_root is not None else ""
+                    _log(logf, {"event": "interrupted", "step": p["step"], "signal": stop_signal.name})
+                    raise TrainingInterrupted(f"stopped by {stop_signal.name} after step {p['step']}{where}")
                 if p["done"] or stop_run or end_of_epoch:
                     break
             if stop_run:
                 break
     finally:
+        stop_signal.restore()
         pbar.close()
         if logf is not None:
             _log(logf, {"event": "stop", "step": p["step"], "done": p["done"], "reason": p["stop_reason"]})
             logf.close()
     return p
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after finishing a step and writing a checkpoint."""
+
+
+class _StopSignal:
+    """SIGINT or SIGTERM during training: finish the current step, checkpoint, then stop. A second signal
+    stops at once (the handlers are back to their defaults after the first)."""
+
+    def __init__(self):
+        self.name = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.name = signal.Signals(signum).name
+        self.restore()
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def received(self, world_size: int, device="cpu") -> bool:
+        """Whether any process got a signal (all processes agree, so they stop at the same step)."""
+        got = self.name is not None
+        if world_size > 1:
+            t = torch.tensor([int(got)], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if t.item() and not got:
+                self.name = "a signal to another process"
+            got = bool(t.item())
+        return got
 
 
 def _finish(p, reason):
