@@ -76,6 +76,17 @@ def run_one(files: dict, nbest: Path, out_dir: Path) -> dict:
             "rows_out": sum(1 for _ in open(out_dir / "rescored.0.8.tsv")) - 1}
 
 
+def machine() -> str:
+    import os
+    import platform
+    model = ""
+    try:
+        model = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model or platform.processor()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5k and 50k hypotheses")
@@ -95,7 +106,7 @@ def main() -> int:
             runs[n]["hypotheses"] = n
             runs[n]["input_mb"] = round(nb.stat().st_size / 1e6, 1)
     small, big = (runs[n] for n in sizes)
-    result = {"benchmark": "rescore-nbest streaming", "machine": "see README", "runs": list(runs.values()),
+    result = {"benchmark": "rescore-nbest streaming", "machine": machine(), "runs": list(runs.values()),
               "peak_rss_ratio": round(big["peak_rss_mb"] / small["peak_rss_mb"], 3),
               "wall_ratio": round(big["wall_s"] / small["wall_s"], 2),
               "hypotheses_ratio": sizes[1] / sizes[0]}
