@@ -95,11 +95,9 @@ def _train(args):
 
 
 def _load_model(path, device):
-    try:  # quantized (packed) model directories load through the quantization package when present
-        from asr_lm_quant.quant.packed import load_any_lm as load
-    except ImportError:
-        from asr_lm_quant.lm.files import load_lm as load
-    return load(path, device)
+    """A plain model directory, or a packed (quantized) one kept packed in memory."""
+    from asr_lm_quant.quant.packed import load_lm_for_inference
+    return load_lm_for_inference(path, device)
 
 
 def _ppl(args):

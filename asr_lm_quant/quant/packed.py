@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+from torch import nn
 from safetensors.torch import save_file
 
 from asr_lm_quant.atomic import atomic_path, atomic_open
@@ -133,9 +134,8 @@ def _read_packed(path: Path, vocab: Vocabulary | None = None):
     return meta, tensors
 
 
-def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
-    """Load a packed directory: the dequantized model (eval mode), its vocabulary and its plan (with scales)."""
-    model_dir = Path(model_dir)
+def _open_packed(model_dir: Path):
+    """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path)``."""
     path = model_dir / PACKED
     vocab = Vocabulary.load(model_dir / VOCAB)
     meta, tensors = _read_packed(path, vocab)
@@ -156,6 +156,15 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
     with torch.device("meta"):
         shapes_model = TransformerLM(cfg)
     plan.validate(shapes_model, source=path)
+    return cfg, vocab, plan, tensors, path
+
+
+def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
+    """Load a packed directory as an ordinary float model: the dequantized weights (eval mode), its
+    vocabulary and its plan (with scales). For training and inspection; rescoring uses
+    :func:`load_packed_for_inference`, which keeps the weights packed."""
+    model_dir = Path(model_dir)
+    cfg, vocab, plan, tensors, path = _open_packed(model_dir)
     model = TransformerLM(cfg)
     wg = group_views(model, plan.groups)
     state = {}
@@ -193,6 +202,68 @@ def _get(tensors, key, path, shape):
     if tuple(t.shape) != tuple(shape):
         raise InputError(path, f"shape {tuple(t.shape)}, expected {tuple(shape)}", key=key)
     return t
+
+
+def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
+    """Load a packed directory with its quantized weights kept packed in memory (PackedLinear and
+    PackedEmbedding in place of nn.Linear and nn.Embedding): the memory is about the file's size, and no
+    float copy of a quantized matrix is ever made. Costs equal :func:`load_packed`'s model's."""
+    from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, PackedMatrix, Segment, valid_codes
+    from asr_lm_quant.quant.plan import split_group, weight_groups
+    from asr_lm_quant.lm.model import sinusoidal_positions
+
+    model_dir = Path(model_dir)
+    cfg, vocab, plan, tensors, path = _open_packed(model_dir)
+    dev = torch.device(device)
+    with torch.device("meta"):
+        model = TransformerLM(cfg)
+    params = weight_groups(model)
+    segments: dict[str, list] = {n: [] for n in params}
+    for name, g in plan.groups.items():
+        param, rows = split_group(name)
+        shape = params[param].shape
+        r0, r1 = rows or (0, shape[0])
+        n = (r1 - r0) * shape[1]
+        if g.bits == FLOAT_BITS:
+            w = _get(tensors, f"float.{name}", path, (r1 - r0, shape[1]))
+            segments[param].append(Segment(r0, r1, g.bits, g.per_row, None, None, w.to(dev)))
+            continue
+        buf = _get(tensors, f"codes.{name}", path, (math.ceil(n * g.bits / 8),))
+        scale = _get(tensors, f"scales.{name}", path, ((r1 - r0) if g.per_row else 1,)).reshape(-1)
+        if not valid_codes(buf, g.bits, n):
+            raise InputError(path, f"codes outside the {g.bits}-bit table", key=f"codes.{name}")
+        plan.set_scale(name, scale)
+        segments[param].append(Segment(r0, r1, g.bits, g.per_row, buf.to(dev), scale.float().to(dev), None))
+    matrices = {}
+    for param, segs in segments.items():
+        try:
+            matrices[param] = PackedMatrix(params[param].shape[0], params[param].shape[1], segs)
+        except ValueError as e:
+            raise InputError(path, f"cannot keep {param} packed: {e}", key=param) from None
+    floats = {n: _get(tensors, f"float.{n}", path, tuple(p.shape)).to(dev)
+              for n, p in float_parameters(model).items()}
+    for mod_name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Linear):
+            mat = matrices[f"{mod_name}.weight"] if f"{mod_name}.weight" in matrices else matrices["embed.weight"]
+            model.set_submodule(mod_name, PackedLinear(mat, floats.pop(f"{mod_name}.bias", None)))
+        elif isinstance(mod, nn.Embedding):
+            model.set_submodule(mod_name, PackedEmbedding(matrices[f"{mod_name}.weight"]))
+    for name, t in floats.items():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner).register_parameter(leaf, nn.Parameter(t, requires_grad=False))
+    model.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.d_model).to(dev), persistent=False)
+    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if left:
+        raise InputError(path, f"tensors missing from the packed model: {left[:3]}")
+    return model.eval(), vocab, plan
+
+
+def load_lm_for_inference(path, device="cpu") -> tuple[TransformerLM, Vocabulary]:
+    """A model directory for scoring: a packed one stays packed, a plain one is loaded as it is."""
+    if is_packed(path):
+        model, vocab, _ = load_packed_for_inference(path, device)
+        return model, vocab
+    return load_lm(path, device)
 
 
 def is_packed(model_dir) -> bool:

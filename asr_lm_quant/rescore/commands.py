@@ -27,6 +27,8 @@ def _add_lm_options(p):
     p.add_argument("--acwt", type=float, default=0.1, help="acoustic scale for N-best / pruning (default 0.1)")
     p.add_argument("--device", default="cpu", help="torch device for the NN LM, e.g. cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the NN LM under bfloat16 autocast")
+    p.add_argument("--dequantize", action="store_true",
+                   help="load a packed (quantized) model as float weights instead of scoring from its codes")
     p.add_argument("--token-budget", type=int, default=4096, help="model positions per NN batch (default 4096)")
     p.add_argument("--max-row", type=int, default=256, help="trie nodes per packed row (default 256)")
     p.add_argument("--no-share-prefixes", action="store_true", help="score every hypothesis separately")
@@ -114,10 +116,7 @@ def _setup(args):
     from asr_lm_quant.lm.device import checked_device
     from asr_lm_quant.ngram.arpa import check_arpa
     from asr_lm_quant.rescore.nnscore import NNScorer
-    try:
-        from asr_lm_quant.quant.packed import load_any_lm
-    except ImportError:  # quantization support not installed
-        from asr_lm_quant.lm.files import load_lm as load_any_lm
+    from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     weights = _weights(args.weight)
@@ -130,7 +129,8 @@ def _setup(args):
         raise InputError(None, "--token-budget must be at least 1, --max-row at least 2, --threads at least 0")
     checked_device(args.device)
     check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
-    model, vocab = load_any_lm(args.lm_dir, args.device)
+    # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
+    model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
     scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
                       share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
     symbols = SymbolTable.load(args.words) if args.words else None

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.quant.packed_modules import PackedLinear
 from asr_lm_quant.text.vocab import Vocabulary
 
 
@@ -95,6 +96,7 @@ class NNScorer:
         # slower); the chunk's logits fit in logits_bytes.
         per_row = (2 if bf16 else 4) * model.cfg.vocab_size
         self.logit_chunk = max(32, int(logits_bytes // per_row) // 32 * 32)
+        self.logits_bytes = int(logits_bytes)
         self.progress = progress
         self.stats = ScoreStats()
         self._cache = None  # (parameter key, _Weights) in bf16 mode
@@ -257,10 +259,11 @@ class NNScorer:
         # normaliser needs the full [nodes, vocab] product, which runs in chunks (bounded memory).
         node_t, target_t = torch.from_numpy(node).to(dev), torch.from_numpy(target).to(dev)
         out = self.model.out
+        rows = out.gather_rows if isinstance(out, PackedLinear) else (lambda idx: out.weight[idx])
         tlogit = torch.empty(len(node), dtype=torch.float32, device=dev)
         for s in range(0, len(node), self.token_budget):  # gathered rows bounded by the budget
             n_s, t_s = node_t[s:s + self.token_budget], target_t[s:s + self.token_budget]
-            tlogit[s:s + len(n_s)] = torch.einsum("nd,nd->n", hidden[n_s], out.weight[t_s])
+            tlogit[s:s + len(n_s)] = torch.einsum("nd,nd->n", hidden[n_s], rows(t_s))
         if out.bias is not None:
             tlogit += out.bias[target_t]
         uniq, inverse = np.unique(node, return_inverse=True)
@@ -284,6 +287,8 @@ class NNScorer:
         as a bfloat16 pair, high and low part): it returns ``logit - shift``, and with the shift near the
         largest logit (the row's largest target logit), the logits that dominate the sum are small and keep
         nearly float32 accuracy."""
+        if weights.packed is not None:
+            return self._log_normalisers_packed(h, weights, shift)
         n, c = len(h), self.logit_chunk
         out = torch.empty(n, dtype=torch.float32, device=h.device)
         c = min(c, -(-n // 32) * 32)
@@ -314,13 +319,54 @@ class NNScorer:
                 out[s + r:s + r + len(res)] = (res + shift[s + r:s + r + len(res)]) if low else res
         return out
 
+    def _log_normalisers_packed(self, h, weights, shift):
+        """:meth:`_log_normalisers` for a packed output matrix: its rows are decoded a chunk at a time (as
+        many as keep ``[nodes, chunk]`` logits within ``logits_bytes``) and the log-sum-exp runs over the
+        chunks (a running maximum and sum per node), so the whole matrix never exists as floats. bf16: the
+        same bias and shift columns as the float path, appended to each decoded chunk."""
+        W = weights.packed
+        n, D = h.shape
+        dt = weights.dtype
+        low = dt != torch.float32
+        n32 = -(-n // 32) * 32  # row counts in multiples of 32 (odd counts make oneDNN's bf16 matmul slow)
+        x = torch.zeros(n32, D + (4 if low else 0), dtype=dt, device=h.device)
+        x[:n, :D] = h
+        if low:
+            hi = shift.to(dt)
+            x[:n, D:D + 2] = 1
+            x[:n, D + 2] = -hi
+            x[:n, D + 3] = (hi.float() - shift).to(dt)
+            b_hi = weights.out_bias.to(dt)
+            b_lo = (weights.out_bias - b_hi.float()).to(dt)
+        chunk = max(32, int(self.logits_bytes // ((2 if low else 4) * n32)) // 32 * 32)
+        m = torch.full((n32,), -torch.inf, device=h.device)
+        total = torch.zeros(n32, device=h.device)
+        for v0, v1, w in W.chunks(dt, max_rows=chunk):
+            if low:
+                ext = torch.empty(v1 - v0, D + 4, dtype=dt, device=h.device)
+                ext[:, :D] = w
+                ext[:, D], ext[:, D + 1] = b_hi[v0:v1], b_lo[v0:v1]
+                ext[:, D + 2:] = 1
+                logits = torch.mm(x, ext.t()).float()
+            else:
+                logits = torch.mm(x, w.t()).add_(weights.out_bias[v0:v1])
+            top = torch.maximum(m, logits.amax(dim=1))
+            total.mul_(torch.exp(m - top)).add_(logits.sub_(top[:, None]).exp_().sum(dim=1))
+            m = top
+        out = (m + total.log())[:n]
+        return out + shift if low else out
+
     def _weights(self) -> "_Weights":
         """The weights the forward uses: the model's own in fp32; in bf16 mode cached bfloat16 copies of every
         Linear's weight and bias, rebuilt when a parameter changes (its storage or version)."""
         m = self.model
-        if not self.bf16:
+        packed = m.out.matrix if isinstance(m.out, PackedLinear) else None
+        if not self.bf16 or packed is not None:
+            # A packed model's Linears decode their own weights under autocast: nothing to cache.
             bias = m.out.bias if m.out.bias is not None else torch.zeros(m.cfg.vocab_size, device=self.device)
-            return _Weights(torch.float32, m.out.weight, bias, None)
+            layers = None if not self.bf16 else [{} for _ in m.layers]
+            return _Weights(torch.bfloat16 if self.bf16 else torch.float32, None if packed is not None
+                            else m.out.weight, bias.detach().float(), layers, packed)
         linears = {name: mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)}
         params = [p for mod in linears.values() for p in mod.parameters(recurse=False)]
         key = tuple((p.data_ptr(), p._version) for p in params)
@@ -369,6 +415,7 @@ class _Weights:
     out_weight: torch.Tensor       # [vocab, d_model] in dtype; bf16: [vocab, K] with bias and shift columns
     out_bias: torch.Tensor         # [vocab] float32
     layers: list | None            # per layer {parameter name: bfloat16 tensor}; None = the model's own
+    packed: object = None          # the output layer's PackedMatrix (then out_weight is None)
 
 
 def naive_costs(model: TransformerLM, vocab: Vocabulary, hyps) -> np.ndarray:
