@@ -7,8 +7,9 @@ speed and memory do not depend on the values) is saved as a float32 model direct
 the layers at 2 and 3 bits: about 2.2 bits per weight, ~14x). Each variant runs in its own process, all on the same
 n-best set, one thread:
 
-- ``rss_mb``: resident memory after loading, over the same process after importing torch and the toolkit
-  (target: at most 1.25x the file);
+- ``rss_mb``: resident memory after loading, over the same process after importing torch and the toolkit and
+  running a tiny model once (torch's one-time costs); the vocabulary's Python strings included (target: at
+  most 1.25x the file);
 - ``load_s``: median load time (target: no longer than the float32 model's);
 - ``words_per_s`` with ``bf16`` and ``fp32`` products (target: the packed models' bf16 at least the float32
   model's bf16), and ``max_cost_diff`` from the model they stand for (the dequantized one).
@@ -93,6 +94,13 @@ def rss():
     return int([x for x in open("/proc/self/status") if x.startswith("VmRSS")][0].split()[1]) / 1024
 d, hyps_file, ref_file, loads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 hyps = [h.split() for h in open(hyps_file).read().splitlines()]
+# Warm-up: torch's one-time costs of making and running a first model (kernels, tables; ~8 MB) count for no
+# variant; what is left is the model's own.
+from asr_lm_quant.lm.model import LMConfig, TransformerLM
+w = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_layers=1, n_heads=2, d_ff=8)).eval()
+with torch.inference_mode():
+    w(torch.zeros(1, 2, dtype=torch.long))
+del w
 gc.collect(); base = rss()
 times = []
 for _ in range(loads):

@@ -50,7 +50,7 @@ def content_digest(tensors: dict, *texts: str) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensors[name].contiguous().view(torch.uint8).numpy())  # the buffer itself, not a copy
     for t in texts:
         h.update(len(t.encode()).to_bytes(8, "little"))
         h.update(t.encode())

@@ -138,7 +138,9 @@ class TransformerLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.d_model), persistent=False)
+        # Positional encodings for the positions used so far (positions() extends them up to max_len):
+        # a table of max_len rows would outweigh a small quantized model.
+        self.register_buffer("pe", sinusoidal_positions(min(cfg.max_len, 128), cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.final_norm else None
@@ -164,7 +166,7 @@ class TransformerLM(nn.Module):
         x = self.embed(tokens)
         if self.cfg.scale_embedding:
             x = x * math.sqrt(self.cfg.d_model)
-        x = self.drop(x + self.pe[start:start + T].to(x.dtype))
+        x = self.drop(x + self.positions(start + T)[start:start + T].to(x.dtype))
         new_past = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, None if past is None else past[i], attn_mask)
@@ -173,6 +175,16 @@ class TransformerLM(nn.Module):
             x = self.final_norm(x)
         logits = self.out(x)
         return (logits, new_past) if return_past else logits
+
+    def positions(self, end: int) -> torch.Tensor:
+        """The sinusoidal encodings of positions ``0 .. end-1`` ([end, d_model]); each row is the same
+        whatever the length of the table, so growing it changes no value."""
+        if end > self.pe.shape[0]:
+            if end > self.cfg.max_len:
+                raise ValueError(f"position {end - 1} is beyond max_len {self.cfg.max_len}")
+            n = min(self.cfg.max_len, max(end, 2 * self.pe.shape[0]))
+            self.pe = sinusoidal_positions(n, self.cfg.d_model).to(self.pe.device)
+        return self.pe[:end]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 from safetensors.torch import save_file
 
@@ -102,6 +101,44 @@ def save_packed(model_dir, model: TransformerLM, plan: QuantPlan, vocab: Vocabul
 
 
 # ---- loading
+_DTYPES = {"U8": torch.uint8, "I8": torch.int8, "I32": torch.int32, "I64": torch.int64, "F32": torch.float32,
+           "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _safetensors_views(path: Path):
+    """``(metadata, tensors)`` of a safetensors file read once into memory, every tensor a view of that one
+    buffer (the library's loader keeps a second copy while it copies out of its mapping). The format: an
+    8-byte little-endian header length, a JSON header of ``name -> {dtype, shape, data_offsets}`` (offsets
+    into the data that follows), and the data."""
+    data = bytearray(path.stat().st_size)
+    with open(path, "rb") as f:
+        if f.readinto(data) != len(data):
+            raise InputError(path, "could not read the whole file")
+    hlen = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(bytes(data[8:8 + hlen]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"corrupt packed model: bad header ({e})", offset=8) from None
+    if not isinstance(header, dict):
+        raise InputError(path, "corrupt packed model: the header is not a JSON object", offset=8)
+    meta = header.pop("__metadata__", None) or {}
+    base, tensors = 8 + hlen, {}
+    for name, info in header.items():
+        try:
+            dtype = _DTYPES[info["dtype"]]
+            shape = [int(x) for x in info["shape"]]
+            a, b = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, f"corrupt packed model: bad entry for tensor {name!r}", offset=8) from None
+        n = math.prod(shape)
+        if not 0 <= a <= b <= len(data) - base or b - a != n * dtype.itemsize or a % dtype.itemsize:
+            raise InputError(path, f"corrupt or truncated packed model: tensor {name!r} at bytes {a}:{b} of "
+                                   f"{len(data) - base}", key=name, offset=base + a)
+        tensors[name] = (torch.frombuffer(data, dtype=dtype, count=n, offset=base + a) if n
+                         else torch.empty(0, dtype=dtype)).reshape(shape)
+    return meta, tensors
+
+
 def _read_packed(path: Path, vocab: Vocabulary | None = None):
     if not path.exists():
         raise InputError(path, "packed model file does not exist")
@@ -112,12 +149,7 @@ def _read_packed(path: Path, vocab: Vocabulary | None = None):
         hlen = int.from_bytes(f.read(8), "little")
     if 8 + hlen > size:
         raise InputError(path, f"truncated: header says {hlen} bytes but the file has {size}", offset=size)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors' own error types for bad headers and short data
-        raise InputError(path, f"corrupt or truncated packed model ({e})") from None
+    meta, tensors = _safetensors_views(path)
     if meta.get("format") != FORMAT:
         raise InputError(path, f"not a packed asr-lm-quant model (format {meta.get('format')!r})", key="format")
     if meta.get("version") == "1":
@@ -134,8 +166,23 @@ def _read_packed(path: Path, vocab: Vocabulary | None = None):
     return meta, tensors
 
 
+def _skeleton(cfg: LMConfig) -> TransformerLM:
+    """A TransformerLM of ``cfg`` made without running its initialisers: its weights are ``torch.empty``
+    tensors whose pages are never touched (so not resident), to be replaced by packed modules. (The meta
+    device would do too, but its operations pull tens of MB of torch internals into memory.)"""
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm, TransformerLM)
+    saved = [c.__dict__["reset_parameters"] for c in classes]
+    try:
+        for c in classes:
+            c.reset_parameters = lambda self: None
+        return TransformerLM(cfg)
+    finally:
+        for c, f in zip(classes, saved):
+            c.reset_parameters = f
+
+
 def _open_packed(model_dir: Path):
-    """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path)``."""
+    """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path, skeleton model)``."""
     path = model_dir / PACKED
     vocab = Vocabulary.load(model_dir / VOCAB)
     meta, tensors = _read_packed(path, vocab)
@@ -153,10 +200,9 @@ def _open_packed(model_dir: Path):
         raise InputError(path, f"bad plan metadata: {e}", key="plan") from None
     if len(vocab) != cfg.vocab_size:
         raise InputError(model_dir / VOCAB, f"{len(vocab)} words but the model expects {cfg.vocab_size}")
-    with torch.device("meta"):
-        shapes_model = TransformerLM(cfg)
-    plan.validate(shapes_model, source=path)
-    return cfg, vocab, plan, tensors, path
+    skeleton = _skeleton(cfg)
+    plan.validate(skeleton, source=path)
+    return cfg, vocab, plan, tensors, path, skeleton
 
 
 def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
@@ -164,7 +210,7 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
     vocabulary and its plan (with scales). For training and inspection; rescoring uses
     :func:`load_packed_for_inference`, which keeps the weights packed."""
     model_dir = Path(model_dir)
-    cfg, vocab, plan, tensors, path = _open_packed(model_dir)
+    cfg, vocab, plan, tensors, path, _ = _open_packed(model_dir)
     model = TransformerLM(cfg)
     wg = group_views(model, plan.groups)
     state = {}
@@ -210,13 +256,10 @@ def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, V
     float copy of a quantized matrix is ever made. Costs equal :func:`load_packed`'s model's."""
     from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, PackedMatrix, Segment, valid_codes
     from asr_lm_quant.quant.plan import split_group, weight_groups
-    from asr_lm_quant.lm.model import sinusoidal_positions
 
     model_dir = Path(model_dir)
-    cfg, vocab, plan, tensors, path = _open_packed(model_dir)
+    cfg, vocab, plan, tensors, path, model = _open_packed(model_dir)
     dev = torch.device(device)
-    with torch.device("meta"):
-        model = TransformerLM(cfg)
     params = weight_groups(model)
     segments: dict[str, list] = {n: [] for n in params}
     for name, g in plan.groups.items():
@@ -251,10 +294,7 @@ def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, V
     for name, t in floats.items():
         owner, _, leaf = name.rpartition(".")
         model.get_submodule(owner).register_parameter(leaf, nn.Parameter(t, requires_grad=False))
-    model.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.d_model).to(dev), persistent=False)
-    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
-    if left:
-        raise InputError(path, f"tensors missing from the packed model: {left[:3]}")
+    model.register_buffer("pe", model.pe.to(dev), persistent=False)
     return model.eval(), vocab, plan
 
 
