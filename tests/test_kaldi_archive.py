@@ -226,3 +226,37 @@ def test_decode_dir_jobs(tmp_path):
     (tmp_path / "num_jobs").unlink()
     with pytest.raises(InputError, match="num_jobs"):
         decode_dir_jobs(tmp_path)
+
+
+def test_properties_fast_path_agrees_with_graph_search():
+    # Top-sorted lattices take a one-pass reachability; the same lattice renumbered (not top-sorted) takes
+    # the sparse-graph search. Both must give the same accessibility bits.
+    from asr_lm_quant.kaldi import fst_binary as fb
+    from asr_lm_quant.kaldi.synthetic import permute_states
+    rng = np.random.default_rng(5)
+    dead = Lattice.from_arcs([(0, 1, 3, 3, 1.0, 1.0), (0, 2, 4, 4, 1.0, 1.0), (3, 1, 5, 5, 1.0, 1.0)],
+                             {1: (0.0, 0.0)}, num_states=4)  # 2 is not coaccessible, 3 not accessible
+    lats = [dead] + [random_compact_lattice(rng, num_frames=30, num_states=8) for _ in range(5)]
+    mask = fb.K_ACCESSIBLE | fb.K_NOT_ACCESSIBLE | fb.K_COACCESSIBLE | fb.K_NOT_COACCESSIBLE | fb.K_ACYCLIC
+    for lat in lats:
+        fast = fb.compute_properties(lat)
+        slow = fb.compute_properties(permute_states(rng, lat))
+        assert fast & mask == slow & mask
+    p = fb.compute_properties(dead)
+    assert p & fb.K_NOT_ACCESSIBLE and p & fb.K_NOT_COACCESSIBLE
+
+
+def test_string_properties_shortcut_matches_the_general_computation():
+    from asr_lm_quant.kaldi import fst_binary as fb
+    from asr_lm_quant.kaldi.lattice import linear_lattice
+    for lat in (linear_lattice([3, 0, 5], 1.5, 2.0, word_alignments=[[1], [2, 2], []], final_alignment=[4]),
+                linear_lattice([], 0.0, 0.0), linear_lattice([7, 7], 0.0, 0.0)):
+        fast = fb.compute_properties(lat)
+        # The same lattice with a second, unreachable final state is no string: the general computation.
+        assert fast & fb.K_STRING
+        general = fb.compute_properties(lat.replace(final_graph=np.append(lat.final_graph, 0.0),
+                                                    final_acoustic=np.append(lat.final_acoustic, 0.0),
+                                                    final_ali_offsets=np.append(lat.final_ali_offsets,
+                                                                                lat.final_ali_offsets[-1])))
+        keep = ~(fb.K_STRING | fb.K_NOT_STRING | fb.K_ACCESSIBLE | fb.K_NOT_ACCESSIBLE)
+        assert fast & keep == general & keep

@@ -233,11 +233,26 @@ def compute_properties(lat: Lattice) -> int:
     def pick(cond, yes, no):
         return yes if cond else no
 
+    final = lat.is_final()
+    if (lat.start == 0 and ns == na + 1 and final[-1] and final.sum() == 1 and np.array_equal(src, np.arange(na))
+            and np.array_equal(dst, src + 1)):
+        # A string (one path: what n-best extraction writes): only the labels and weights need looking at.
+        p |= (K_IDET | K_ODET | K_ISORTED | K_OSORTED | K_ACYCLIC | K_INIT_ACYCLIC | K_TOPSORTED | K_ACCESSIBLE
+              | K_COACCESSIBLE | K_STRING | K_UNWEIGHTED_CYCLES)
+        p |= pick(np.array_equal(il, ol), K_ACCEPTOR, K_NOT_ACCEPTOR)
+        p |= pick(not np.any((il == 0) & (ol == 0)), K_NO_EPS, K_EPS)
+        p |= pick(not np.any(il == 0), K_NO_IEPS, K_IEPS)
+        p |= pick(not np.any(ol == 0), K_NO_OEPS, K_OEPS)
+        weighted = (np.any(lat.graph != 0) or np.any(lat.acoustic != 0) or len(lat.ali) > 0
+                    or lat.final_graph[-1] != 0 or lat.final_acoustic[-1] != 0 or len(lat.final_ali) > 0)
+        return p | pick(weighted, K_WEIGHTED, K_UNWEIGHTED)
+
     p |= pick(np.array_equal(il, ol), K_ACCEPTOR, K_NOT_ACCEPTOR)
     same_src = src[1:] == src[:-1] if na else np.zeros(0, bool)
     # Deterministic: no two arcs of a state share a label.
+    one_arc_each = not same_src.any()  # linear lattices (n-best paths): deterministic without a search
     for lab, yes, no in ((il, K_IDET, K_NON_IDET), (ol, K_ODET, K_NON_ODET)):
-        pairs = np.unique(np.stack([src, lab]), axis=1).shape[1] if na else 0
+        pairs = na if one_arc_each else np.unique(np.stack([src, lab]), axis=1).shape[1]
         p |= pick(pairs == na, yes, no)
     p |= pick(not np.any((il == 0) & (ol == 0)), K_NO_EPS, K_EPS)
     p |= pick(not np.any(il == 0), K_NO_IEPS, K_IEPS)
@@ -250,18 +265,37 @@ def compute_properties(lat: Lattice) -> int:
     weighted = (not arc_one.all()) or bool(np.any(final & ~final_one))
     p |= pick(weighted, K_WEIGHTED, K_UNWEIGHTED)
 
-    from asr_lm_quant.kaldi.algorithms import reachable_from_start, coreachable, scc_ids
-    scc = scc_ids(lat)
-    counts = np.bincount(scc, minlength=scc.max() + 1 if ns else 0)
-    self_loop = np.zeros(ns, bool)
-    self_loop[src[src == dst]] = True
-    on_cycle = (counts[scc] > 1) | self_loop
+    topsorted = not np.any(dst <= src)
+    if topsorted and na <= 4096:
+        # Acyclic, every state in its own component; reachability in one pass each way over the arcs
+        # (sorted by source, every arc going forward) costs less than building sparse graphs.
+        scc = np.arange(ns)
+        on_cycle = np.zeros(ns, bool)
+        reach = np.zeros(ns, bool)
+        if lat.start >= 0:
+            reach[lat.start] = True
+        for a, b in zip(src.tolist(), dst.tolist()):
+            if reach[a]:
+                reach[b] = True
+        coreach = final.copy()
+        for a, b in zip(src[::-1].tolist(), dst[::-1].tolist()):
+            if coreach[b]:
+                coreach[a] = True
+        accessible, coaccessible = bool(reach.all()), bool(coreach.all())
+    else:
+        from asr_lm_quant.kaldi.algorithms import coreachable, reachable_from_start, scc_ids
+        scc = scc_ids(lat)
+        counts = np.bincount(scc, minlength=scc.max() + 1 if ns else 0)
+        self_loop = np.zeros(ns, bool)
+        self_loop[src[src == dst]] = True
+        on_cycle = (counts[scc] > 1) | self_loop
+        accessible, coaccessible = bool(reachable_from_start(lat).all()), bool(coreachable(lat).all())
     cyclic = bool(on_cycle.any())
     p |= pick(cyclic, K_CYCLIC, K_ACYCLIC)
     p |= pick(lat.start >= 0 and on_cycle[lat.start], K_INIT_CYCLIC, K_INIT_ACYCLIC)
-    p |= pick(not np.any(dst <= src), K_TOPSORTED, K_NOT_TOPSORTED)
-    p |= pick(reachable_from_start(lat).all(), K_ACCESSIBLE, K_NOT_ACCESSIBLE)
-    p |= pick(coreachable(lat).all(), K_COACCESSIBLE, K_NOT_COACCESSIBLE)
+    p |= pick(topsorted, K_TOPSORTED, K_NOT_TOPSORTED)
+    p |= pick(accessible, K_ACCESSIBLE, K_NOT_ACCESSIBLE)
+    p |= pick(coaccessible, K_COACCESSIBLE, K_NOT_COACCESSIBLE)
     # String: state 0 initial, each non-final state i has one arc to i+1, the last state is final, no more.
     outdeg = np.bincount(src, minlength=ns)
     nonfinal = ~final
@@ -276,6 +310,15 @@ def compute_properties(lat: Lattice) -> int:
 
 def _pack_f32(x) -> np.ndarray:
     return np.asarray(x, dtype="<f4")
+
+
+def _spread(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices ``starts[i] .. starts[i] + lengths[i] - 1`` for every ``i``, concatenated."""
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    firsts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    return np.repeat(starts - firsts, lengths) + np.arange(total)
 
 
 def write_fst_binary(lat: Lattice) -> bytes:
@@ -297,23 +340,27 @@ def write_fst_binary(lat: Lattice) -> bytes:
             out.append(struct.pack("<ffq", fg[s], fa[s], offs[s + 1] - offs[s]))
             out.append(raw[offs[s] * sz:offs[s + 1] * sz])
         return b"".join(out)
-    g, a = _pack_f32(lat.graph), _pack_f32(lat.acoustic)
-    ali = np.asarray(lat.ali, "<i4")
-    fali = np.asarray(lat.final_ali, "<i4")
-    aoff, foff = lat.ali_offsets, lat.final_ali_offsets
-    il, ol, dst = lat.ilabel.tolist(), lat.olabel.tolist(), lat.dst.tolist()
-    fixed = struct.Struct("<ii4s4si")
-    gb, ab = g.tobytes(), a.tobytes()
-    for s in range(ns):
-        n = int(foff[s + 1] - foff[s])
-        out.append(struct.pack("<ffi", fg[s], fa[s], n))
-        if n:
-            out.append(fali[foff[s]:foff[s + 1]].tobytes())
-        out.append(struct.pack("<q", offs[s + 1] - offs[s]))
-        for i in range(offs[s], offs[s + 1]):
-            n = int(aoff[i + 1] - aoff[i])
-            out.append(fixed.pack(il[i], ol[i], gb[4 * i:4 * i + 4], ab[4 * i:4 * i + 4], n))
-            if n:
-                out.append(ali[aoff[i]:aoff[i + 1]].tobytes())
-            out.append(struct.pack("<i", dst[i]))
+    # CompactLattice: every field is a 4-byte word (the arc count is two), so the whole body is laid out
+    # as one array of words by index arithmetic, state by state and arc by arc in file order:
+    #   state: final graph, final acoustic, n, n final transition-ids, arc count (int64)
+    #   arc:   ilabel, olabel, graph, acoustic, n, n transition-ids, next state
+    na = lat.num_arcs
+    fl, al = lat.final_ali_lengths(), lat.arc_ali_lengths()
+    arc_words = 6 + al
+    state_words = 5 + fl + np.bincount(lat.src, weights=arc_words, minlength=ns).astype(np.int64)
+    S = np.concatenate([[0], np.cumsum(state_words)])[:-1]
+    words = np.zeros(int(state_words.sum()), "<u4")
+    words[S], words[S + 1], words[S + 2] = fg.view("<u4"), fa.view("<u4"), fl
+    words[_spread(S + 3, fl)] = lat.final_ali
+    words[S + 3 + fl] = offs[1:] - offs[:-1]  # the int64 arc count: low word (the high word stays 0)
+    if na:
+        C = np.concatenate([[0], np.cumsum(arc_words)])[:-1]
+        src = lat.src.astype(np.int64)
+        A = S[src] + 5 + fl[src] + C - C[offs[src]]
+        words[A], words[A + 1] = lat.ilabel, lat.olabel
+        words[A + 2], words[A + 3] = _pack_f32(lat.graph).view("<u4"), _pack_f32(lat.acoustic).view("<u4")
+        words[A + 4] = al
+        words[_spread(A + 5, al)] = lat.ali
+        words[A + 5 + al] = lat.dst
+    out.append(words.tobytes())
     return b"".join(out)
