@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
@@ -70,6 +71,119 @@ def register(sub):
                    help="self-check: at weight 0 the output must keep the first pass's best path at every "
                         "LMWT 7..17 (unless pruning removed it); stop with an error naming the utterance if not")
     p.set_defaults(func=_lattice)
+    _register_decide(sub)
+
+
+def _register_decide(sub):
+    from asr_lm_quant.rescore.decide import DEFAULT_LM_SCALES, DEFAULT_PENALTIES
+    p = sub.add_parser(
+        "decide-nbest", help="pick the 1-best of n-best lists (any recogniser) with scales tuned on a dev set; WER",
+        description="cost = acoustic + lm_scale * lm + penalty * words for every hypothesis of our TSV/JSONL "
+                    "n-best files (e.g. written by rescore-nbest, one per interpolation weight with {weight} "
+                    "in the path). The setting (weight, lm_scale, penalty) with the fewest word errors on "
+                    "--dev is applied to --test. Writes OUT/dev/text and OUT/test/text (Kaldi text: the "
+                    "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
+    p.add_argument("--dev", required=True, help="dev n-best file (.tsv/.jsonl); may contain {weight}")
+    p.add_argument("--dev-ref", required=True, help="dev references, Kaldi text ('utt-id word ...')")
+    p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
+    p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
+    p.add_argument("--weights", help="the values of {weight} in the paths, e.g. 0.5,0.8")
+    p.add_argument("--lm-scales", default=",".join(f"{x:g}" for x in DEFAULT_LM_SCALES),
+                   help="LM scales: a list or START:STOP:STEP (default %(default)s)")
+    p.add_argument("--penalties", default=",".join(f"{x:g}" for x in DEFAULT_PENALTIES),
+                   help="word insertion penalties per word, negative = bonus (default %(default)s)")
+    p.add_argument("--per-token-costs", choices=("none", "acoustic", "lm", "both"), default="none",
+                   help="costs given as averages per token (words + end of sentence), as end-to-end "
+                        "recognisers often report them: multiplied back by the hypothesis length")
+    p.add_argument("--subsets", help="WER per subset too: NAME=PREFIX,... of utterance ids (e.g. "
+                                     "swbd=sw_,callhm=en_)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.set_defaults(func=_decide)
+
+
+def _decide(args):
+    from asr_lm_quant.kaldi.nbest import iter_nbest_groups
+    from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, parse_grid, subset_masks, sweep)
+    from asr_lm_quant.scoring.plots import plot_sweep
+    from asr_lm_quant.scoring.textfile import format_text, read_text
+    from asr_lm_quant.text.outdir import staged_output, write_json
+
+    lm_scales = parse_grid(args.lm_scales, "lm-scales")
+    penalties = parse_grid(args.penalties, "penalties")
+    weights = _weights(args.weights) if args.weights else [None]
+    paths = {"dev": args.dev, "test": args.test}
+    for name, path in paths.items():
+        if path and ("{weight}" in path) != (weights != [None]):
+            raise InputError(path, "--weights and a {weight} in the n-best paths go together")
+    if args.test_ref and not args.test:
+        raise InputError(args.test_ref, "--test-ref without --test")
+    subsets = []
+    for item in (args.subsets or "").split(","):
+        if item.strip():
+            if "=" not in item:
+                raise InputError(None, f"--subsets: expected NAME=PREFIX, got {item!r}")
+            subsets.append(tuple(item.split("=", 1)))
+    names = ["decision.json", "sweep.md", "sweep.png", "dev"] + (["test"] if args.test else [])
+    existing = [n for n in names if (Path(args.out) / n).exists()]
+    if existing and not args.overwrite:
+        raise InputError(args.out, f"already holds {', '.join(existing)} (give --overwrite to replace it)")
+
+    def tables(pattern):
+        out = {}
+        for w in weights:
+            path = pattern if w is None else pattern.replace("{weight}", f"{w:g}")
+            out[w] = HypTable.from_groups(list(iter_nbest_groups(path)), args.per_token_costs)
+        return out
+
+    dev = tables(args.dev)
+    dev_ref = read_text(args.dev_ref)
+    dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
+    rows = sweep(dev, dev_counts, lm_scales, penalties)
+    best = best_setting(rows)
+    w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
+    decision = {"setting": {"weight": w, "lm_scale": s, "penalty": pen,
+                            "kaldi_lmwt": s, "kaldi_word_ins_penalty": pen / s if s else None},
+                "per_token_costs": args.per_token_costs, "dev": {}, "test": None,
+                "grid": {"weights": weights, "lm_scales": lm_scales, "penalties": penalties}}
+    picked = {}
+    t = dev[w]
+    rows_dev = t.pick(s, pen)
+    picked["dev"] = (t, rows_dev)
+    for name, mask in subset_masks(t.utts, subsets).items():
+        decision["dev"][name] = dev_counts[w].result(rows_dev, mask)
+    if args.test:
+        tt = tables(args.test)[w]
+        rows_test = tt.pick(s, pen)
+        picked["test"] = (tt, rows_test)
+        if args.test_ref:
+            c = Counts.of(tt, read_text(args.test_ref))
+            decision["test"] = {name: c.result(rows_test, mask)
+                                for name, mask in subset_masks(tt.utts, subsets).items()}
+    with staged_output(args.out, names, overwrite=args.overwrite) as stage:
+        for name, (tab, rws) in picked.items():
+            (stage / name).mkdir()
+            (stage / name / "text").write_text(format_text({tab.utts[u]: tab.words[r] for u, r in enumerate(rws)}),
+                                               encoding="utf-8")
+        write_json(stage / "decision.json", {**decision, "sweep": rows})
+        (stage / "sweep.md").write_text(_sweep_markdown(rows, best), encoding="utf-8")
+        plot_rows = [{"lmwt": r["lm_scale"], "wip": f"{r['penalty']:g}" + (f", w {r['weight']:g}"
+                      if r["weight"] is not None else ""), "wer": r["wer"]} for r in rows]
+        plot_sweep({"settings": plot_rows, "best": {"lmwt": s, "wer": best["wer"]}}, stage / "sweep.png",
+                   title="dev WER by LM scale (lines: penalty" + (", weight" if w is not None else "") + ")")
+    summary = {"setting": decision["setting"], "dev_wer": decision["dev"]["total"]["wer"],
+               "test_wer": decision["test"]["total"]["wer"] if decision["test"] else None}
+    print(json.dumps(summary))
+
+
+def _sweep_markdown(rows, best) -> str:
+    lines = ["| weight | lm_scale | penalty | WER | errors | ins | del | sub |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " **(best)**" if r is best else ""
+        w = "-" if r["weight"] is None else f"{r['weight']:g}"
+        lines.append(f"| {w} | {r['lm_scale']:g} | {r['penalty']:g} | {r['wer']:.2f}{mark} | {r['errors']} | "
+                     f"{r['ins']} | {r['del']} | {r['sub']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _outputs(weights, **paths):

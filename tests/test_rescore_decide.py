@@ -1,0 +1,130 @@
+"""decide-nbest: the 1-best of n-best lists from any recogniser under scales tuned on a dev set, and its WER."""
+
+import json
+
+import numpy as np
+import pytest
+
+from asr_lm_quant.cli import main
+from asr_lm_quant.kaldi.nbest import NbestHyp, write_nbest
+from asr_lm_quant.rescore.decide import HypTable, parse_grid
+
+HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
+
+
+def _write(path, rows):
+    path.write_text(HEADER + "".join(f"{u}\t{r}\t{t}\t{a}\t{l}\n" for u, r, t, a, l in rows))
+    return path
+
+
+def test_grid_and_pick():
+    assert parse_grid("0:1:0.25", "x") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_grid("3,1", "x") == [3.0, 1.0]
+    groups = [[NbestHyp("u", 1, ["a", "b"], 10.0, 5.0), NbestHyp("u", 2, ["a"], 11.0, 2.0)]]
+    t = HypTable.from_groups(groups)
+    assert t.words[t.pick(0.0, 0.0)[0]] == ["a", "b"]      # acoustics alone
+    assert t.words[t.pick(1.0, 0.0)[0]] == ["a"]           # 10+5 > 11+2
+    assert t.words[t.pick(0.0, -2.0)[0]] == ["a", "b"]     # a bonus per word favours the longer
+    tied = HypTable.from_groups([[NbestHyp("u", 2, ["x"], 1.0, 1.0), NbestHyp("u", 1, ["y"], 1.0, 1.0)]])
+    assert tied.words[tied.pick(1.0, 0.0)[0]] == ["y"]    # equal costs: the better rank
+    avg = HypTable.from_groups(groups, per_token="both")
+    assert avg.acoustic.tolist() == [30.0, 22.0] and avg.lm.tolist() == [15.0, 4.0]
+
+
+def test_tuned_on_dev_applied_to_test(tmp_path, capsys):
+    # The LM knows better than the acoustics: dev needs lm_scale >= 1 to fix u2; test then gets it right too.
+    dev = _write(tmp_path / "dev.tsv", [("d1", 1, "the cat", 10, 4), ("d1", 2, "a cat", 10.5, 6),
+                                        ("d2", 1, "the hat", 9, 9), ("d2", 2, "the cat", 9.5, 4)])
+    (tmp_path / "dev.txt").write_text("d1 the cat\nd2 the cat\n")
+    test = _write(tmp_path / "test.tsv", [("en_1", 1, "a mat", 5, 9), ("en_1", 2, "the mat", 6, 3),
+                                          ("sw_2", 1, "on the mat", 7, 8), ("sw_2", 2, "on a mat", 7.2, 9)])
+    (tmp_path / "test.txt").write_text("en_1 the mat\nsw_2 on the mat\n")
+    out = tmp_path / "out"
+    assert main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--test", str(test),
+                 "--test-ref", str(tmp_path / "test.txt"), "--lm-scales", "0,0.5,1,2", "--penalties", "0",
+                 "--subsets", "a=en_,b=sw_", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["setting"]["lm_scale"] == 0.5 and summary["dev_wer"] == 0.0 and summary["test_wer"] == 0.0
+    d = json.loads((out / "decision.json").read_text())
+    assert [r["errors"] for r in d["sweep"]] == [1, 0, 0, 0]  # lm_scale 0 keeps d2's 'hat'
+    assert d["test"]["a"]["ref_words"] == 2 and d["test"]["b"]["ref_words"] == 3
+    assert (out / "test" / "text").read_text() == "en_1 the mat\nsw_2 on the mat\n"
+    assert (out / "sweep.png").stat().st_size > 1000 and "**(best)**" in (out / "sweep.md").read_text()
+    # Existing results are kept without --overwrite.
+    rc = main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--out", str(out)])
+    assert rc == 1 and "--overwrite" in capsys.readouterr().err
+
+
+def test_one_file_per_interpolation_weight(tmp_path, capsys):
+    (tmp_path / "dev.txt").write_text("d1 the cat\n")
+    _write(tmp_path / "r.0.5.tsv", [("d1", 1, "a cat", 10, 4), ("d1", 2, "the cat", 10, 5)])
+    _write(tmp_path / "r.0.8.tsv", [("d1", 1, "a cat", 10, 6), ("d1", 2, "the cat", 10, 5)])
+    out = tmp_path / "o"
+    assert main(["decide-nbest", "--dev", str(tmp_path / "r.{weight}.tsv"), "--weights", "0.5,0.8",
+                 "--dev-ref", str(tmp_path / "dev.txt"), "--lm-scales", "1", "--penalties", "0",
+                 "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["setting"]["weight"] == 0.8
+    assert main(["decide-nbest", "--dev", str(tmp_path / "r.0.5.tsv"), "--weights", "0.5",
+                 "--dev-ref", str(tmp_path / "dev.txt"), "--out", str(tmp_path / "x")]) == 1
+    assert "{weight}" in capsys.readouterr().err
+
+
+def test_no_matching_references_is_an_error(tmp_path, capsys):
+    dev = _write(tmp_path / "dev.tsv", [("d1", 1, "the cat", 10, 4)])
+    (tmp_path / "dev.txt").write_text("other the cat\n")
+    assert main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"),
+                 "--out", str(tmp_path / "o")]) == 1
+    assert "none of the 1 utterances" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, capsys):
+    # N-best lists written as Kaldi decode-dir lattices (each list the union of its one-path lattices, as
+    # nbest-to-lattice makes them): score-kaldi's sweep over LMWT with no penalty and decide-nbest's over
+    # lm_scale = LMWT give the same WER at every weight and pick the same one.
+    from asr_lm_quant.kaldi.archive import write_lattices
+    from asr_lm_quant.kaldi.lattice import linear_lattice, union_lattices
+    from asr_lm_quant.kaldi.symbols import SymbolTable
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(30)]
+    syms = SymbolTable.from_words(vocab)
+    refs, hyps = {}, []
+    for u in range(40):
+        utt = f"utt{u:03d}"
+        ref = list(rng.choice(vocab, size=rng.integers(3, 9)))
+        refs[utt] = ref
+        seen = set()
+        for r in range(1, 11):
+            h = [w if rng.random() > 0.25 else str(rng.choice(vocab)) for w in ref]
+            if rng.random() < 0.2:
+                h = h[:-1]
+            if tuple(h) in seen:
+                continue
+            seen.add(tuple(h))
+            ac = float(np.float32(100 * len(ref) + rng.normal(0, 15) + 20 * sum(a != b for a, b in zip(h, ref))))
+            lm = float(np.float32(5 * len(h) + rng.normal(0, 3)))
+            hyps.append(NbestHyp(utt, len([x for x in hyps if x.utterance == utt]) + 1, h, ac, lm))
+    write_nbest(tmp_path / "nb.tsv", hyps)
+    (tmp_path / "text").write_text("".join(f"{u} {' '.join(r)}\n" for u, r in refs.items()))
+    dec = tmp_path / "decode"
+    dec.mkdir()
+    by_utt = {}
+    for h in hyps:
+        by_utt.setdefault(h.utterance, []).append(linear_lattice(syms.ids(h.words), h.lm_cost, h.acoustic_cost))
+    write_lattices(f"ark:| gzip -c > {dec}/lat.1.gz", [(u, union_lattices(ls)) for u, ls in by_utt.items()])
+    (dec / "num_jobs").write_text("1\n")
+    syms.save(tmp_path / "words.txt")
+    assert main(["score-kaldi", "--min-lmwt", "7", "--max-lmwt", "17", "--word-ins-penalty", "0.0", "--no-plot",
+                 str(tmp_path), str(tmp_path / "words.txt"), str(dec)]) == 0
+    kaldi = {int(p.name.split("_")[1]): [x for x in p.read_text().splitlines() if x.startswith("%WER")][0]
+             for p in dec.glob("wer_*_0.0")}
+    capsys.readouterr()
+    assert main(["decide-nbest", "--dev", str(tmp_path / "nb.tsv"), "--dev-ref", str(tmp_path / "text"),
+                 "--lm-scales", "7:17:1", "--penalties", "0", "--out", str(tmp_path / "out")]) == 0
+    d = json.loads((tmp_path / "out" / "decision.json").read_text())
+    ours = {int(r["lm_scale"]): r for r in d["sweep"]}
+    for lmwt, line in kaldi.items():
+        r = ours[lmwt]
+        assert line.startswith(f"%WER {r['wer']:.2f} [ {r['errors']} / {r['ref_words']}, {r['ins']} ins, "
+                               f"{r['del']} del, {r['sub']} sub ]"), (lmwt, line, r)
+    best_kaldi = (tmp_path / "decode" / "scoring_kaldi" / "best_wer").read_text().split()[1]
+    assert f"{d['dev']['total']['wer']:.2f}" == best_kaldi
