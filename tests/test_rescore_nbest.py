@@ -219,3 +219,27 @@ def test_step_script_end_to_end(setup, tmp_path, script):
     bad = subprocess.run(cmd[:-2] + [str(tmp_path / "nope"), str(out)], capture_output=True, text=True,
                          env=_env())
     assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_nbest_from_a_recogniser_without_an_lm(setup, tmp_path, scorer, capfd):
+    # No --old-lm: nothing is removed and the NN LM is added; weights 0.0 and 1.0 name their files so;
+    # an OOV penalty is charged per word the NN LM lacks; kenlm says nothing on stderr.
+    t = setup
+    nb = tmp_path / "whisper.tsv"
+    write_nbest(nb, [NbestHyp("u1", 1, "i think that".split(), 3.0, 0.0),
+                     NbestHyp("u1", 2, "i think zebra".split(), 2.5, 0.0)])
+    out = tmp_path / "out.{weight}.tsv"
+    assert main(["rescore-nbest", "--lm-dir", str(t["lm"]), "--nbest", str(nb), "--weight", "0,1",
+                 "--out-nbest", str(out), "--oov-penalty", "4"]) == 0
+    zero, one = read_nbest(tmp_path / "out.0.0.tsv"), read_nbest(tmp_path / "out.1.0.tsv")
+    nn = scorer.costs(["i think that".split(), "i think zebra".split()])
+    assert [h.lm_cost for h in zero] == [0.0, 0.0]
+    assert one[0].lm_cost == pytest.approx(nn[0], abs=1e-4)
+    assert one[1].lm_cost == pytest.approx(nn[1] + 4.0, abs=1e-4)  # 'zebra' is not in the NN LM
+    assert main(["rescore-nbest", "--old-lm", str(t["arpa"]), "--lm-dir", str(t["lm"]), "--nbest", str(nb),
+                 "--out-nbest", str(tmp_path / "o2.tsv")]) == 0
+    err = capfd.readouterr().err
+    assert "Loading the LM" not in err and "----5---10" not in err
+    assert main(["rescore-nbest", "--lm-dir", str(t["lm"]), "--nbest", str(nb), "--acwt", "0.1",
+                 "--out-nbest", str(tmp_path / "o3.tsv")]) == 1
+    assert "--acwt applies to --lattices only" in capfd.readouterr().err

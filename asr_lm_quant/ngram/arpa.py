@@ -6,12 +6,16 @@ score is multiplied by ln(10). Sentences start with ``<s>`` and end with ``</s>`
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 
+log = logging.getLogger(__name__)
 LN10 = math.log(10.0)
 UNK = "<unk>"
 
@@ -42,6 +46,30 @@ def _arpa_unigram_words(path: Path, needed: set[str]) -> set[str]:
                 if len(fields) >= 2 and fields[1] in needed:
                     found.add(fields[1])
     return found
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send what C++ code writes to file descriptor 2 to a temporary file for the block (its text is
+    logged at debug level)."""
+    import tempfile
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("kenlm: %s", text)
 
 
 def check_arpa(path) -> None:
@@ -91,7 +119,8 @@ class ArpaLM:
         check_arpa(self.path)
         kenlm = _load_kenlm()
         try:
-            self._model = kenlm.Model(str(self.path))
+            with _quiet_stderr():  # kenlm reports its loading progress on stderr, every time
+                self._model = kenlm.Model(str(self.path))
         except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as e:
             raise InputError(self.path, f"cannot read as an ARPA LM: {e}") from None
         self._kenlm = kenlm

@@ -20,12 +20,16 @@ def _weights(s: str) -> list[float]:
 
 
 def _add_lm_options(p):
-    p.add_argument("--old-lm", required=True, help="ARPA file of the LM the decoder used (plain or .gz)")
+    p.add_argument("--old-lm", help="ARPA file of the LM the decoder used (plain or .gz), removed from the "
+                                    "graph costs; without it (a recogniser with no LM of its own) the NN LM "
+                                    "is added: lm_cost + w * nn")
     p.add_argument("--lm-dir", required=True, help="NN LM directory (plain or quantized)")
     p.add_argument("--words", help="words.txt of the lattices and Kaldi n-best tables (data/lang/words.txt)")
     p.add_argument("--weight", default="0.8",
                    help="NN LM interpolation weight w, or several separated by commas (default 0.8)")
-    p.add_argument("--acwt", type=float, default=0.1, help="acoustic scale for N-best / pruning (default 0.1)")
+    p.add_argument("--acwt", type=float, default=None,
+                   help="acoustic scale for lattice N-best extraction and pruning (default 0.1, for chain and "
+                        "nnet3 decodes; GMM decodes use their own, e.g. 0.0833); lattice inputs only")
     p.add_argument("--device", default="cpu", help="torch device for the NN LM, e.g. cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the NN LM under bfloat16 autocast")
     p.add_argument("--dequantize", action="store_true",
@@ -52,6 +56,8 @@ def register(sub):
     src.add_argument("--nbest", help="n-best file (.tsv or .jsonl)")
     src.add_argument("--nbest-tables", help="dir with Kaldi n-best tables words, acwt, lmwt.withlm")
     p.add_argument("--n", type=int, default=20, help="N-best size when reading lattices (default 20)")
+    p.add_argument("--oov-penalty", type=float, default=0.0,
+                   help="nats added to the NN LM cost per word outside its vocabulary (default 0)")
     p.add_argument("--out-lattices", help="wspecifier for rescored lattices (one per utterance)")
     p.add_argument("--out-nbest", help="rescored n-best list (.tsv or .jsonl)")
     p.add_argument("--out-tables", help="dir for Kaldi n-best tables (words, acwt, lmwt.*)")
@@ -72,6 +78,12 @@ def register(sub):
                         "LMWT 7..17 (unless pruning removed it); stop with an error naming the utterance if not")
     p.set_defaults(func=_lattice)
     _register_decide(sub)
+
+
+def format_weight(w: float) -> str:
+    """An interpolation weight as it goes into file names: 0.0, 0.5, 0.25, 1.0 (one decimal at least)."""
+    text = f"{w:g}"
+    return text if "." in text or "e" in text else f"{w:.1f}"
 
 
 def _register_decide(sub):
@@ -132,7 +144,7 @@ def _decide(args):
     def tables(pattern):
         out = {}
         for w in weights:
-            path = pattern if w is None else pattern.replace("{weight}", f"{w:g}")
+            path = pattern if w is None else pattern.replace("{weight}", format_weight(w))
             out[w] = HypTable.from_groups(list(iter_nbest_groups(path)), args.per_token_costs)
         return out
 
@@ -195,7 +207,7 @@ def _outputs(weights, **paths):
         if len(weights) > 1 and "{weight}" not in path:
             raise InputError(path, f"--{name.replace('_', '-')}: with several weights the path must contain "
                                    "{weight}")
-        out[name] = {w: path.replace("{weight}", f"{w:g}") for w in weights}
+        out[name] = {w: path.replace("{weight}", format_weight(w)) for w in weights}
     return out
 
 
@@ -242,13 +254,14 @@ def _setup(args):
     if args.token_budget < 1 or args.max_row < 2 or args.threads < 0:
         raise InputError(None, "--token-budget must be at least 1, --max-row at least 2, --threads at least 0")
     checked_device(args.device)
-    check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
+    if args.old_lm:
+        check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
     # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
     model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
     scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
                       share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
     symbols = SymbolTable.load(args.words) if args.words else None
-    return weights, scorer, ArpaLM(args.old_lm), symbols
+    return weights, scorer, ArpaLM(args.old_lm) if args.old_lm else None, symbols
 
 
 def _finish(args, summary):
@@ -263,6 +276,8 @@ def _nbest(args):
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
     if args.n < 1:
         raise InputError(None, f"--n {args.n}: the N-best size must be at least 1")
+    if args.acwt is not None and not args.lattices:
+        raise InputError(None, "--acwt applies to --lattices only (n-best files carry their costs unscaled)")
     if not args.words and (args.lattices or args.nbest_tables or args.out_lattices or args.out_tables):
         raise InputError(None, "--words is needed to read lattices or Kaldi tables and to write them")
     outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices, out_nbest=args.out_nbest,
@@ -279,7 +294,8 @@ def _nbest(args):
         hyps.sort(key=lambda h: (h.utterance, h.rank))
     summary = rescore_nbest_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
                                 lattices=args.lattices, hyps=hyps, hyp_groups=groups, n=args.n,
-                                acoustic_scale=args.acwt, out_lattices=outs.get("out_lattices"),
+                                acoustic_scale=0.1 if args.acwt is None else args.acwt,
+                                oov_penalty=args.oov_penalty, out_lattices=outs.get("out_lattices"),
                                 out_nbest=outs.get("out_nbest"), out_tables=outs.get("out_tables"),
                                 overwrite=args.overwrite)
     _finish(args, summary)
@@ -289,6 +305,8 @@ def _lattice(args):
     from asr_lm_quant.rescore.lattice import rescore_lattice_job
     if not args.words:
         raise InputError(None, "--words is needed to read lattices")
+    if not args.old_lm:
+        raise InputError(None, "lattice rescoring needs --old-lm, the ARPA file of the decoder's LM")
     if args.beam <= 0 or not 0.0 <= args.epsilon <= 1.0:
         raise InputError(None, f"--beam must be positive and --epsilon in [0, 1] (got {args.beam}, {args.epsilon})")
     outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices)
@@ -296,6 +314,7 @@ def _lattice(args):
     weights, scorer, old, symbols = _setup(args)
     summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
                                   lattices=args.lattices, out_lattices=outs["out_lattices"],
-                                  acoustic_scale=args.acwt, beam=args.beam, epsilon=args.epsilon,
+                                  acoustic_scale=0.1 if args.acwt is None else args.acwt, beam=args.beam,
+                                  epsilon=args.epsilon,
                                   check=args.check, overwrite=args.overwrite)
     _finish(args, summary)

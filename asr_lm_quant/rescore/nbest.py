@@ -39,7 +39,10 @@ def interpolate(graph, ngram, nn, weight: float):
 
 
 def ngram_costs(ngram_lm, hyps) -> np.ndarray:
-    """Old LM cost of each hypothesis (``<s> words </s>``, nats) from an :class:`~asr_lm_quant.ngram.ArpaLM`."""
+    """Old LM cost of each hypothesis (``<s> words </s>``, nats) from an :class:`~asr_lm_quant.ngram.ArpaLM`;
+    zeros without one (a recogniser with no LM of its own: the NN LM is then added, nothing removed)."""
+    if ngram_lm is None:
+        return np.zeros(len(hyps))
     return np.array([ngram_lm.sentence_cost(h.words if isinstance(h, NbestHyp) else h) for h in hyps],
                     dtype=np.float64)
 
@@ -57,10 +60,17 @@ class ScoredNbest:
         return interpolate(graph, self.ngram, self.nn, weight)
 
 
-def score_hypotheses(hyps, scorer, ngram_lm, lattices=None) -> ScoredNbest:
-    """NN costs (``scorer``: :class:`~asr_lm_quant.rescore.nnscore.NNScorer`) and old n-gram costs."""
+def score_hypotheses(hyps, scorer, ngram_lm, lattices=None, oov_penalty: float = 0.0) -> ScoredNbest:
+    """NN costs (``scorer``: :class:`~asr_lm_quant.rescore.nnscore.NNScorer`) and old n-gram costs.
+
+    ``oov_penalty``: nats added to the NN cost per word outside its vocabulary (scored as ``<unk>``, which
+    an LM trained with ``<unk>`` otherwise often prefers to the right in-vocabulary word)."""
     hyps = list(hyps)
-    return ScoredNbest(hyps, ngram_costs(ngram_lm, hyps), scorer.costs([h.words for h in hyps]), lattices)
+    nn = scorer.costs([h.words for h in hyps])
+    if oov_penalty:
+        vocab = scorer.vocab
+        nn = nn + oov_penalty * np.array([sum(w not in vocab for w in h.words) for h in hyps], dtype=np.float64)
+    return ScoredNbest(hyps, ngram_costs(ngram_lm, hyps), nn, lattices)
 
 
 def rescore_hypotheses(hyps, scorer, ngram_lm, weights) -> dict[float, list[NbestHyp]]:
@@ -211,7 +221,8 @@ def _chunks(items, max_hyps: int):
 
 def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | None = None,
                       hyps=None, hyp_groups=None, n: int = 20, acoustic_scale: float = 0.1, out_lattices=None,
-                      out_nbest=None, out_tables=None, chunk_hyps: int = 4000, overwrite: bool = True) -> dict:
+                      out_nbest=None, out_tables=None, chunk_hyps: int = 4000, overwrite: bool = True,
+                      oov_penalty: float = 0.0) -> dict:
     """Rescore one job: lattices from the rspecifier ``lattices`` (converted to N-best as
     ``lattice-to-nbest``), ready-made ``hyps`` (NbestHyp, grouped by utterance) or ``hyp_groups`` (an
     iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.kaldi.nbest.iter_nbest_groups`: streamed).
@@ -258,18 +269,21 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
     try:
         for chunk, lats in _chunks(items(), chunk_hyps):
             scored = score_hypotheses(chunk, scorer, ngram_lm,
-                                      lats if any(x is not None for x in lats) else None)
+                                      lats if any(x is not None for x in lats) else None, oov_penalty)
             outs.add(scored)
             summary["utterances"] += len({h.utterance for h in chunk})
             summary["hypotheses"] += len(chunk)
             summary["words"] += scorer.stats.words
             summary["oov"] += scorer.stats.oov
-            summary["ngram_oov"] += sum(ngram_lm.is_oov(w) for h in chunk for w in h.words)
+            if ngram_lm is not None:
+                summary["ngram_oov"] += sum(ngram_lm.is_oov(w) for h in chunk for w in h.words)
             summary["nn_seconds"] += scorer.stats.seconds
         ok = True
     finally:
         outs.close(ok)
-    if summary["ngram_oov"]:
+    # Words outside an LM with <unk> cost what the decoder gave them (it scored them as <unk> too); only an
+    # LM without <unk> gives them a cost the decoder did not use.
+    if summary["ngram_oov"] and not getattr(ngram_lm, "has_unk", True):
         log.warning("%d hypothesis words are not in the old LM %s: its cost for them (and so its removal) "
                     "is not the decoder's", summary["ngram_oov"], getattr(ngram_lm, "path", ""))
     return summary
