@@ -128,3 +128,26 @@ def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, caps
                                f"{r['del']} del, {r['sub']} sub ]"), (lmwt, line, r)
     best_kaldi = (tmp_path / "decode" / "scoring_kaldi" / "best_wer").read_text().split()[1]
     assert f"{d['dev']['total']['wer']:.2f}" == best_kaldi
+
+
+def test_step_script(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    dev = _write(tmp_path / "dev.0.5.tsv", [("d1", 1, "a cat", 10, 9), ("d1", 2, "the cat", 10.5, 4)])
+    _write(tmp_path / "test.0.5.tsv", [("t1", 1, "a hat", 10, 9), ("t1", 2, "the hat", 10.5, 4)])
+    (tmp_path / "dev.txt").write_text("d1 the cat\n")
+    (tmp_path / "test.txt").write_text("t1 the hat\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [str(repo / "steps/decide_nbest.sh"), "--weights", "0.5", "--lm-scales", "0,1", "--penalties", "0",
+           str(tmp_path / "dev.{weight}.tsv"), str(tmp_path / "dev.txt"), str(tmp_path / "test.{weight}.tsv"),
+           str(tmp_path / "test.txt"), str(tmp_path / "out")]
+    for _ in range(2):  # re-runnable
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        assert '"test_wer": 0.0' in p.stdout
+    assert (tmp_path / "out" / "test" / "text").read_text() == "t1 the hat\n"
+    assert (tmp_path / "out" / "log" / "decide.log").exists()
+    assert dev.exists()

@@ -36,7 +36,9 @@ def staged_output(out_dir, names, *, overwrite: bool = False):
             raise RuntimeError(f"internal error: staged output lacks {missing}")
         mode = _default_mode()
         for n in names:
-            os.chmod(stage / n, mode)  # temp files are private; results get the usual permissions
+            os.chmod(stage / n, mode if (stage / n).is_file() else 0o777 & ~_umask())  # not the temp's 0700
+            if (out_dir / n).is_dir() and not (out_dir / n).is_symlink():
+                shutil.rmtree(out_dir / n)  # an earlier result (overwrite is on): a directory is not replaced
             os.replace(stage / n, out_dir / n)
         ok = True
     finally:
@@ -44,6 +46,12 @@ def staged_output(out_dir, names, *, overwrite: bool = False):
         if created and not ok:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # leave no trace of a failed run
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _default_mode() -> int:
