@@ -43,8 +43,9 @@ command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
 for f in "$lang_or_graph/words.txt" "$data/text"; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
+# A re-run scores the decode dir again, replacing the earlier wer_* files (as Kaldi's scoring does).
 opts=(--min-lmwt "$min_lmwt" --max-lmwt "$max_lmwt" --word-ins-penalty "$word_ins_penalty"
-      --hyp-filter "$hyp_filter" --recipe-filters)
+      --hyp-filter "$hyp_filter" --recipe-filters --overwrite)
 [ "$stats" = true ] || opts+=(--no-stats)
 if [ -n "$hyp" ]; then
   opts+=(--hyp "$hyp")

@@ -283,3 +283,16 @@ def test_gzip_text_inputs(tmp_path, capsys):
     p.write_bytes(gzip.compress(b"a b c\n" * 5000)[:200])
     fails(capsys, ["ngram-train", "--text", p, "--out", tmp_path / "o.arpa"], "text.txt.gz")
     assert not (tmp_path / "o.arpa").exists()
+
+
+def test_score_kaldi_keeps_an_earlier_scoring_without_overwrite(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "text").write_text("utt1 hello\n")
+    d = _decode_dir(tmp_path, "<eps> 0\nhello 1\n")
+    argv = ["score-kaldi", "--no-plot", "--min-lmwt", "9", "--max-lmwt", "10", data, tmp_path / "words.txt", d]
+    assert main([str(a) for a in argv]) == 0
+    before = (d / "wer_10_0.0").read_text()
+    fails(capsys, argv, "decode", "already scored", "--overwrite")
+    assert (d / "wer_10_0.0").read_text() == before
+    assert main([str(a) for a in argv] + ["--overwrite"]) == 0

@@ -43,6 +43,11 @@ def cmd_score_kaldi(args) -> int:
     data = Path(args.data_dir)
     if not (data / "text").is_file():
         raise InputError(data / "text", "reference text does not exist")
+    earlier = sorted(Path(args.decode_dir).glob("wer_*_*")) + sorted(
+        Path(args.decode_dir).glob("scoring_kaldi/best_wer"))
+    if earlier and not args.overwrite:
+        raise InputError(args.decode_dir, f"already scored ({earlier[0].name} exists); give --overwrite to "
+                                          "score it again")
     if args.hyp:
         summary = sweep_texts(data, _hyp_settings(args.hyp), args.decode_dir, hyp_filter=args.hyp_filter,
                               hyp_filter_cmd=args.hyp_filter_cmd, ref_filter_cmd=args.ref_filter_cmd,
@@ -99,6 +104,8 @@ def register(sub) -> None:
     p.add_argument("--recipe-filters", action="store_true",
                    help="use ./local/wer_{hyp,ref,output}_filter when executable, as Kaldi does")
     p.add_argument("--no-stats", action="store_true", help="skip scoring_kaldi/wer_details")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier scoring of the decode dir (steps/score_kaldi.sh always does, as Kaldi)")
     p.set_defaults(func=cmd_score_kaldi)
 
     p = sub.add_parser("score-hub5", help="Hub5 (eval2000/rt03) scoring with SCTK hubscr, best WER per subset",
