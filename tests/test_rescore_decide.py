@@ -151,3 +151,16 @@ def test_step_script(tmp_path):
     assert (tmp_path / "out" / "test" / "text").read_text() == "t1 the hat\n"
     assert (tmp_path / "out" / "log" / "decide.log").exists()
     assert dev.exists()
+
+
+def test_normalisation_applies_to_both_sides(tmp_path, capsys):
+    from asr_lm_quant.rescore.decide import normalize_words
+    assert normalize_words(["The", "U.S.", "isn't", "100%", "&", "co,"], "asr") == \
+        ["the", "u", "s", "isn't", "100", "and", "co"]
+    assert normalize_words(["The", "Cat"], "lower") == ["the", "cat"]
+    dev = _write(tmp_path / "dev.tsv", [("d1", 1, "The cat, sat.", 1, 1)])
+    (tmp_path / "dev.txt").write_text("d1 the Cat sat\n")
+    for how, wer in (("none", 100.0), ("asr", 0.0)):
+        assert main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--normalize", how,
+                     "--out", str(tmp_path / how)]) == 0
+        assert json.loads(capsys.readouterr().out)["dev_wer"] == wer

@@ -107,6 +107,9 @@ def _register_decide(sub):
     p.add_argument("--per-token-costs", choices=("none", "acoustic", "lm", "both"), default="none",
                    help="costs given as averages per token (words + end of sentence), as end-to-end "
                         "recognisers often report them: multiplied back by the hypothesis length")
+    p.add_argument("--normalize", choices=("none", "lower", "asr"), default="none",
+                   help="text normalisation of hypotheses and references alike before counting errors: lower "
+                        "case; asr = lower case and punctuation removed (numbers are not read out)")
     p.add_argument("--subsets", help="WER per subset too: NAME=PREFIX,... of utterance ids (e.g. "
                                      "swbd=sw_,callhm=en_)")
     p.add_argument("--out", required=True, help="output directory")
@@ -116,7 +119,8 @@ def _register_decide(sub):
 
 def _decide(args):
     from asr_lm_quant.kaldi.nbest import iter_nbest_groups
-    from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, parse_grid, subset_masks, sweep)
+    from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, normalize_words, parse_grid,
+                                             subset_masks, sweep)
     from asr_lm_quant.scoring.plots import plot_sweep
     from asr_lm_quant.scoring.textfile import format_text, read_text
     from asr_lm_quant.text.outdir import staged_output, write_json
@@ -145,18 +149,18 @@ def _decide(args):
         out = {}
         for w in weights:
             path = pattern if w is None else pattern.replace("{weight}", format_weight(w))
-            out[w] = HypTable.from_groups(list(iter_nbest_groups(path)), args.per_token_costs)
+            out[w] = HypTable.from_groups(list(iter_nbest_groups(path)), args.per_token_costs, args.normalize)
         return out
 
     dev = tables(args.dev)
-    dev_ref = read_text(args.dev_ref)
+    dev_ref = {k: normalize_words(v, args.normalize) for k, v in read_text(args.dev_ref).items()}
     dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
     w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
     decision = {"setting": {"weight": w, "lm_scale": s, "penalty": pen,
                             "kaldi_lmwt": s, "kaldi_word_ins_penalty": pen / s if s else None},
-                "per_token_costs": args.per_token_costs, "dev": {}, "test": None,
+                "per_token_costs": args.per_token_costs, "normalize": args.normalize, "dev": {}, "test": None,
                 "grid": {"weights": weights, "lm_scales": lm_scales, "penalties": penalties}}
     picked = {}
     t = dev[w]
@@ -169,7 +173,7 @@ def _decide(args):
         rows_test = tt.pick(s, pen)
         picked["test"] = (tt, rows_test)
         if args.test_ref:
-            c = Counts.of(tt, read_text(args.test_ref))
+            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in read_text(args.test_ref).items()})
             decision["test"] = {name: c.result(rows_test, mask)
                                 for name, mask in subset_masks(tt.utts, subsets).items()}
     with staged_output(args.out, names, overwrite=args.overwrite) as stage:

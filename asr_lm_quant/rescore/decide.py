@@ -32,6 +32,25 @@ DEFAULT_LM_SCALES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0
 DEFAULT_PENALTIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
+NORMALIZATIONS = ("none", "lower", "asr")
+
+
+def normalize_words(words, how: str) -> list[str]:
+    """The same text normalisation for hypotheses and references before counting errors: ``none``; ``lower``
+    (case); ``asr`` (case, punctuation removed or splitting a word as the toolkit's ASR text normaliser does:
+    ``U.S.`` -> ``u s``, ``%`` -> ``percent``, ``&`` -> ``and``; inner apostrophes kept; numbers are not
+    read out)."""
+    if how == "none":
+        return list(words)
+    if how == "lower":
+        return [w.lower() for w in words]
+    from asr_lm_quant.text.normalize import _SYMBOL_WORDS, _pieces
+    out = []
+    for w in words:
+        out.extend([_SYMBOL_WORDS[w]] if w in _SYMBOL_WORDS else [p.strip("'") for p in _pieces(w) if p.strip("'")])
+    return out
+
+
 def parse_grid(spec: str, name: str) -> list[float]:
     """``"0.5,1,2"`` or ``"START:STOP:STEP"`` (STOP included) -> floats."""
     try:
@@ -61,10 +80,11 @@ class HypTable:
     words: list             # [N] word lists
 
     @classmethod
-    def from_groups(cls, groups, per_token: str = "none") -> "HypTable":
+    def from_groups(cls, groups, per_token: str = "none", normalize: str = "none") -> "HypTable":
         """``groups``: per-utterance lists of NbestHyp. ``per_token`` (``none``, ``acoustic``, ``lm``, ``both``):
         which costs the file holds as averages per token, to be multiplied by the number of words plus one
-        (the end of sentence), as end-to-end recognisers often report them."""
+        (the end of sentence), as end-to-end recognisers often report them. ``normalize``: see
+        :func:`normalize_words` (the word count of the penalty is the recogniser's)."""
         utts, start, ac, lm, nw, rank, words = [], [0], [], [], [], [], []
         for g in groups:
             utts.append(g[0].utterance)
@@ -74,7 +94,7 @@ class HypTable:
                 lm.append(h.lm_cost * (k if per_token in ("lm", "both") else 1))
                 nw.append(len(h.words))
                 rank.append(h.rank)
-                words.append(h.words)
+                words.append(normalize_words(h.words, normalize))
             start.append(len(ac))
         if not utts:
             raise InputError(None, "no hypotheses to decide between")
