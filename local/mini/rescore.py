@@ -38,7 +38,7 @@ def main(argv=None):
 
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.ngram.arpa import ArpaLM
-    from asr_lm_quant.quant.packed import load_any_lm
+    from asr_lm_quant.quant.packed import load_lm_for_inference
     from asr_lm_quant.rescore.lattice import rescore_lattice_job
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
     from asr_lm_quant.rescore.nnscore import NNScorer
@@ -49,7 +49,7 @@ def main(argv=None):
     src = Path(f"{a.decode_dir}_{half}")
     nj = int((src / "num_jobs").read_text())
     weights = [float(w) for w in a.weights.split(",")]
-    model, vocab = load_any_lm(a.model)
+    model, vocab = load_lm_for_inference(a.model)  # quantized systems are scored packed
     scorer = NNScorer(model, vocab, bf16=a.bf16)
     old = ArpaLM(a.arpa)
     symbols = SymbolTable.load(a.words)
@@ -64,7 +64,8 @@ def main(argv=None):
                                             out_lattices=out_lats, out_nbest=None, out_tables=None)
             elif method == "lattice":
                 summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
-                                              lattices=lattices, out_lattices=out_lats, acoustic_scale=a.acwt)
+                                              lattices=lattices, out_lattices=out_lats, acoustic_scale=a.acwt,
+                                              check=True)  # weight 0 must keep the first pass
             else:
                 raise InputError(None, f"--methods: unknown method {method!r}")
             print(f"{method} {half} job {job}: {json.dumps(summary)}", flush=True)
