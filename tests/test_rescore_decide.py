@@ -164,3 +164,23 @@ def test_normalisation_applies_to_both_sides(tmp_path, capsys):
         assert main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--normalize", how,
                      "--out", str(tmp_path / how)]) == 0
         assert json.loads(capsys.readouterr().out)["dev_wer"] == wer
+
+
+def test_generic_json_nbest_with_its_references(tmp_path, capsys):
+    from pathlib import Path
+
+    from asr_lm_quant.kaldi.nbest import read_generic_json, read_nbest
+    src = Path(__file__).resolve().parent / "fixtures" / "nbest" / "generic.json"
+    groups, refs = read_generic_json(src)
+    assert [len(g) for g in groups] == [3, 2, 1] and refs["dev-002"] == "the kids know school".split()
+    assert groups[0][1].acoustic_cost == pytest.approx(3.9) and groups[2][0].acoustic_cost == 0.0
+    assert [h.utterance for h in read_nbest(src)] == ["dev-001"] * 3 + ["dev-002"] * 2 + ["dev-003"]
+    # Scores alone pick 'zebra' and 'kid': 2 errors of 11 words; an LM would be needed to fix them.
+    assert main(["decide-nbest", "--dev", str(src), "--lm-scales", "0", "--penalties", "0",
+                 "--out", str(tmp_path / "o")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["dev_wer"] == pytest.approx(100 * 2 / 11)
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"id": "u1", "hypotheses": ["a", "b"], "scores": [1.0]}]')
+    assert main(["decide-nbest", "--dev", str(bad), "--out", str(tmp_path / "p")]) == 1
+    assert "scores must be 2 finite numbers" in capsys.readouterr().err

@@ -96,7 +96,8 @@ def _register_decide(sub):
                     "--dev is applied to --test. Writes OUT/dev/text and OUT/test/text (Kaldi text: the "
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
     p.add_argument("--dev", required=True, help="dev n-best file (.tsv/.jsonl); may contain {weight}")
-    p.add_argument("--dev-ref", required=True, help="dev references, Kaldi text ('utt-id word ...')")
+    p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...'); default: the references "
+                                     "inside a generic JSON n-best file")
     p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
     p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
     p.add_argument("--weights", help="the values of {weight} in the paths, e.g. 0.5,0.8")
@@ -122,7 +123,7 @@ def _decide(args):
     from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, normalize_words, parse_grid,
                                              subset_masks, sweep)
     from asr_lm_quant.scoring.plots import plot_sweep
-    from asr_lm_quant.scoring.textfile import format_text, read_text
+    from asr_lm_quant.scoring.textfile import format_text
     from asr_lm_quant.text.outdir import staged_output, write_json
 
     lm_scales = parse_grid(args.lm_scales, "lm-scales")
@@ -153,7 +154,7 @@ def _decide(args):
         return out
 
     dev = tables(args.dev)
-    dev_ref = {k: normalize_words(v, args.normalize) for k, v in read_text(args.dev_ref).items()}
+    dev_ref = {k: normalize_words(v, args.normalize) for k, v in _references(args.dev_ref, args.dev, weights).items()}
     dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
@@ -172,8 +173,9 @@ def _decide(args):
         tt = tables(args.test)[w]
         rows_test = tt.pick(s, pen)
         picked["test"] = (tt, rows_test)
-        if args.test_ref:
-            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in read_text(args.test_ref).items()})
+        test_ref = _references(args.test_ref, args.test, weights, required=False)
+        if test_ref:
+            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()})
             decision["test"] = {name: c.result(rows_test, mask)
                                 for name, mask in subset_masks(tt.utts, subsets).items()}
     with staged_output(args.out, names, overwrite=args.overwrite) as stage:
@@ -190,6 +192,19 @@ def _decide(args):
     summary = {"setting": decision["setting"], "dev_wer": decision["dev"]["total"]["wer"],
                "test_wer": decision["test"]["total"]["wer"] if decision["test"] else None}
     print(json.dumps(summary))
+
+
+def _references(text, nbest_pattern, weights, required=True) -> dict:
+    """References from a Kaldi text file, else from the generic JSON n-best file itself."""
+    from asr_lm_quant.kaldi.nbest import is_generic_json, read_generic_json
+    from asr_lm_quant.scoring.textfile import read_text
+    if text:
+        return read_text(text)
+    path = nbest_pattern if weights == [None] else nbest_pattern.replace("{weight}", format_weight(weights[0]))
+    refs = read_generic_json(path)[1] if is_generic_json(path) else {}
+    if not refs and required:
+        raise InputError(path, "no references: give them as Kaldi text (--dev-ref), or in the generic JSON form")
+    return refs
 
 
 def _sweep_markdown(rows, best) -> str:
