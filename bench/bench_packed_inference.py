@@ -123,6 +123,7 @@ print(json.dumps(res))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a 2-layer, 5k-word model and fewer hypotheses")
+    ap.add_argument("--hypotheses", type=int, help="n-best set size (default 2000; --quick 400)")
     ap.add_argument("--out")
     a = ap.parse_args()
     import numpy as np
@@ -130,7 +131,7 @@ def main() -> int:
         root = Path(tmp)
         dirs, avg = build(root, a.quick)
         V = 5000 if a.quick else 30000
-        hyps = hypotheses(400 if a.quick else 2000, V)
+        hyps = hypotheses(a.hypotheses or (400 if a.quick else 2000), V)
         hf = root / "hyps.txt"
         hf.write_text("\n".join(hyps) + "\n")
         rows = {}
