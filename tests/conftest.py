@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -6,6 +7,17 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASR_LM_QUANT_SHARED", REPO.parent / "shared"))
+
+
+def _load_tiny():
+    """tests/fixtures/rescore/tiny.py: the tiny rescoring set-up (LM dir, ARPA, words.txt, decode dirs)."""
+    spec = importlib.util.spec_from_file_location("rescore_tiny", REPO / "tests/fixtures/rescore/tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = _load_tiny()
 
 # Tests run two at a time on small machines; one thread each keeps them from fighting.
 torch.set_num_threads(1)

@@ -1,6 +1,5 @@
 """The Python API: the README's example runs as written (paths pointed at a tiny set-up)."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -12,9 +11,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.nbest import NbestHyp, write_nbest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("rescore_tiny", REPO / "tests/fixtures/rescore/tiny.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from conftest import TINY as tiny  # noqa: E402
 
 
 def test_readme_example_runs(tmp_path):

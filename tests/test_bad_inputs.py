@@ -5,7 +5,6 @@ a non-zero status, no traceback, no output written, and nothing that existed rep
 """
 
 import gzip
-import importlib.util
 import json
 import os
 import random
@@ -22,9 +21,7 @@ from asr_lm_quant.kaldi.lattice import Lattice
 from asr_lm_quant.kaldi.nbest import read_nbest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("rescore_tiny", REPO / "tests/fixtures/rescore/tiny.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from conftest import TINY as tiny  # noqa: E402
 
 HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
 

@@ -5,7 +5,6 @@ invariant that makes lattice rescoring trustworthy: at interpolation weight 0 it
 the same WER at every LM weight and insertion penalty.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,9 +18,7 @@ from asr_lm_quant.kaldi.archive import read_lattice_dict, read_lattices
 from asr_lm_quant.kaldi.lattice import Lattice
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("rescore_tiny", REPO / "tests/fixtures/rescore/tiny.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from conftest import TINY as tiny  # noqa: E402
 
 SCORING = "--min-lmwt 7 --max-lmwt 17 --word-ins-penalty 0.0,0.5,1.0"
 

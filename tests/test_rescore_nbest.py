@@ -1,7 +1,6 @@
 """N-best and lattice rescoring on a tiny model, a tiny ARPA and a tiny decode dir built here."""
 
 import gzip
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,9 +20,7 @@ from asr_lm_quant.rescore.nbest import interpolate, rescore_hypotheses
 from asr_lm_quant.rescore.nnscore import NNScorer
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("rescore_tiny", REPO / "tests/fixtures/rescore/tiny.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from conftest import TINY as tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
