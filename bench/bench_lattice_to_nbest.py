@@ -38,7 +38,7 @@ def main() -> int:
         d = Path(tmp)
         write_lattices(f"ark:{d}/in.ark", lats)
         (d / "words.txt").write_text("".join(f"w{i} {i}\n" for i in range(2001)))
-        outputs = {"lattices": [f"ark:{d}/out.ark"],
+        outputs = {"write_lattices": [f"ark:{d}/out.ark"],
                    "jsonl_only": ["--words", str(d / "words.txt"), "--nbest", str(d / "out.jsonl")]}
         for name, args in outputs.items():
             times = []
