@@ -70,7 +70,7 @@ def best(hyps, *, lm_scale: float = 1.0, penalty: float = 0.0) -> dict:
     from asr_lm_quant.rescore.decide import HypTable
 
     table = HypTable.from_groups(list(group_by_utterance(hyps).values()))
-    return {table.utts[u]: table.words[r] for u, r in enumerate(table.pick(lm_scale, penalty))}
+    return {table.utts[u]: table.raw[r] for u, r in enumerate(table.pick(lm_scale, penalty))}
 
 
 def quantize(model_dir, out_dir, *, method: str, overwrite: bool = False, **options) -> dict:

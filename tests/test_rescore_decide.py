@@ -184,3 +184,11 @@ def test_generic_json_nbest_with_its_references(tmp_path, capsys):
     bad.write_text('[{"id": "u1", "hypotheses": ["a", "b"], "scores": [1.0]}]')
     assert main(["decide-nbest", "--dev", str(bad), "--out", str(tmp_path / "p")]) == 1
     assert "scores must be 2 finite numbers" in capsys.readouterr().err
+
+
+def test_normalised_for_scoring_but_written_as_recognised(tmp_path):
+    dev = _write(tmp_path / "dev.tsv", [("d1", 1, "The Cat", 1, 1)])
+    (tmp_path / "dev.txt").write_text("d1 the cat\n")
+    assert main(["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--normalize", "lower",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "dev" / "text").read_text() == "d1 The Cat\n"

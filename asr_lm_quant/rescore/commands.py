@@ -181,8 +181,8 @@ def _decide(args):
     with staged_output(args.out, names, overwrite=args.overwrite) as stage:
         for name, (tab, rws) in picked.items():
             (stage / name).mkdir()
-            (stage / name / "text").write_text(format_text({tab.utts[u]: tab.words[r] for u, r in enumerate(rws)}),
-                                               encoding="utf-8")
+            (stage / name / "text").write_text(format_text({tab.utts[u]: tab.raw[r] for u, r in enumerate(rws)}),
+                                               encoding="utf-8")  # the recogniser's words, not normalised
         write_json(stage / "decision.json", {**decision, "sweep": rows})
         (stage / "sweep.md").write_text(_sweep_markdown(rows, best), encoding="utf-8")
         plot_rows = [{"lmwt": r["lm_scale"], "wip": f"{r['penalty']:g}" + (f", w {r['weight']:g}"

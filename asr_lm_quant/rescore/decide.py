@@ -77,7 +77,8 @@ class HypTable:
     lm: np.ndarray          # [N]
     nwords: np.ndarray      # [N]
     rank: np.ndarray        # [N]
-    words: list             # [N] word lists
+    words: list             # [N] word lists, normalised for counting errors
+    raw: list               # [N] word lists as the recogniser wrote them
 
     @classmethod
     def from_groups(cls, groups, per_token: str = "none", normalize: str = "none") -> "HypTable":
@@ -85,7 +86,7 @@ class HypTable:
         which costs the file holds as averages per token, to be multiplied by the number of words plus one
         (the end of sentence), as end-to-end recognisers often report them. ``normalize``: see
         :func:`normalize_words` (the word count of the penalty is the recogniser's)."""
-        utts, start, ac, lm, nw, rank, words = [], [0], [], [], [], [], []
+        utts, start, ac, lm, nw, rank, words, raw = [], [0], [], [], [], [], [], []
         for g in groups:
             utts.append(g[0].utterance)
             for h in sorted(g, key=lambda h: h.rank):
@@ -95,11 +96,12 @@ class HypTable:
                 nw.append(len(h.words))
                 rank.append(h.rank)
                 words.append(normalize_words(h.words, normalize))
+                raw.append(list(h.words))
             start.append(len(ac))
         if not utts:
             raise InputError(None, "no hypotheses to decide between")
         return cls(utts, np.asarray(start), np.asarray(ac, float), np.asarray(lm, float), np.asarray(nw),
-                   np.asarray(rank), words)
+                   np.asarray(rank), words, raw)
 
     def pick(self, lm_scale: float, penalty: float) -> np.ndarray:
         """Row of the cheapest hypothesis of each utterance (ties: the earlier row, i.e. the better rank)."""
