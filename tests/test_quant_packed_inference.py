@@ -11,7 +11,7 @@ from asr_lm_quant.cli import main
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.quant.packed import PACKED, load_packed, load_packed_for_inference, save_packed
-from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, decode_codes
+from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, decode_codes, valid_codes
 from asr_lm_quant.quant.plan import QuantPlan, group_names, group_view
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.rescore.nnscore import NNScorer
@@ -98,6 +98,9 @@ def test_decoding_matches_the_file_format():
         buf = pack_codes(codes, bits)
         assert torch.equal(decode_codes(torch.from_numpy(buf), bits, 999).long(), codes)
         assert torch.equal(unpack_codes(buf, bits, 999).long(), codes)
+        assert valid_codes(torch.from_numpy(buf), bits, 999)
+        if bits > 1:  # the unsigned value 2^b - 1 is no code
+            assert not valid_codes(torch.full((len(buf),), 255, dtype=torch.uint8), bits, 999)
 
 
 def test_codes_outside_the_table_are_refused(tmp_path):

@@ -73,17 +73,21 @@ def valid_codes(buf: torch.Tensor, bits: int, numel: int) -> bool:
         buf, numel = buf[full:], numel - full * per
         if numel == 0:
             return True
-    codes = decode_codes(buf, bits, numel)
-    return bool((codes <= kmax(bits)).all())
+    step = bits * 8192  # bytes holding 65536 whole codes: bounded temporaries
+    for a in range(0, len(buf), step):
+        n = min(numel - (a // bits) * 8, 65536)
+        if n > 0 and not bool((decode_codes(buf[a:a + step], bits, n) <= kmax(bits)).all()):
+            return False
+    return True
 
 
 def decode_codes(buf: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """float32 codes of the first ``numel`` values of a bit-packed uint8 buffer (little-endian bit order)."""
     if 8 % bits == 0:
         return _byte_table(bits, buf.device)[buf.long()].reshape(-1)[:numel]
-    planes = (buf[:, None].long() >> torch.arange(8, device=buf.device)) & 1
+    planes = (buf[:, None].int() >> torch.arange(8, dtype=torch.int32, device=buf.device)) & 1
     planes = planes.reshape(-1)[:numel * bits].reshape(numel, bits)
-    u = (planes << torch.arange(bits, device=buf.device)).sum(dim=1)
+    u = (planes << torch.arange(bits, dtype=torch.int32, device=buf.device)).sum(dim=1)
     return (u - kmax(bits)).to(torch.float32)
 
 
