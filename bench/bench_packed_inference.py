@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 VARIANTS = ["fp32", "ptq8", "ptq4", "ptq2", "mixed16x"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_lm_quant.kaldi.archive import read_lattice_dict, read_lattices
+from asr_lm_quant.kaldi.archive import read_lattice_dict
 from asr_lm_quant.kaldi.lattice import Lattice
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ pytorchnn models); ``<unk>`` stands for every out-of-vocabulary word.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
