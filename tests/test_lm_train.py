@@ -193,3 +193,18 @@ def test_epochs_with_different_batch_counts(data):
     assert p["done"] and p["stop_reason"] == "max_epochs"
     assert p["step"] == sum(counts) and p["epoch"] == 3
     assert [v["step"] for v in p["valid"]] == [counts[0], counts[0] + counts[1], sum(counts)]
+
+
+def test_positional_table_grows_on_demand_and_is_no_buffer():
+    # The table starts small (a max_len-row table would outweigh a small quantized model), grows to what a
+    # sequence needs with the same values, and is not a buffer that data-parallel training would broadcast.
+    from asr_lm_quant.lm.model import LMConfig, TransformerLM, sinusoidal_positions
+    m = TransformerLM(LMConfig(vocab_size=20, d_model=8, n_layers=1, n_heads=2, d_ff=8, max_len=1000)).eval()
+    assert m.positions(10).shape == (10, 8) and m._pe.shape[0] == 128
+    with torch.inference_mode():
+        m(torch.zeros(1, 300, dtype=torch.long))
+    assert m._pe.shape[0] >= 300
+    assert torch.equal(m.positions(300), sinusoidal_positions(1000, 8)[:300])
+    assert "pe" not in dict(m.named_buffers()) and "_pe" not in m.state_dict()
+    with pytest.raises(ValueError, match="beyond max_len"):
+        m.positions(1001)

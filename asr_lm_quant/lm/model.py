@@ -138,9 +138,10 @@ class TransformerLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        # Positional encodings for the positions used so far (positions() extends them up to max_len):
-        # a table of max_len rows would outweigh a small quantized model.
-        self.register_buffer("pe", sinusoidal_positions(min(cfg.max_len, 128), cfg.d_model), persistent=False)
+        # Positional encodings for the positions used so far (positions() extends them up to max_len): a
+        # table of max_len rows would outweigh a small quantized model. A plain attribute, not a buffer, so
+        # that data-parallel training never broadcasts tables that grew differently on different ranks.
+        self._pe = sinusoidal_positions(min(cfg.max_len, 128), cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.final_norm else None
@@ -166,7 +167,7 @@ class TransformerLM(nn.Module):
         x = self.embed(tokens)
         if self.cfg.scale_embedding:
             x = x * math.sqrt(self.cfg.d_model)
-        x = self.drop(x + self.positions(start + T)[start:start + T].to(x.dtype))
+        x = self.drop(x + self.positions(start + T, x.device)[start:start + T].to(x.dtype))
         new_past = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, None if past is None else past[i], attn_mask)
@@ -176,15 +177,17 @@ class TransformerLM(nn.Module):
         logits = self.out(x)
         return (logits, new_past) if return_past else logits
 
-    def positions(self, end: int) -> torch.Tensor:
-        """The sinusoidal encodings of positions ``0 .. end-1`` ([end, d_model]); each row is the same
-        whatever the length of the table, so growing it changes no value."""
-        if end > self.pe.shape[0]:
+    def positions(self, end: int, device=None) -> torch.Tensor:
+        """The sinusoidal encodings of positions ``0 .. end-1`` ([end, d_model], on ``device``); each row is
+        the same whatever the length of the table, so growing it changes no value."""
+        if end > self._pe.shape[0]:
             if end > self.cfg.max_len:
                 raise ValueError(f"position {end - 1} is beyond max_len {self.cfg.max_len}")
-            n = min(self.cfg.max_len, max(end, 2 * self.pe.shape[0]))
-            self.pe = sinusoidal_positions(n, self.cfg.d_model).to(self.pe.device)
-        return self.pe[:end]
+            n = min(self.cfg.max_len, max(end, 2 * self._pe.shape[0]))
+            self._pe = sinusoidal_positions(n, self.cfg.d_model)
+        if device is not None and self._pe.device != torch.device(device):
+            self._pe = self._pe.to(device)
+        return self._pe[:end]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once

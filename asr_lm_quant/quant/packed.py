@@ -294,7 +294,6 @@ def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, V
     for name, t in floats.items():
         owner, _, leaf = name.rpartition(".")
         model.get_submodule(owner).register_parameter(leaf, nn.Parameter(t, requires_grad=False))
-    model.register_buffer("pe", model.pe.to(dev), persistent=False)
     return model.eval(), vocab, plan
 
 

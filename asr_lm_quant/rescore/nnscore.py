@@ -397,7 +397,7 @@ class NNScorer:
         x = m.embed(tokens)
         if m.cfg.scale_embedding:
             x = x * math.sqrt(m.cfg.d_model)
-        x = x + m.positions(int(depth.max()) + 1)[depth].to(x.dtype)
+        x = x + m.positions(int(depth.max()) + 1, x.device)[depth].to(x.dtype)
         for i, layer in enumerate(m.layers):
             if weights.layers is None:
                 x, _ = layer(x, None, mask)
