@@ -386,7 +386,7 @@ def is_generic_json(path) -> bool:
     return head.startswith(b"[")
 
 
-def _generic_field(item, name, path, n):
+def _generic_field(item, name):
     for k in GENERIC_KEYS[name]:
         if k in item:
             return item[k]
@@ -415,8 +415,8 @@ def read_generic_json(path):
         where = f"item {n}"
         if not isinstance(item, dict):
             raise InputError(path, f"{where} is not an object")
-        utt, hyps = _generic_field(item, "id", path, n), _generic_field(item, "hypotheses", path, n)
-        scores, ref = _generic_field(item, "scores", path, n), _generic_field(item, "reference", path, n)
+        utt, hyps = _generic_field(item, "id"), _generic_field(item, "hypotheses")
+        scores, ref = _generic_field(item, "scores"), _generic_field(item, "reference")
         if not isinstance(utt, str) or not utt or any(c.isspace() for c in utt):
             raise InputError(path, f"{where}: needs an id without spaces (key id, utterance or utt)")
         if utt in seen:
@@ -435,7 +435,8 @@ def read_generic_json(path):
             if not isinstance(ref, str):
                 raise InputError(path, f"{where}: the reference must be a string", key=utt)
             refs[utt] = ref.split()
-        groups.append([NbestHyp(utt, r, h.split(), -float(sc), 0.0) for r, (h, sc) in enumerate(zip(hyps, scores), 1)])
+        groups.append([NbestHyp(utt, r, h.split(), -float(sc), 0.0)
+                       for r, (h, sc) in enumerate(zip(hyps, scores), 1)])
     return groups, refs
 
 

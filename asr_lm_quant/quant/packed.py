@@ -252,8 +252,8 @@ def _get(tensors, key, path, shape):
 
 def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, QuantPlan]:
     """Load a packed directory with its quantized weights kept packed in memory (PackedLinear and
-    PackedEmbedding in place of nn.Linear and nn.Embedding): the memory is about the file's size, and no
-    float copy of a quantized matrix is ever made. Costs equal :func:`load_packed`'s model's."""
+    PackedEmbedding in place of nn.Linear and nn.Embedding): the codes take what they take in the file, and
+    no float copy of a quantized matrix is ever made. Costs equal :func:`load_packed`'s model's."""
     from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, PackedMatrix, Segment, valid_codes
     from asr_lm_quant.quant.plan import split_group, weight_groups
 
