@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that scoring and the demo use (SCTK, festival and two voices) when we
+# Installs the Debian packages that scoring and the demo use (SCTK, festival and three voices) when we
 # are root and apt is available; otherwise prints the command to run. Safe to re-run.
 set -u
-pkgs="sctk festival festvox-us-slt-hts festvox-kallpc16k"
+pkgs="sctk festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

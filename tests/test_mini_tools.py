@@ -108,9 +108,12 @@ def test_select_sentences_filters_and_is_deterministic(tmp_path):
     two = select_sentences(p, vocab, pron, num=2, min_words=5, max_words=6, seed=7)
     assert two == select_sentences(p, vocab, pron, num=2, min_words=5, max_words=6, seed=7)
     assert [n for n, _ in two] == sorted(n for n, _ in two)
+    # Sentences the recogniser cannot fully output (zz has no pronunciation) only fill up a shortfall.
+    four = select_sentences(p, vocab, pron, num=4, min_words=5, max_words=6)
+    assert [n for n, _ in four] == [1, 4, 5, 6]
     from asr_lm_quant.errors import InputError
-    with pytest.raises(InputError, match="only 3 eligible"):
-        select_sentences(p, vocab, pron, num=4, min_words=5, max_words=6)
+    with pytest.raises(InputError, match="only 4 eligible"):
+        select_sentences(p, vocab, pron, num=5, min_words=5, max_words=6)
 
 
 def test_data_dir_is_sorted_and_complete(tmp_path):

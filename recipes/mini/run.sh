@@ -8,7 +8,7 @@
 # Stages:
 #   0  LM text: WikiText-2 normalised as ASR output (lower case, no punctuation) -> data/lm
 #   1  First-pass LM: Kneser-Ney 3-gram (exp/ngram/3gram.arpa) and its perplexity on valid/test
-#   2  Test audio and first pass: test sentences synthesised with festival (two voices), decoded with
+#   2  Test audio and first pass: test sentences synthesised with festival (three voices), decoded with
 #      pocketsphinx using the 3-gram; its word lattices become a Kaldi decode dir
 #      (exp/ngram/decode_test/lat.JOB.gz, CompactLattices with 3-gram graph costs), scored Kaldi style;
 #      the test set is split in halves: dev (tuning) and eval (reporting)
@@ -29,18 +29,19 @@ corpus_dir=../../../shared/data/wikitext-2   # WikiText-2 train/valid/test (.txt
                                              # into data/download/ (checksums pinned) when not there
 max_vocab=10000          # LM vocabulary: the most frequent training words (with <s> and <unk>)
 quick_corpus_lines=3000  # --quick: raw training lines kept (a third of that for valid and test)
-num_sents=300            # test sentences to synthesise
-voices=slt,kal           # festival voices, alternating across utterances
+num_sents=600            # test sentences to synthesise (halves of 300: tuning and evaluation)
+voices=slt,kal,ked       # festival voices, alternating across utterances
 snr=                     # add white noise at this SNR (dB); empty = clean audio
 seed=0
 nbest=20                 # N-best size for rescoring and the N-best oracle
 weights=0.5,0.7,0.9      # NN LM interpolation weights tried on the dev half
 lm_conf=conf/lm.json
 lm_deep_conf=conf/lm_deep.json
-lm_epochs=1              # overrides max_epochs of both LM configurations (empty: the configurations decide;
-                         # conf/lm.json's 2 epochs give valid ppl 157, 20% below the 3-gram, in twice the time)
+lm_epochs=               # overrides max_epochs of both LM configurations (empty: the configurations decide:
+                         # 3 epochs each, a validation at the end of each, the best kept)
 lm_max_steps=            # caps the training steps of both LMs (empty: the configurations decide)
-bf16=true                # bf16 autocast for LM training (several times faster on CPUs with AMX/AVX512-BF16)
+bf16=auto                # bf16 autocast for LM training: auto = when the CPU has AVX512-BF16 or AMX (elsewhere
+                         # bf16 is emulated and several times slower than fp32)
 quant_conf=conf/quant.json
 cache_dir=cache          # audio and lattice cache (content-keyed; safe to share between runs)
 threads=2
@@ -54,14 +55,14 @@ Options:
   --corpus-dir <dir>               WikiText-2 (default: $corpus_dir)
   --max-vocab <n>                  LM vocabulary size (default: $max_vocab)
   --num-sents <n>                  test sentences (default: $num_sents)
-  --voices <list>                  festival voices: slt,kal (default: $voices)
+  --voices <list>                  festival voices: slt,kal,ked (default: $voices)
   --snr <dB>                       add white noise at this SNR (default: none)
   --nbest <n>                      N-best size (default: $nbest)
   --weights <list>                 NN LM weights tuned on the dev half (default: $weights)
   --lm-conf / --lm-deep-conf <f>   Transformer LM configurations
   --lm-epochs <n>                  override the LM configurations' max_epochs
   --lm-max-steps <n>               cap the LM training steps
-  --bf16 <bool>                    bf16 autocast in LM training (default: $bf16)
+  --bf16 <true|false|auto>         bf16 autocast in LM training (default: $bf16)
   --quant-conf <f>                 quantization systems (default: $quant_conf)
   --cache-dir <dir>                audio/lattice cache (default: $cache_dir)"
 
@@ -197,6 +198,11 @@ if run_stage 3; then
   # One validation at the end of each epoch: the demo's budget is better spent on training.
   [ -n "$lm_epochs" ] && epoch_opt=(--max-epochs "$lm_epochs" --set eval_every=0)
   [ -n "$lm_max_steps" ] && epoch_opt+=(--set max_steps="$lm_max_steps")
+  if [ "$bf16" = auto ]; then
+    bf16=false
+    grep -q -w -E 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && bf16=true
+    log "Stage 3: bf16 autocast: $bf16 (auto, from the CPU's flags)"
+  fi
   [ "$bf16" = true ] && epoch_opt+=(--bf16)
   for pair in lm:$lm_conf lm_deep:$lm_deep_conf; do
     name=${pair%%:*}; conf=${pair#*:}
