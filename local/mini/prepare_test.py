@@ -2,8 +2,8 @@
 """Mini recipe, stage 2a: pick test sentences, synthesise them with festival, write data/test.
 
 Sentences come from the normalised WikiText-2 test split: 5..25 words, no <unk>, every word in the LM
-vocabulary and in the pocketsphinx dictionary; a seeded random choice of --num of them, kept in corpus
-order. Voices alternate across utterances (each voice is a Kaldi speaker). Audio: festival's text2wave,
+vocabulary, preferably all in the pocketsphinx dictionary too (see select_sentences); a seeded random choice
+of --num of them, kept in corpus order. Voices alternate across utterances (each voice is a Kaldi speaker). Audio: festival's text2wave,
 resampled to 16 kHz mono 16-bit, optional white noise at --snr dB. Each waveform is cached under
 --cache-dir by a hash of everything that determines it, so re-runs and other experiment dirs reuse it.
 
