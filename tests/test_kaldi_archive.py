@@ -11,7 +11,7 @@ from asr_lm_quant.kaldi.archive import (LatticeWriter, decode_dir_jobs, read_dec
                                         write_lattices)
 from asr_lm_quant.kaldi.fst_binary import compute_properties
 from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice, lattice_to_compact
-from asr_lm_quant.kaldi.nbest import nbest_paths
+from asr_lm_quant.kaldi.nbest import nbest_paths, path_to_lattice
 from asr_lm_quant.kaldi.symbols import SymbolTable
 from asr_lm_quant.kaldi.synthetic import random_compact_lattice
 from asr_lm_quant.errors import InputError
@@ -91,6 +91,19 @@ def test_binary_bytes_exact(tmp_path):
                 + struct.pack("<iii", 7, 8, 1) + struct.pack("<ffiq", 0.5, 0.0, 0, 0))
     assert out.read_bytes() == expected
     assert compute_properties(lat) == props
+
+
+def test_small_and_large_compact_layouts_agree(monkeypatch):
+    """Small CompactLattices are laid out by a plain loop, larger ones by array arithmetic: same bytes."""
+    from asr_lm_quant.kaldi import fst_binary
+    lats = [lat for _, lat in _random_lattices(n=6, seed=3)]
+    lats += [path_to_lattice(lats[0], p) for p in nbest_paths(lats[0], 5)]
+    lats.append(Lattice.from_arcs([(0, 1, 5, 5, 1.5, 2.25, [7, 8]), (0, 2, 0, 0, 0.0, 0.0), (1, 2, 3, 3, -1.0, 0.5)],
+                                  {2: (0.5, 0.0, [4, 4, 4]), 1: (1.0, 2.0, [9])}))
+    assert all(lat.num_arcs + lat.num_states <= fst_binary._SMALL for lat in lats)
+    small = [fst_binary.write_fst_binary(lat) for lat in lats]
+    monkeypatch.setattr(fst_binary, "_SMALL", -1)
+    assert [fst_binary.write_fst_binary(lat) for lat in lats] == small
 
 
 def test_lattice4_binary_layout(tmp_path):

@@ -269,9 +269,9 @@ def _check_float32(key, lat: Lattice, target) -> None:
     def error(msg, _at):
         return InputError(target, f"cannot write this lattice: {msg}", key=key)
     check_lattice(lat, error, None)
-    for c in (lat.graph, lat.acoustic, lat.final_graph, lat.final_acoustic):
-        if np.any(np.isfinite(c) & (np.abs(c) > _F32_MAX)):
-            raise error("a cost is beyond the float32 range Kaldi stores", None)
+    c = np.abs(np.concatenate((lat.graph, lat.acoustic, lat.final_graph, lat.final_acoustic)))
+    if np.any((c > _F32_MAX) & (c != np.inf)):
+        raise error("a cost is beyond the float32 range Kaldi stores", None)
 
 
 def _gzip_target(cmd: str) -> str | None:

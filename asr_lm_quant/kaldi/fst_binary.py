@@ -202,19 +202,22 @@ def read_fst_binary(r: ByteReader, *, path=None, key=None) -> Lattice:
 def check_lattice(lat: Lattice, error, at) -> None:
     """Reject what no valid lattice holds: next states out of range, NaN or half-infinite costs."""
     ns = lat.num_states
-    if lat.num_arcs:
+    if lat.num_arcs and (lat.dst.min() < 0 or lat.dst.max() >= ns):
         bad = np.flatnonzero((lat.dst < 0) | (lat.dst >= ns))
-        if len(bad):
-            i = bad[0]
-            raise error(f"state id {lat.dst[i]} out of range on an arc of state {lat.src[i]} "
-                        f"(lattice has {ns} states)", at)
+        i = bad[0]
+        raise error(f"state id {lat.dst[i]} out of range on an arc of state {lat.src[i]} "
+                    f"(lattice has {ns} states)", at)
+    # Arc costs are almost always all finite: one test each, the detailed ones only when it fails.
+    arcs_finite = np.isfinite(lat.graph).all() and np.isfinite(lat.acoustic).all()
     for what, g, a in (("arc", lat.graph, lat.acoustic), ("final", lat.final_graph, lat.final_acoustic)):
+        if what == "arc" and arcs_finite:
+            continue
         if np.isnan(g).any() or np.isnan(a).any():
             raise error(f"NaN cost in a{'n' if what == 'arc' else ''} {what} weight", at)
         half = np.isinf(g) != np.isinf(a)
         if half.any():
             raise error(f"{what} weight with one infinite cost ({g[half][0]}, {a[half][0]})", at)
-    if lat.num_arcs and np.isinf(lat.graph).any():
+    if not arcs_finite and lat.num_arcs and np.isinf(lat.graph).any():
         raise error("arc with weight Zero (infinite cost)", at)
     if np.any(lat.final_graph == -np.inf):
         raise error("final weight with cost -inf", at)
@@ -321,6 +324,29 @@ def _spread(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - firsts, lengths) + np.arange(total)
 
 
+_SMALL = 256  # states + arcs below which a plain loop lays out a CompactLattice faster than array arithmetic
+
+
+def _compact_words_small(lat: Lattice, fg, fa, offs) -> bytes:
+    """The CompactLattice body of a small lattice (n-best paths, mostly), word by word in Python."""
+    fg, fa = fg.view("<u4").tolist(), fa.view("<u4").tolist()
+    g, a = _pack_f32(lat.graph).view("<u4").tolist(), _pack_f32(lat.acoustic).view("<u4").tolist()
+    il, ol, dst = lat.ilabel.tolist(), lat.olabel.tolist(), lat.dst.tolist()
+    ao, ali = lat.ali_offsets.tolist(), lat.ali.tolist()
+    fo, fali = lat.final_ali_offsets.tolist(), lat.final_ali.tolist()
+    offs = offs.tolist()
+    words = []
+    for s in range(lat.num_states):
+        words += (fg[s], fa[s], fo[s + 1] - fo[s])
+        words += fali[fo[s]:fo[s + 1]]
+        words += (offs[s + 1] - offs[s], 0)
+        for i in range(offs[s], offs[s + 1]):
+            words += (il[i], ol[i], g[i], a[i], ao[i + 1] - ao[i])
+            words += ali[ao[i]:ao[i + 1]]
+            words.append(dst[i])
+    return struct.pack(f"<{len(words)}I", *words)
+
+
 def write_fst_binary(lat: Lattice) -> bytes:
     """The OpenFst binary bytes of ``lat`` (without the archive key), as Kaldi writes them."""
     props = lat.properties if lat.properties is not None else compute_properties(lat)
@@ -340,10 +366,14 @@ def write_fst_binary(lat: Lattice) -> bytes:
             out.append(struct.pack("<ffq", fg[s], fa[s], offs[s + 1] - offs[s]))
             out.append(raw[offs[s] * sz:offs[s + 1] * sz])
         return b"".join(out)
-    # CompactLattice: every field is a 4-byte word (the arc count is two), so the whole body is laid out
-    # as one array of words by index arithmetic, state by state and arc by arc in file order:
+    # CompactLattice: every field is a 4-byte word (the arc count is two), state by state and arc by arc
+    # in file order:
     #   state: final graph, final acoustic, n, n final transition-ids, arc count (int64)
     #   arc:   ilabel, olabel, graph, acoustic, n, n transition-ids, next state
+    if lat.num_arcs + lat.num_states <= _SMALL:
+        out.append(_compact_words_small(lat, fg, fa, offs))
+        return b"".join(out)
+    # Larger lattices: the whole body as one array of words, laid out by index arithmetic.
     na = lat.num_arcs
     fl, al = lat.final_ali_lengths(), lat.arc_ali_lengths()
     arc_words = 6 + al
