@@ -150,8 +150,8 @@ def sctk_segments(ops_a: str, ops_b: str, min_good: int = 2) -> list[tuple[int, 
     A segment starts at an error of either system and ends once both systems have had ``min_good`` words in
     a row right (it keeps those words, and ``min_good - 1`` right words before it); the end of the utterance
     ends any open segment. Both alignments are to the same reference, so skipping insertions keeps them on
-    the same reference word. Quirks kept from sc_stats: the walk stops at the end of A's alignment (so B's
-    insertions after the last reference word are not seen), and segments without errors are dropped.
+    the same reference word. As in sc_stats, the walk follows A's alignment: whatever of B's is left when it
+    ends (insertions after the last reference word) joins the last segment; segments without errors are dropped.
     """
     n1, n2 = len(ops_a), len(ops_b)
     out = []
@@ -190,8 +190,8 @@ def sctk_segments(ops_a: str, ops_b: str, min_good: int = 2) -> list[tuple[int, 
             i1 += 1
         if i2 < n2:
             i2 += 1
-    if state != "b":
-        emit(eog1 - (min_good - 1), eog2 - (min_good - 1), i1 - 1, i2 - 1)
+    if state != "b" or i2 < n2:  # an open segment, or B's alignment goes on: the rest of both is one segment
+        emit(eog1 - (min_good - 1), eog2 - (min_good - 1), n1 - 1, n2 - 1)
     return out
 
 
