@@ -82,6 +82,30 @@ def test_tune_reports_eval_at_the_dev_choice(tmp_path):
     assert res["eval_wer_by_weight"] == {"0.5": 13.0, "0.7": 12.5}
 
 
+def test_tune_keeps_the_eval_one_best_at_the_choice(tmp_path):
+    from tune import main as tune_main
+    from asr_lm_quant.scoring.significance import read_per_utt
+    _sweep(tmp_path / "a_dev", {(8, "0.0"): 12.0, (9, "0.5"): 11.0})
+    _sweep(tmp_path / "a_eval", {(8, "0.0"): 10.0, (9, "0.5"): 13.0})
+    sk = tmp_path / "a_eval" / "scoring_kaldi"
+    (sk / "test_filt.txt").write_text("u1 a b c\nu2 d e\n")
+    for wip, lmwt, text in (("0.0", "8", "u1 a b c\nu2 d e\n"), ("0.5", "9", "u1 a x c\nu2 d\n")):
+        (sk / f"penalty_{wip}").mkdir()
+        (sk / f"penalty_{wip}" / f"{lmwt}.txt").write_text(text)
+    out = tmp_path / "res" / "nbest.json"
+    out.parent.mkdir()
+    tune_main(["--out", str(out), f"0.5={tmp_path / 'a_dev'},{tmp_path / 'a_eval'}"])
+    res = json.loads(out.read_text())
+    assert res["eval_hyp"] == "nbest.eval_hyp.txt" and res["eval_per_utt"] == "nbest.eval_per_utt"
+    # The dev choice (LMWT 9, penalty 0.5), not the eval half's best setting.
+    assert (out.parent / "nbest.eval_hyp.txt").read_text() == "u1 a x c\nu2 d\n"
+    per_utt = read_per_utt(out.parent / "nbest.eval_per_utt")
+    assert per_utt.keys == ["u1", "u2"] and list(per_utt.errors) == [1, 1] and list(per_utt.ref_words) == [3, 2]
+    (sk / "penalty_0.5" / "9.txt").unlink()
+    with pytest.raises(SystemExit, match="penalty_0.5/9.txt does not exist"):
+        tune_main(["--out", str(out), f"0.5={tmp_path / 'a_dev'},{tmp_path / 'a_eval'}"])
+
+
 def test_check_outputs_lists_problems_and_fails(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()

@@ -71,11 +71,76 @@ def test_report_table_json_and_plots(tmp_path):
     by_name = {s["name"]: s for s in saved["systems"]}
     assert set(by_name) == {"lm", "lm_deep", "q_ptq-4", "q_hessian-16x"}
     assert by_name["lm_deep"]["wer_lattice"] == 13.1 and by_name["lm_deep"]["size_mb"] == 7.9
+    assert "significance" not in saved and "Significance" not in md  # an older run: no per-utterance errors
     assert sorted(res["plots"]) == ["plots/bits_per_layer.png", "plots/first_pass_lmwt.png",
                                    "plots/size_vs_wer_ppl.png", "plots/wer_vs_lm_weight.png"]
     for p in res["plots"]:
         assert (exp / p).read_bytes()[:8] == PNG
         assert f"]({p})" in md
+
+
+def _per_utt(path: Path, wrong):
+    """A Kaldi per_utt of 40 five-word utterances; ``wrong(i)`` says whether utterance i has one substitution."""
+    from asr_lm_quant.scoring.details import per_utt_text
+    from asr_lm_quant.scoring.wer import score_texts
+    ref = {f"u{i:02d}": [f"w{j}" for j in range(5)] for i in range(40)}
+    hyp = {k: (["x"] + r[1:]) if wrong(i) else r for i, (k, r) in enumerate(ref.items())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(per_utt_text(score_texts(ref, hyp, align=True)))
+
+
+def add_per_utt(exp: Path):
+    """Eval-half per-utterance errors as tune.py keeps them: first pass 10% WER, lm 4%, q_hessian-16x 4.5%."""
+    fp = json.loads((exp / "ngram" / "first_pass.json").read_text())
+    fp["eval_per_utt"] = "first_pass.eval_per_utt"
+    _w(exp / "ngram" / "first_pass.json", fp)
+    _per_utt(exp / "ngram" / "first_pass.eval_per_utt", lambda i: i % 2 == 0)
+    for name, wrong in (("lm", lambda i: i % 5 == 0), ("q_hessian-16x", lambda i: i % 5 == 0 or i == 1)):
+        t = json.loads((exp / "rescore" / name / "nbest.json").read_text())
+        t["eval_per_utt"] = "nbest.eval_per_utt"
+        _w(exp / "rescore" / name / "nbest.json", t)
+        _per_utt(exp / "rescore" / name / "nbest.eval_per_utt", wrong)
+
+
+def test_report_significance_table(tmp_path):
+    exp = make_exp(tmp_path)
+    add_per_utt(exp)
+    res = build_report(exp)
+    md = (exp / "results.md").read_text()
+    sig_rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+                for line in md.split("Significance on the eval half")[1].splitlines() if line.startswith("| ")}
+    assert set(sig_rows) == {("system", "method"), ("lm", "nbest"), ("q_hessian-16x", "nbest")}
+    lm = sig_rows[("lm", "nbest")]
+    # 24 utterances with an error: 16 fixed by lm, 4 broken, 4 wrong in both (d = -1 x16, +1 x4, 0 x4):
+    # mean -0.5, variance 14 / 23, z = -0.5 / sqrt(14 / 23 / 24) = -3.139, p = 0.0017.
+    assert lm[:3] == ["4.00", "-6.00 **", "0.002"] and lm[4:] == ["-", "-", "-"]
+    q = sig_rows[("q_hessian-16x", "nbest")]
+    assert q[0] == "4.50" and q[1].startswith("-5.50 **")
+    assert q[4] == "+0.50 ~" and q[5] == "0.317"  # one utterance worse than lm: z = 1, not significant
+    saved = json.loads((exp / "results.json").read_text())["significance"]
+    assert saved["samples"] == 10000 and saved["seed"] == 0 and saved["notes"] == []
+    pairs = {(c["system"], c["baseline"]): c for c in saved["comparisons"]}
+    assert set(pairs) == {("lm", "first_pass"), ("q_hessian-16x", "first_pass"), ("q_hessian-16x", "full_precision")}
+    assert pairs[("q_hessian-16x", "full_precision")]["baseline_system"] == "lm"
+    c = pairs[("lm", "first_pass")]
+    assert c["mapsswe"]["segments"] == 24 and c["mapsswe"]["mean"] == pytest.approx(-0.5)
+    assert c["bootstrap"]["ci_high"] < 0 and c["bootstrap"]["p_improvement"] > 0.99
+    assert res["significance"]["comparisons"][0]["system"] == "lm"
+
+
+def test_report_significance_with_missing_or_mismatched_files(tmp_path):
+    exp = make_exp(tmp_path)
+    add_per_utt(exp)
+    (exp / "rescore" / "lm" / "nbest.eval_per_utt").unlink()
+    lines = (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt").read_text().splitlines()
+    (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt").write_text(
+        "\n".join(l for l in lines if not l.startswith("u07 ")) + "\n")
+    res = build_report(exp)
+    notes = res["significance"]["notes"]
+    assert any("lm/nbest.eval_per_utt: missing" in n for n in notes)
+    assert any("key 'u07': utterance is missing" in n for n in notes)
+    assert res["significance"]["comparisons"] == []
+    assert "Significance on the eval half" not in (exp / "results.md").read_text()
 
 
 def test_report_needs_the_first_pass(tmp_path):

@@ -11,6 +11,8 @@ Layout read (every file optional except the first pass; what is missing is simpl
   per-group bits).
 - ``rescore/<system>/{nbest,lattice}.json``: weight/LMWT/penalty tuned on dev, WER on eval
   (``local/mini/tune.py``). Systems are ``lm``, ``lm_deep`` and ``q_<quant system>``.
+- the eval-half per-utterance errors those tuning results name (``eval_per_utt``): significance of each
+  system's difference to the first pass and to its full-precision Transformer (``report/significance.py``).
 """
 
 from __future__ import annotations
@@ -108,4 +110,8 @@ def collect(exp) -> dict:
                 row[f"wer_{method}"] = res["eval_wer"]
                 row[f"{method}_tuning"] = res
     out["systems"] = systems
+    from asr_lm_quant.report.significance import significance
+    sg = significance(exp, first, systems)
+    if sg is not None:
+        out["significance"] = sg
     return out

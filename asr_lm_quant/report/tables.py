@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from asr_lm_quant.report.significance import significance_markdown
+
 
 def _f(x, fmt, suffix=""):
     return "-" if x is None else format(x, fmt) + suffix
@@ -42,4 +44,5 @@ def results_markdown(res: dict, *, header: str = "") -> str:
               for s in res["systems"] for m in ("nbest", "lattice") if f"{m}_tuning" in s]
     if chosen:
         lines.append("Rescoring settings chosen on dev: " + "; ".join(chosen) + ".")
+    lines += significance_markdown(res)
     return "\n".join(lines) + "\n"

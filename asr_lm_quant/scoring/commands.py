@@ -1,4 +1,4 @@
-"""``asr-lm-quant score-kaldi``, ``score-hub5`` and ``wer``: thin layers over the scoring modules."""
+"""``asr-lm-quant score-kaldi``, ``score-hub5``, ``wer`` and ``wer-compare``: thin layers over the scoring modules."""
 
 from __future__ import annotations
 
@@ -88,6 +88,74 @@ def cmd_wer(args) -> int:
     return 0
 
 
+def load_systems(inputs, *, ref=None, names=None, sclite=False, need_ops=False):
+    """Each input as :class:`~.significance.SystemErrors`: hypothesis texts scored against ``ref``, or (without
+    ``ref``) Kaldi per_utt tables; all checked to cover the same utterances."""
+    from asr_lm_quant.scoring import significance as sig
+    from asr_lm_quant.scoring.textfile import read_text
+    from asr_lm_quant.scoring.wer import score_texts
+    if names is None:
+        names = [str(p) for p in inputs]
+    if len(names) != len(inputs):
+        raise InputError(None, f"--names gives {len(names)} names for {len(inputs)} systems")
+    if len(set(names)) != len(names):
+        raise InputError(None, f"system names must differ: {', '.join(names)}")
+    for path in [ref, *inputs]:
+        if path is not None and not Path(path).is_file():
+            raise InputError(path, "does not exist")
+    systems = []
+    if ref is None:
+        systems = [sig.read_per_utt(p, name) for p, name in zip(inputs, names)]
+    else:
+        ref_words = read_text(ref)
+        if not ref_words:
+            raise InputError(ref, "reference text is empty")
+        for p, name in zip(inputs, names):
+            hyp = read_text(p)
+            extra = next((k for k in hyp if k not in ref_words), None)
+            if extra is not None:
+                raise InputError(p, f"utterance is not in the reference {ref}; the systems must be scored on "
+                                    "the same utterances", key=extra)
+            missing = next((k for k in ref_words if k not in hyp), None)
+            if missing is not None:
+                raise InputError(p, f"no hypothesis for this utterance of the reference {ref}; the systems must "
+                                    "be scored on the same utterances", key=missing)
+            res = score_texts(ref_words, hyp, mode="strict", sclite=sclite, align=need_ops, hyp_name=str(p))
+            systems.append(sig.from_result(name, p, res))
+    return sig.check_same_utterances(systems)
+
+
+def cmd_wer_compare(args) -> int:
+    from asr_lm_quant.atomic import atomic_open, check_writable
+    from asr_lm_quant.scoring import significance as sig
+    if len(args.inputs) < 2:
+        raise InputError(None, "give at least two systems to compare")
+    if args.json:
+        check_writable(args.json, overwrite=args.overwrite, what="JSON output")
+    if args.samples < 1:
+        raise InputError(None, f"--samples must be at least 1, not {args.samples}")
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    systems = load_systems(args.inputs, ref=args.ref, names=names, sclite=args.sclite,
+                           need_ops=args.segments == "sctk")
+    by_name = {s.name: s for s in systems}
+    if args.baseline is not None:
+        if args.baseline not in by_name:
+            raise InputError(None, f"--baseline {args.baseline!r} is not one of the systems ({', '.join(by_name)})")
+        pairs = [(by_name[args.baseline], s) for s in systems if s.name != args.baseline]
+    else:
+        pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]]
+    comparisons = [sig.compare(a, b, segments=args.segments, min_good=args.min_good, samples=args.samples,
+                               seed=args.seed) for a, b in pairs]
+    print(sig.comparisons_markdown(comparisons), end="")
+    if args.json:
+        out = {"reference": args.ref, "counts": "sclite" if args.sclite else "kaldi", "segments": args.segments,
+               "alpha": sig.ALPHA, "systems": [s.summary() for s in systems], "comparisons": comparisons}
+        with atomic_open(args.json) as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("score-kaldi", help="Kaldi-style WER sweep over LM weight and insertion penalty",
                        description="As Kaldi's steps/scoring/score_kaldi_wer.sh: writes <decode-dir>/wer_LMWT_WIP, "
@@ -135,3 +203,24 @@ def register(sub) -> None:
     p.add_argument("--utt2spk", help="utt2spk for wer_details/per_spk")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_wer)
+
+    p = sub.add_parser("wer-compare", help="significance of WER differences between systems on the same utterances",
+                       description="Pairwise MAPSSWE test (as SCTK's sc_stats), paired bootstrap (Bisani & Ney) and "
+                                   "sign test of WER differences. Inputs are hypothesis texts scored against --ref, "
+                                   "or (without --ref) Kaldi wer_details/per_utt tables. Prints a markdown table; "
+                                   "differences are B - A.")
+    p.add_argument("inputs", nargs="+", metavar="SYSTEM",
+                   help="hypothesis texts (utt-id words) with --ref, else per_utt files (two or more)")
+    p.add_argument("--ref", help="reference text (utt-id words); every hypothesis must cover exactly its utterances")
+    p.add_argument("--names", help="comma-separated system names (default: the file names as given)")
+    p.add_argument("--baseline", help="compare every other system with this one (default: all pairs)")
+    p.add_argument("--sclite", action="store_true", help="count errors as sclite does (3/3/4 costs)")
+    p.add_argument("--segments", choices=["utterance", "sctk"], default="utterance",
+                   help="MAPSSWE segments: whole utterances (default), or sc_stats's cut at --min-good right words")
+    p.add_argument("--min-good", type=int, default=2,
+                   help="right words that end an sctk segment (sc_stats's default 2)")
+    p.add_argument("--samples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", help="also write the comparisons as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.set_defaults(func=cmd_wer_compare)

@@ -136,3 +136,55 @@ def sclite_counts(ref: dict[str, list[str]], hyp: dict[str, list[str]], *, bin_d
         out[key] = {"words": int(row.words), "corr": int(row.corr), "sub": int(row.sub),
                     "del": int(row.dels), "ins": int(row.ins), "err": int(row.err)}
     return out
+
+
+_MTCH_PR = re.compile(r"MTCH_PR_RESULTS \(systems: (\S+) (\S+)\) \(# segs: (\d+)\).*?\(mean: *(\S+)\) "
+                      r"\(std dev: *(\S+)\) \(Z Stat: *(\S+)\) \(Stat Diff: (\w+)\)")
+
+
+def sc_stats_mapsswe(ref: dict[str, list[str]], hyp_a: dict[str, list[str]], hyp_b: dict[str, list[str]], *,
+                     bin_dir=None) -> dict:
+    """SCTK's own MAPSSWE of B against A: ``sclite -o sgml`` for each system, then ``sc_stats -t mapsswe``.
+
+    Returns sc_stats's numbers as it prints them (``z`` and ``mean`` are of A's errors minus B's, to three
+    decimals), its decision at 95%, the p-value of its unified report (from a normal table, rounded; an upper
+    bound where ``p_is_bound``, printed ``<0.001``) and the better system (``sysA``/``sysB``, None if no
+    significant difference).
+    """
+    sc = find_sctk(bin_dir)
+    if not (sc / "sc_stats").is_file():
+        raise SctkMissing(f"{sc}/sc_stats not found (NIST SCTK's sc_stats is needed)")
+    keys = list(ref)
+    ids = {k: f"u{i:07d}-x" for i, k in enumerate(keys)}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        with open(d / "ref.trn", "w", encoding="utf-8") as f:
+            for k in keys:
+                f.write(_trn_line(ref[k], ids[k]))
+        for name, hyp in (("sysA", hyp_a), ("sysB", hyp_b)):
+            with open(d / f"{name}.trn", "w", encoding="utf-8") as f:
+                for k in keys:
+                    f.write(_trn_line(hyp.get(k, []), ids[k]))
+            p = subprocess.run([str(sc / "sclite"), "-r", str(d / "ref.trn"), "trn", "-h", str(d / f"{name}.trn"),
+                                "trn", name, "-i", "rm", "-s", "-o", "sgml", "-O", str(d), "-n", name],
+                               capture_output=True, text=True, encoding="utf-8", errors="replace")
+            if p.returncode != 0 or not (d / f"{name}.sgml").is_file():
+                raise RuntimeError(f"sclite failed ({p.returncode}): {p.stderr[-500:]}")
+        sgml = (d / "sysA.sgml").read_text(encoding="utf-8") + (d / "sysB.sgml").read_text(encoding="utf-8")
+        out = {}
+        for extra, report in (([], "cmp.stats.mapsswe"), (["-u"], "cmp.stats.unified")):
+            p = subprocess.run([str(sc / "sc_stats"), "-p", "-t", "mapsswe", "-v", *extra, "-O", str(d),
+                                "-n", "cmp"], input=sgml, capture_output=True, text=True, encoding="utf-8",
+                               errors="replace")
+            if p.returncode != 0 or not (d / report).is_file():
+                raise RuntimeError(f"sc_stats failed ({p.returncode}): {p.stderr[-500:]}")
+            out[report] = (d / report).read_text(encoding="utf-8", errors="replace")
+    m = _MTCH_PR.search(out["cmp.stats.mapsswe"])
+    if not m:
+        raise RuntimeError("no MTCH_PR_RESULTS line in sc_stats's report")
+    u = re.search(r"\|\|\s+sysA\s+\|\s+\|\s+(\S+)\s+(<?)([0-9.]+)", out["cmp.stats.unified"])
+    if not u:
+        raise RuntimeError("no sysA/sysB cell in sc_stats's unified report")
+    return {"segments": int(m.group(3)), "mean": float(m.group(4)), "std": float(m.group(5)),
+            "z": float(m.group(6)), "significant_95": m.group(7) == "Yes", "p": float(u.group(3)),
+            "p_is_bound": u.group(2) == "<", "winner": None if u.group(1) == "~" else u.group(1)}

@@ -71,6 +71,14 @@ def check_decode_dir(c: Checker, data: Path, dec: Path, words: Path, *, oracle=T
         c.json(dec / "oracle.json", ("nbest_oracle_wer", "lattice_oracle_wer"))
 
 
+def _kept_files(c, tuned: Path):
+    """A tune.py result and the eval 1-best files it names (for the report's significance tests)."""
+    res = c.json(tuned, ("chosen", "dev_wer", "eval_wer"))
+    for key in ("eval_hyp", "eval_per_utt"):
+        if isinstance(res, dict) and key in res:
+            c.exists(tuned.parent / res[key])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("exp", type=Path)
@@ -98,7 +106,7 @@ def main(argv=None):
         check_decode_dir(c, data / "test", exp / "ngram" / "decode_test", words)
         for half in ("dev", "eval"):
             check_decode_dir(c, data / f"test_{half}", exp / "ngram" / f"decode_test_{half}", words)
-        c.json(exp / "ngram" / "first_pass.json", ("chosen", "dev_wer", "eval_wer"))
+        _kept_files(c, exp / "ngram" / "first_pass.json")
     if a.upto >= 3:
         for m in ("lm", "lm_deep"):
             c.exists(exp / m / "config.json")
@@ -113,7 +121,7 @@ def main(argv=None):
         if not tuned:
             c.fail(exp / "rescore", "no rescoring results (*/nbest.json, */lattice.json)")
         for t in tuned:
-            c.json(t, ("chosen", "dev_wer", "eval_wer"))
+            _kept_files(c, t)
     if a.upto >= 6:
         res = c.json(exp / "results.json", ("systems", "first_pass"))
         md = exp / "results.md"

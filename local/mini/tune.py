@@ -5,7 +5,9 @@ half and report the eval half at exactly that choice.
 Each WEIGHT=DEV_DIR,EVAL_DIR names two scored decode dirs (steps/score_kaldi.sh left
 scoring_kaldi/sweep.json in each); WEIGHT may be 'none' (the first pass). Writes --out JSON:
 {"chosen": {"weight", "lmwt", "wip"}, "dev_wer", "eval_wer", "eval_oracle_setting_wer",
- "dev_wer_by_weight": {...}, "eval_wer_by_weight": {...}, "eval_ref_words"}.
+ "dev_wer_by_weight": {...}, "eval_wer_by_weight": {...}, "eval_ref_words", "eval_hyp", "eval_per_utt"}.
+Beside it go the eval half's 1-best at the choice (<out>.eval_hyp.txt, a Kaldi text) and its
+per-utterance errors (<out>.eval_per_utt, Kaldi's per_utt), which the report's significance tests read.
 
   tune.py --out exp/rescore/lm/nbest.json 0.5=dirA_dev,dirA_eval 0.7=dirB_dev,dirB_eval
 """
@@ -40,13 +42,43 @@ def tune(pairs: dict) -> dict:
         dev_by_w[w] = dev_best["wer"]
         eval_by_w[w] = eval_settings[setting_key(dev_best)]["wer"]
         if best is None or dev_best["wer"] < best[0]["wer"]:
-            best = (dev_best, w, eval_settings[setting_key(dev_best)], esw)
-    dev_best, w, ev, esw = best
+            best = (dev_best, w, eval_settings[setting_key(dev_best)], esw, ev)
+    dev_best, w, ev, esw, eval_dir = best
     return {"chosen": {"weight": w, "lmwt": float(dev_best["lmwt"]), "wip": float(dev_best["wip"])},
             "dev_wer": dev_best["wer"], "eval_wer": ev["wer"], "eval_wer_line": ev.get("wer_line"),
             "eval_ref_words": ev.get("ref_words"), "dev_ref_words": dev_best.get("ref_words"),
             "eval_oracle_setting_wer": esw["best"]["wer"],
-            "dev_wer_by_weight": dev_by_w, "eval_wer_by_weight": eval_by_w}
+            "dev_wer_by_weight": dev_by_w, "eval_wer_by_weight": eval_by_w,
+            "eval_dir": str(eval_dir), "eval_setting": {"lmwt": ev["lmwt"], "wip": ev["wip"]}}
+
+
+def eval_one_best(res: dict) -> tuple[Path, Path]:
+    """The eval half's 1-best text at the chosen setting and the reference it was scored against
+    (what steps/score_kaldi.sh left in scoring_kaldi/)."""
+    from asr_lm_quant.scoring.sweep import Setting
+    sk = Path(res["eval_dir"]) / "scoring_kaldi"
+    s = Setting(float(res["eval_setting"]["lmwt"]), str(res["eval_setting"]["wip"]))
+    hyp, ref = sk / f"penalty_{s.wip}" / f"{s.lmwt_name}.txt", sk / "test_filt.txt"
+    for p in (hyp, ref):
+        if not p.exists():
+            sys.exit(f"tune.py: error: {p} does not exist (score {res['eval_dir']} first)")
+    return hyp, ref
+
+
+def keep_eval_one_best(res: dict, out: Path) -> dict:
+    """Copy the chosen eval 1-best beside ``out`` and write its per-utterance errors; returns the names."""
+    from asr_lm_quant.scoring.details import per_utt_text
+    from asr_lm_quant.scoring.textfile import read_text, write_text
+    from asr_lm_quant.scoring.wer import score_texts
+    hyp_file, ref_file = eval_one_best(res)
+    hyp = read_text(hyp_file)
+    scored = score_texts(read_text(ref_file), hyp, mode="present", align=True)  # as the sweep scored it
+    names = {"eval_hyp": out.name.removesuffix(".json") + ".eval_hyp.txt",
+             "eval_per_utt": out.name.removesuffix(".json") + ".eval_per_utt"}
+    write_text(out.parent / names["eval_hyp"], hyp)
+    with atomic_open(out.parent / names["eval_per_utt"]) as f:
+        f.write(per_utt_text(scored))
+    return names
 
 
 def main(argv=None):
@@ -62,6 +94,7 @@ def main(argv=None):
             sys.exit(f"tune.py: error: expected WEIGHT=DEV_DIR,EVAL_DIR, got {item!r}")
         pairs[w] = (dev, ev)
     res = tune(pairs)
+    res.update(keep_eval_one_best(res, Path(a.out)))
     with atomic_open(a.out) as f:
         json.dump(res, f, indent=2)
     print(json.dumps({k: res[k] for k in ("chosen", "dev_wer", "eval_wer")}))

@@ -1,0 +1,108 @@
+"""Which eval-half WER differences of the results table are significant.
+
+Each tuning result (``ngram/first_pass.json``, ``rescore/<system>/{nbest,lattice}.json``) of a recent run names
+its eval-half per-utterance errors at the chosen setting (``eval_per_utt``, Kaldi's per_utt). Every rescoring
+system is compared with two baselines on those utterances: the first pass, and the full-precision Transformer
+of the same model (``lm`` for base, ``lm_deep`` for deep) with the same rescoring method. Results without
+these files (older runs) simply have no comparisons.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from asr_lm_quant.errors import InputError
+from asr_lm_quant.scoring import significance as sig
+
+log = logging.getLogger(__name__)
+
+METHODS = ("nbest", "lattice")
+FP_SYSTEM = {"base": "lm", "deep": "lm_deep"}
+
+
+def _load(path: Path, name: str, notes: list[str]):
+    if not path.exists():
+        notes.append(f"{path}: missing, {name} is left out of the significance tests")
+        log.warning(notes[-1])
+        return None
+    return sig.read_per_utt(path, name)
+
+
+def _compare(base, other, notes, **kw):
+    try:
+        a, b = sig.check_same_utterances([base, other])
+    except InputError as e:
+        notes.append(f"{other.name} vs {base.name}: not compared ({e})")
+        log.warning(notes[-1])
+        return None
+    return sig.compare(a, b, **kw)
+
+
+def significance(exp, first_pass_tuning: dict, systems: list[dict], *, samples: int = sig.BOOTSTRAP_SAMPLES,
+                 seed: int = sig.BOOTSTRAP_SEED) -> dict | None:
+    """``{"comparisons": [...], "samples", "seed", "notes"}``, or None when no result names its per_utt file.
+
+    Each comparison is :func:`~asr_lm_quant.scoring.significance.compare`'s dict (A the baseline, B the
+    system) plus ``system``, ``method`` and ``baseline`` (``first_pass`` or ``full_precision``).
+    """
+    exp = Path(exp)
+    notes: list[str] = []
+    first = None
+    if first_pass_tuning.get("eval_per_utt"):
+        first = _load(exp / "ngram" / first_pass_tuning["eval_per_utt"], "first pass", notes)
+    per_system: dict[tuple[str, str], sig.SystemErrors] = {}
+    for s in systems:
+        for m in METHODS:
+            name = (s.get(f"{m}_tuning") or {}).get("eval_per_utt")
+            if name:
+                loaded = _load(exp / "rescore" / s["name"] / name, f"{s['name']} {m}", notes)
+                if loaded is not None:
+                    per_system[(s["name"], m)] = loaded
+    if first is None and not per_system:
+        return None if not notes else {"comparisons": [], "samples": samples, "seed": seed, "notes": notes}
+    kw = {"samples": samples, "seed": seed}
+    comparisons = []
+    for s in systems:
+        for m in METHODS:
+            mine = per_system.get((s["name"], m))
+            if mine is None:
+                continue
+            fp = FP_SYSTEM.get(s.get("model"))
+            for baseline, base in (("first_pass", first),
+                                   ("full_precision", per_system.get((fp, m)) if fp != s["name"] else None)):
+                if base is None:
+                    continue
+                c = _compare(base, mine, notes, **kw)
+                if c is not None:
+                    comparisons.append({"system": s["name"], "method": m, "baseline": baseline,
+                                        "baseline_system": "first pass" if baseline == "first_pass" else fp, **c})
+    return {"comparisons": comparisons, "samples": samples, "seed": seed, "notes": notes}
+
+
+def _cell(c: dict | None) -> list[str]:
+    if c is None:
+        return ["-", "-", "-"]
+    return [f"{c['diff']:+.2f} {sig.marker(c)}", sig.format_p(c["mapsswe"]["p"]), sig.format_ci(c["bootstrap"])]
+
+
+def significance_markdown(res: dict) -> list[str]:
+    """The companion table: per system and method, the difference to each baseline with p and interval."""
+    sg = res.get("significance")
+    if not sg or not sg["comparisons"]:
+        return []
+    by = {(c["system"], c["method"], c["baseline"]): c for c in sg["comparisons"]}
+    lines = ["", f"Significance on the eval half: differences in WER points (system minus baseline), MAPSSWE p "
+                 f"(matched pairs over utterances, as NIST's sc_stats) and the paired bootstrap's 95% interval "
+                 f"({sg['samples']} resamples, seed {sg['seed']}). `**` p < 0.01, `*` p < 0.05, `~` not "
+                 "significant; full precision is lm for base-model systems, lm_deep for deep ones.", "",
+             "| system | method | WER | vs first pass | p | 95% CI | vs full precision | p | 95% CI |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in res["systems"]:
+        for m in METHODS:
+            fp, full = by.get((s["name"], m, "first_pass")), by.get((s["name"], m, "full_precision"))
+            if fp is None and full is None:
+                continue
+            wer = (fp or full)["wer_b"]
+            lines.append(f"| {s['name']} | {m} | {wer:.2f} | " + " | ".join(_cell(fp) + _cell(full)) + " |")
+    return lines
