@@ -228,3 +228,16 @@ def test_cli_plan_trainer_and_distill(wiki, tmp_path):
     cfg = json.loads((tmp_path / "q" / "quant_config.json").read_text())
     assert res["record"]["plan_trainer"] == "ste" and "distance" not in res["record"]
     assert cfg["finetune"]["distill"] == 0.5 and cfg["plan_trainer"] == "ste"
+
+
+def test_bf16_auto_follows_the_cpu(monkeypatch):
+    """``"bf16": "auto"`` in a systems file: bf16 autocast only where the CPU multiplies bf16 natively."""
+    from asr_lm_quant.errors import InputError
+    from asr_lm_quant.lm import device
+    from asr_lm_quant.quant.pipeline import QuantConfig
+    for native in (True, False):
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda native=native: native)
+        cfg = QuantConfig.from_dict({"model": "m", "out": "o", "method": "ptq", "finetune": {"bf16": "auto"}})
+        assert cfg.finetune.bf16 is native
+    with pytest.raises(InputError, match="bf16: true, false or \"auto\""):
+        QuantConfig.from_dict({"model": "m", "out": "o", "method": "ptq", "finetune": {"bf16": "yes"}}, "q.json")

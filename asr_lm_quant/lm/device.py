@@ -23,3 +23,17 @@ def checked_device(name: str):
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise InputError(None, f"--device {name}: only cpu, cuda and mps are supported")
     return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX). Elsewhere torch emulates bf16
+    and autocast makes CPU training several times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False

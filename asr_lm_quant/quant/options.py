@@ -14,10 +14,17 @@ class FinetuneOptions:
     lr: float = 3e-4            # Adam learning rate (warm-up, then cosine decay to 0)
     warmup: int = 10
     clip_norm: float = 1.0
-    bf16: bool = False          # bf16 autocast of the forward pass
+    bf16: bool | str = False    # bf16 autocast of the forward pass; "auto": where the CPU has native bf16
     distill: float = 0.0        # weight d of the distillation term: (1 - d) CE + d KL(full precision || model)
     seed: int = 0
     log_every: int = 20
+
+    def __post_init__(self):
+        if self.bf16 == "auto":
+            from asr_lm_quant.lm.device import cpu_has_fast_bf16
+            self.bf16 = cpu_has_fast_bf16()
+        elif not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16: true, false or \"auto\", not {self.bf16!r}")
 
     def to_dict(self):
         return asdict(self)

@@ -78,7 +78,7 @@ class QuantConfig:
                 if isinstance(d.get(key), dict):
                     d[key] = typ(**d[key])
             return cls(**d)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise InputError(source, f"bad quantization config: {e}") from None
 
 
