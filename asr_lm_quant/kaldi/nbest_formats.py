@@ -82,7 +82,9 @@ def _good_id(utt) -> bool:
 
 def _bad(path, n, is_line, message, key=None) -> InputError:
     """An error at JSON line ``n`` or at item ``n`` of a JSON list."""
-    return InputError(path, message if is_line else f"item {n}: {message}", line=n if is_line else None, key=key)
+    if is_line:
+        return InputError(path, message, line=n, key=key)
+    return InputError(path, f"item {n}{'' if key is None else f', key {key!r}'}: {message}")
 
 
 def _starts_with_list(path) -> bool:
@@ -422,10 +424,6 @@ def iter_whisper_hf(path, references: dict | None = None):
         if utt in seen:
             raise _bad(path, n, is_line, "id appears twice", key=utt)
         seen.add(utt)
-        if first_kind is None:
-            first_kind = kind
-        elif kind != first_kind:
-            raise _bad(path, n, is_line, f"{kind} scores after {first_kind} ones: one file, one kind", key=utt)
         if not isinstance(seqs, list) or not seqs or not all(isinstance(s, str) for s in seqs):
             raise _bad(path, n, is_line, "sequences must be a non-empty list of strings", key=utt)
         if not isinstance(scores, list) or len(scores) != len(seqs):
@@ -434,6 +432,10 @@ def iter_whisper_hf(path, references: dict | None = None):
         for i, s in enumerate(scores):
             if not _is_number(s):
                 raise _bad(path, n, is_line, f"{name}[{i}] is not a finite number: {json.dumps(s)}", key=utt)
+        if first_kind is None:
+            first_kind = kind
+        elif kind != first_kind:
+            raise _bad(path, n, is_line, f"{kind} scores after {first_kind} ones: one file, one kind", key=utt)
         if ref is not None:
             if not isinstance(ref, str):
                 raise _bad(path, n, is_line, "the reference must be a string", key=utt)
