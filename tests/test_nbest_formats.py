@@ -273,3 +273,22 @@ def test_cli_errors_name_the_file_and_item(tmp_path, capsys):
                           "--out", str(tmp_path / "o")])
     assert "nemo_beams.json, line 1: needs exactly one of sequences_scores" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_step_script_passes_the_format(tmp_path):
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [str(repo / "steps/decide_nbest.sh"), "--nbest-format", "espnet", "--lm-scales", "0", "--penalties", "1",
+           str(ESPNET_DEV), str(FIX / "espnet" / "text_dev"), str(ESPNET_TEST), str(FIX / "espnet" / "text_test"),
+           str(tmp_path / "out")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    # Penalty 1: 'they said whether' (7.5 + 3) beats 'they said the weather' (7.25 + 4): 2 errors of 7 words.
+    assert json.loads(p.stdout.splitlines()[-1])["test_wer"] == pytest.approx(200 / 7)
+    assert "dev-003 we mean that" in (tmp_path / "out" / "dev" / "text").read_text()
+    p = subprocess.run(cmd[:2] + ["nemo"] + cmd[3:], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "decode directory, not a file" not in p.stderr
+    assert "is a directory, not a nemo n-best file" in p.stderr
