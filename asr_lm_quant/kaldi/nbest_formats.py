@@ -60,7 +60,7 @@ import re
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError, read_json_file
-from asr_lm_quant.kaldi.nbest import NbestHyp, TSV_HEADER, iter_ours
+from asr_lm_quant.kaldi.nbest import NbestHyp, iter_ours
 
 FORMATS = ("ours", "generic-json", "espnet", "whisper-hf", "nemo")
 PER_TOKEN, TOTAL = "per-token", "total"
@@ -127,8 +127,8 @@ def _candidates(item, is_line) -> list[str]:
         return []
     keys = set(item)
     out = []
-    if is_line and set(TSV_HEADER) <= keys:
-        out.append("ours")
+    if is_line and ({"utterance", "rank"} <= keys or keys & {"acoustic_cost", "lm_cost"}):
+        out.append("ours")  # its reader says what else a row lacks
     if not is_line and keys & set(GENERIC_KEYS["hypotheses"]):
         out.append("generic-json")
     if "sequences" in keys:

@@ -103,7 +103,8 @@ def _register_decide(sub):
         "decide-nbest", help="pick the 1-best of n-best lists (any recogniser) with scales tuned on a dev set; WER",
         description="cost = acoustic + lm_scale * lm + penalty * words for every hypothesis of the n-best "
                     "files (ours, e.g. written by rescore-nbest, one per interpolation weight with {weight} "
-                    "in the path; or generic JSON, ESPnet, Whisper/HF, NeMo: --nbest-format). The setting (weight, lm_scale, penalty) with the fewest word errors on "
+                    "in the path; or generic JSON, ESPnet, Whisper/HF, NeMo: --nbest-format). The setting "
+                    "(weight, lm_scale, penalty) with the fewest word errors on "
                     "--dev is applied to --test. Writes OUT/dev/text and OUT/test/text (Kaldi text: the "
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
     p.add_argument("--dev", required=True, help="dev n-best file or ESPnet decode dir; may contain {weight}")
@@ -169,7 +170,8 @@ def _decide(args):
         return out
 
     dev = tables(args.dev)
-    dev_ref = {k: normalize_words(v, args.normalize) for k, v in _references(args.dev_ref, args.dev, weights, args.nbest_format).items()}
+    dev_ref = _references(args.dev_ref, args.dev, weights, args.nbest_format)
+    dev_ref = {k: normalize_words(v, args.normalize) for k, v in dev_ref.items()}
     dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
