@@ -16,7 +16,8 @@ acoustic part and ``rescore-nbest`` adds an NN LM to.
 writes ``<decode>/logdir/output.JOB/`` and, per rank k = 1..K, a dir ``<k>best_recog/`` with Kaldi-style
 tables: lines ``utt-id value`` (key, one space, value) in ``token`` (tokens), ``token_int`` (token ids),
 ``score`` and, when the model has a tokenizer, ``text`` (the words). ``score`` is ``str(hyp.score)``: the
-beam search's total score, ``(1 - ctc_weight) * decoder + ctc_weight * ctc + lm_weight * lm + penalty *
+beam search's total score, ``(1 - ctc_weight) * decoder + ctc_weight * ctc + lm_weight * lm (+ ngram_weight
+* ngram) + penalty *
 length`` in natural-log units, not divided by the length; the attention beam search stores a 0-d tensor
 (``utt1 tensor(-12.3457)``, ``tensor(-3.5, device='cuda:0')`` on a GPU), the transducer search a float
 (``utt1 -12.345678``). An utterance with fewer than K hypotheses is missing from the higher ranks' files.
