@@ -113,6 +113,19 @@ def test_rescore_nbest_from_tsv(setup, tmp_path, scorer, old):
         assert r.lm_cost == pytest.approx(h.lm_cost + 0.8 * (c - o), abs=1e-4)
 
 
+def test_rescore_nbest_from_an_espnet_decode_dir(setup, tmp_path, scorer):
+    # No --old-lm: an end-to-end recogniser's score is its whole cost; the NN LM is added at weight w.
+    t = setup
+    src = REPO / "tests" / "fixtures" / "nbest" / "espnet" / "decode_dev"
+    rc = main(["rescore-nbest", "--lm-dir", str(t["lm"]), "--nbest", str(src), "--weight", "0.5",
+               "--out-nbest", str(tmp_path / "out.tsv")])
+    assert rc == 0
+    out = read_nbest(tmp_path / "out.tsv")
+    assert [(h.utterance, h.rank) for h in out][:4] == [("dev-001", 1), ("dev-001", 2), ("dev-001", 3), ("dev-002", 1)]
+    assert out[1].text == "i think that" and out[1].acoustic_cost == pytest.approx(4.3377)
+    assert out[1].lm_cost == pytest.approx(0.5 * scorer.costs([out[1].words])[0], abs=1e-4)
+
+
 def test_cli_errors_name_the_file(setup, tmp_path, capsys):
     t = setup
     rc = main(["rescore-nbest", "--old-lm", str(t["arpa"]), "--lm-dir", str(t["lm"]), "--nbest",

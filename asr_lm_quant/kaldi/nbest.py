@@ -21,6 +21,9 @@ space). Keys are ``<utt-id>-<rank>``, rank 1-based.
 natural logarithms** (nats, lower is better), unscaled, as in Kaldi lattices: ``lm_cost`` is the whole graph
 cost (LM + pronunciation + transition), ``acoustic_cost`` the acoustic cost. A recogniser that reports log10
 probabilities must multiply them by ``-ln(10)``. Ranks are 1-based and rows of one utterance are contiguous.
+
+The n-best lists other recognisers write (a generic JSON list, ESPnet decode dirs, Whisper / Hugging Face
+``generate`` dumps, NeMo manifests) are read by :mod:`asr_lm_quant.kaldi.nbest_formats`.
 """
 
 from __future__ import annotations
@@ -371,87 +374,14 @@ def _rows(path, jsonl: bool):
         raise InputError(path, "empty file (no header line)")
 
 
-# --- the generic JSON list that n-best corpora and scripts around end-to-end recognisers write ---------------
-GENERIC_KEYS = {"id": ("id", "utterance", "utt"), "hypotheses": ("hypotheses", "input", "nbest"),
-                "scores": ("scores", "score"), "reference": ("reference", "output", "ref")}
-
-
-def is_generic_json(path) -> bool:
-    """A ``.json`` file holding one JSON list (rather than JSON lines)."""
-    path = Path(path)
-    if path.suffix != ".json" or not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    return head.startswith(b"[")
-
-
-def _generic_field(item, name):
-    for k in GENERIC_KEYS[name]:
-        if k in item:
-            return item[k]
-    return None
-
-
-def read_generic_json(path):
-    """``(groups, references)`` of a generic n-best JSON file: a list of items
-    ``{"id": "utt1", "hypotheses": ["best text", "second", ...], "scores": [-3.2, -4.1, ...],
-    "reference": "the reference"}`` (also spelt ``utterance``/``utt``, ``input``/``nbest``, ``score``,
-    ``output``/``ref``, the shape several published n-best corpora use). ``scores`` are the recogniser's
-    log-probabilities (natural log, higher is better): they become acoustic costs (``-score``) with no LM
-    cost; without scores the order of the list is the ranking (equal costs). ``references`` maps ids to
-    reference texts where items have them."""
-    path = Path(path)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not valid UTF-8 ({e.reason})", offset=e.start) from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"bad JSON: {e.msg}", line=e.lineno) from None
-    if not isinstance(items, list) or not items:
-        raise InputError(path, "expected a non-empty JSON list of n-best items")
-    groups, refs, seen = [], {}, set()
-    for n, item in enumerate(items):
-        where = f"item {n}"
-        if not isinstance(item, dict):
-            raise InputError(path, f"{where} is not an object")
-        utt, hyps = _generic_field(item, "id"), _generic_field(item, "hypotheses")
-        scores, ref = _generic_field(item, "scores"), _generic_field(item, "reference")
-        if not isinstance(utt, str) or not utt or any(c.isspace() for c in utt):
-            raise InputError(path, f"{where}: needs an id without spaces (key id, utterance or utt)")
-        if utt in seen:
-            raise InputError(path, f"{where}: id appears twice", key=utt)
-        seen.add(utt)
-        if not isinstance(hyps, list) or not hyps or not all(isinstance(h, str) for h in hyps):
-            raise InputError(path, f"{where}: hypotheses must be a non-empty list of strings", key=utt)
-        if scores is None:
-            scores = [0.0] * len(hyps)
-        if (not isinstance(scores, list) or len(scores) != len(hyps)
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                           for x in scores)):
-            raise InputError(path, f"{where}: scores must be {len(hyps)} finite numbers, one per hypothesis",
-                             key=utt)
-        if ref is not None:
-            if not isinstance(ref, str):
-                raise InputError(path, f"{where}: the reference must be a string", key=utt)
-            refs[utt] = ref.split()
-        groups.append([NbestHyp(utt, r, h.split(), -float(sc), 0.0)
-                       for r, (h, sc) in enumerate(zip(hyps, scores), 1)])
-    return groups, refs
-
-
-def iter_nbest_groups(path):
-    """Stream ``[NbestHyp, ...]`` per utterance from a plain n-best file (TSV or JSON lines, by suffix; a
-    ``.json`` file holding a list is the generic format of :func:`read_generic_json`), holding one utterance
-    at a time. Rows of an utterance must be contiguous and their ranks distinct."""
+def iter_ours(path):
+    """Stream ``[NbestHyp, ...]`` per utterance from our plain n-best file (TSV or JSON lines, by suffix),
+    holding one utterance at a time. Rows of an utterance must be contiguous and their ranks distinct."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.is_dir():
         raise InputError(path, "is a directory, not an n-best file")
-    if is_generic_json(path):
-        yield from read_generic_json(path)[0]
-        return
     jsonl = is_jsonl(path)
     done: set = set()
     group: list = []
@@ -476,9 +406,17 @@ def iter_nbest_groups(path):
         raise InputError(path, "no hypotheses in the file")
 
 
-def read_nbest(path) -> list[NbestHyp]:
-    """Read the plain n-best format (TSV or JSON lines, by suffix); see :func:`iter_nbest_groups`."""
-    return [h for g in iter_nbest_groups(path) for h in g]
+def iter_nbest_groups(path, fmt: str = "auto"):
+    """Stream ``[NbestHyp, ...]`` per utterance from an n-best file or dir of any format that
+    :mod:`asr_lm_quant.kaldi.nbest_formats` reads (ours, generic JSON, ESPnet, Whisper/HF, NeMo);
+    ``fmt="auto"`` tells them apart."""
+    from asr_lm_quant.kaldi.nbest_formats import iter_groups
+    yield from iter_groups(path, fmt)
+
+
+def read_nbest(path, fmt: str = "auto") -> list[NbestHyp]:
+    """All hypotheses of an n-best file or dir; see :func:`iter_nbest_groups`."""
+    return [h for g in iter_nbest_groups(path, fmt) for h in g]
 
 
 def group_by_utterance(hyps) -> dict[str, list[NbestHyp]]:

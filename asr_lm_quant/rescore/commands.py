@@ -44,17 +44,28 @@ def _add_lm_options(p):
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
+NBEST_FORMAT_HELP = ("format of the n-best input: auto (detected; an error when unclear), ours (TSV/JSONL), "
+                     "generic-json, espnet (a decode dir), whisper-hf, nemo (default auto)")
+
+
+def _add_nbest_format(p):
+    from asr_lm_quant.kaldi.nbest_formats import FORMATS
+    p.add_argument("--nbest-format", choices=("auto",) + FORMATS, default="auto", help=NBEST_FORMAT_HELP)
+
+
 def register(sub):
     p = sub.add_parser("rescore-nbest", help="N-best rescoring with an NN LM interpolated with the old n-gram",
                        description="new_graph = graph - ngram + w * nn + (1 - w) * ngram for each hypothesis. "
-                                   "Input: lattices (turned into N-best as lattice-to-nbest does), our "
-                                   "TSV/JSONL n-best file, or a dir of Kaldi n-best tables (words, acwt, "
+                                   "Input: lattices (turned into N-best as lattice-to-nbest does), an "
+                                   "n-best file or dir (ours, generic JSON, ESPnet, Whisper/HF, NeMo: "
+                                   "--nbest-format), or a dir of Kaldi n-best tables (words, acwt, "
                                    "lmwt.withlm). With several weights, output paths must contain {weight}.")
     _add_lm_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--lattices", help="lattice rspecifier, e.g. 'ark:gunzip -c decode/lat.1.gz|'")
-    src.add_argument("--nbest", help="n-best file (.tsv or .jsonl)")
+    src.add_argument("--nbest", help="n-best file (.tsv, .jsonl, .json) or ESPnet decode dir")
     src.add_argument("--nbest-tables", help="dir with Kaldi n-best tables words, acwt, lmwt.withlm")
+    _add_nbest_format(p)
     p.add_argument("--n", type=int, default=20, help="N-best size when reading lattices (default 20)")
     p.add_argument("--oov-penalty", type=float, default=0.0,
                    help="nats added to the NN LM cost per word outside its vocabulary (default 0)")
@@ -90,14 +101,15 @@ def _register_decide(sub):
     from asr_lm_quant.rescore.decide import DEFAULT_LM_SCALES, DEFAULT_PENALTIES
     p = sub.add_parser(
         "decide-nbest", help="pick the 1-best of n-best lists (any recogniser) with scales tuned on a dev set; WER",
-        description="cost = acoustic + lm_scale * lm + penalty * words for every hypothesis of our TSV/JSONL "
-                    "n-best files (e.g. written by rescore-nbest, one per interpolation weight with {weight} "
-                    "in the path). The setting (weight, lm_scale, penalty) with the fewest word errors on "
+        description="cost = acoustic + lm_scale * lm + penalty * words for every hypothesis of the n-best "
+                    "files (ours, e.g. written by rescore-nbest, one per interpolation weight with {weight} "
+                    "in the path; or generic JSON, ESPnet, Whisper/HF, NeMo: --nbest-format). The setting "
+                    "(weight, lm_scale, penalty) with the fewest word errors on "
                     "--dev is applied to --test. Writes OUT/dev/text and OUT/test/text (Kaldi text: the "
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
-    p.add_argument("--dev", required=True, help="dev n-best file (.tsv/.jsonl); may contain {weight}")
+    p.add_argument("--dev", required=True, help="dev n-best file or ESPnet decode dir; may contain {weight}")
     p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...'); default: the references "
-                                     "inside a generic JSON n-best file")
+                                     "inside the n-best file (generic JSON, whisper-hf, NeMo)")
     p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
     p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
     p.add_argument("--weights", help="the values of {weight} in the paths, e.g. 0.5,0.8")
@@ -105,6 +117,7 @@ def _register_decide(sub):
                    help="LM scales: a list or START:STOP:STEP (default %(default)s)")
     p.add_argument("--penalties", default=",".join(f"{x:g}" for x in DEFAULT_PENALTIES),
                    help="word insertion penalties per word, negative = bonus (default %(default)s)")
+    _add_nbest_format(p)
     p.add_argument("--per-token-costs", choices=("none", "acoustic", "lm", "both"), default="none",
                    help="costs given as averages per token (words + end of sentence), as end-to-end "
                         "recognisers often report them: multiplied back by the hypothesis length")
@@ -120,6 +133,7 @@ def _register_decide(sub):
 
 def _decide(args):
     from asr_lm_quant.kaldi.nbest import iter_nbest_groups
+    from asr_lm_quant.kaldi.nbest_formats import check_per_token
     from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, normalize_words, parse_grid,
                                              subset_masks, sweep)
     from asr_lm_quant.scoring.plots import plot_sweep
@@ -150,11 +164,14 @@ def _decide(args):
         out = {}
         for w in weights:
             path = pattern if w is None else pattern.replace("{weight}", format_weight(w))
-            out[w] = HypTable.from_groups(list(iter_nbest_groups(path)), args.per_token_costs, args.normalize)
+            check_per_token(path, args.nbest_format, args.per_token_costs)
+            groups = list(iter_nbest_groups(path, args.nbest_format))
+            out[w] = HypTable.from_groups(groups, args.per_token_costs, args.normalize)
         return out
 
     dev = tables(args.dev)
-    dev_ref = {k: normalize_words(v, args.normalize) for k, v in _references(args.dev_ref, args.dev, weights).items()}
+    dev_ref = _references(args.dev_ref, args.dev, weights, args.nbest_format)
+    dev_ref = {k: normalize_words(v, args.normalize) for k, v in dev_ref.items()}
     dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
@@ -173,7 +190,7 @@ def _decide(args):
         tt = tables(args.test)[w]
         rows_test = tt.pick(s, pen)
         picked["test"] = (tt, rows_test)
-        test_ref = _references(args.test_ref, args.test, weights, required=False)
+        test_ref = _references(args.test_ref, args.test, weights, args.nbest_format, required=False)
         if test_ref:
             c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()})
             decision["test"] = {name: c.result(rows_test, mask)
@@ -194,16 +211,17 @@ def _decide(args):
     print(json.dumps(summary))
 
 
-def _references(text, nbest_pattern, weights, required=True) -> dict:
-    """References from a Kaldi text file, else from the generic JSON n-best file itself."""
-    from asr_lm_quant.kaldi.nbest import is_generic_json, read_generic_json
+def _references(text, nbest_pattern, weights, fmt="auto", required=True) -> dict:
+    """References from a Kaldi text file, else from the n-best file itself where its format carries them."""
+    from asr_lm_quant.kaldi.nbest_formats import read_references
     from asr_lm_quant.scoring.textfile import read_text
     if text:
         return read_text(text)
     path = nbest_pattern if weights == [None] else nbest_pattern.replace("{weight}", format_weight(weights[0]))
-    refs = read_generic_json(path)[1] if is_generic_json(path) else {}
+    refs = read_references(path, fmt)
     if not refs and required:
-        raise InputError(path, "no references: give them as Kaldi text (--dev-ref), or in the generic JSON form")
+        raise InputError(path, "no references: give them as Kaldi text (--dev-ref), or in an n-best format that "
+                               "carries them (generic JSON, whisper-hf, NeMo)")
     return refs
 
 
@@ -292,6 +310,7 @@ def _finish(args, summary):
 
 def _nbest(args):
     from asr_lm_quant.kaldi.nbest import iter_nbest_groups, read_kaldi_nbest_tables
+    from asr_lm_quant.kaldi.nbest_formats import PER_TOKEN, score_kind
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
     if args.n < 1:
         raise InputError(None, f"--n {args.n}: the N-best size must be at least 1")
@@ -303,11 +322,16 @@ def _nbest(args):
                     out_tables=args.out_tables)
     if not outs:
         raise InputError(None, "give at least one of --out-lattices, --out-nbest, --out-tables")
+    if args.nbest_format != "auto" and not args.nbest:
+        raise InputError(None, "--nbest-format applies to --nbest only")
+    if args.nbest and score_kind(args.nbest, args.nbest_format) == PER_TOKEN:  # also finds a bad file early
+        log.warning("%s: its acoustic costs are per-token averages and stay so in the output: decide with "
+                    "--per-token-costs acoustic", args.nbest)
     _check_outputs(args, outs)
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
     if args.nbest:
-        groups = iter_nbest_groups(args.nbest)
+        groups = iter_nbest_groups(args.nbest, args.nbest_format)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))
