@@ -4,6 +4,8 @@ The manifests are built here with lhotse's own classes from the fixture transcri
 build them (checked against the recipes' own functions below)."""
 
 import gzip
+import os
+import subprocess
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from lhotse.kaldi import load_kaldi_data_dir
 
 from asr_lm_quant.cli import main as cli_main
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.text.ldc import read_ms98_transcripts, read_dictionary, prepare_ldc_swbd
+from asr_lm_quant.text.ldc import prepare_ldc_swbd, read_dictionary, read_ms98_transcripts
 from asr_lm_quant.text.lhotse_swbd import prepare_lhotse_swbd, read_swbd_supervisions
 
 FIX = Path(__file__).parent / "fixtures" / "text" / "lhotse"
@@ -275,3 +277,16 @@ def test_cli(tmp_path, manifests, capsys):
     assert "Traceback" not in err
     with gzip.open(recordings, "rt") as f:  # the manifest is left as it was
         assert json.loads(f.readline())["id"] == "sw02010"
+
+
+def test_prepare_lm_text_step(repo_dir, tmp_path, manifests):
+    env = dict(os.environ)
+    env["PATH"] = f"{repo_dir / '.venv' / 'bin'}:{repo_dir / 'steps'}:{env['PATH']}"
+    p = subprocess.run([str(repo_dir / "steps" / "prepare_lm_text.sh"), "data/lm", "lhotse-swbd",
+                        str(manifests["swbd"]), "--dictionary", str(DICT), "--eval2000", str(EVAL2000), "--dev-utterances", "3"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "data" / "lm"
+    assert lines(out / "train.txt") == SWBD_TRAIN * 3 and lines(out / "test.txt") == TEST
+    assert "27 train, 3 valid, 4 test sentences" in p.stdout
+    assert (out / "log" / "prepare_text.log").read_text().startswith("# asr-lm-quant prepare-text lhotse-swbd ")

@@ -10,8 +10,9 @@
   local/eval2000_data_prep.sh text (ids ``en_4156-A_030185-030248``, words from the 7th field, ``;;``
   comments and IGNORE_TIME_SEGMENT_ lines dropped).
 Then the pytorchnn layout of ``swbd_layout``. The transcripts are read directly (lhotse's Switchboard and Fisher
-recipes need the audio, which LM text does not); ``lhotse_swbd`` reads the same text from lhotse manifests. Kaldi's local/dict.patch (a few fixes to the dictionary) is not
-applied; pass Kaldi's ``data/lang/words.txt`` as ``words`` to get exactly its vocabulary.
+recipes need the audio, which LM text does not); ``lhotse_swbd`` reads the same text from lhotse manifests.
+Kaldi's local/dict.patch (a few fixes to the dictionary) is not applied; pass Kaldi's ``data/lang/words.txt`` as
+``words`` to get exactly its vocabulary.
 """
 
 from __future__ import annotations
