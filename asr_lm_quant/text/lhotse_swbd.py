@@ -22,7 +22,9 @@ What lhotse's recipes (1.32) put in a supervision's ``text``, and what is done w
 
 icefall's swbd recipe trains on Kaldi's data/local/train imported with ``lhotse kaldi import``: that text is
 already normalised and its ids are Kaldi's (``sw02001-A_000098-001156``), so it is refused as the Switchboard
-manifest here; use it through the kaldi-swbd source.
+manifest here; use it through the kaldi-swbd source. Its local/normalize_and_filter_supervisions.py output
+keeps the ms98 ids but normalises in its own way (no ``[noise]`` mapping, dashes removed): give the manifest
+that ``lhotse prepare switchboard`` wrote, not that one.
 """
 
 from __future__ import annotations
