@@ -6,9 +6,12 @@
 cmd=run.pl
 overwrite=false
 help_message="Usage: $0 [options] <out-dir> <source> [<source arguments>...]
-  <source> is kaldi-swbd, ldc-swbd or plain; the arguments go to 'asr-lm-quant prepare-text <source>'.
+  <source> is kaldi-swbd, ldc-swbd, lhotse-swbd or plain; the arguments go to 'asr-lm-quant prepare-text <source>'.
 e.g.: $0 data/lm kaldi-swbd /path/to/kaldi/egs/swbd/s5c
       $0 data/lm ldc-swbd /data/swb_ms98_transcriptions --fisher /data/fe_03_p1_tran --eval2000 /data/LDC2002T43
+      $0 data/lm lhotse-swbd data/manifests/swbd/swbd_supervisions_all.jsonl.gz \\
+         --dictionary /data/swb_ms98_transcriptions/sw-ms98-dict.text --eval2000 /data/LDC2002T43 \\
+         --fisher data/manifests/fisher/fisher-english_supervisions_all.jsonl.gz
       $0 data/lm plain --train train.txt.xz --valid valid.txt.xz --test test.txt.xz --normalize asr
 Options:
   --cmd <cmd>            how to run the job (default: run.pl)
@@ -26,8 +29,8 @@ shift 2
 
 . "$(dirname "$0")/job_runner.sh"
 case "$source_kind" in
-  kaldi-swbd|ldc-swbd|plain) ;;
-  *) echo "$0: unknown source '$source_kind' (expected kaldi-swbd, ldc-swbd or plain)" >&2; exit 1 ;;
+  kaldi-swbd|ldc-swbd|lhotse-swbd|plain) ;;
+  *) echo "$0: unknown source '$source_kind' (expected kaldi-swbd, ldc-swbd, lhotse-swbd or plain)" >&2; exit 1 ;;
 esac
 
 if [ -f "$out/stats.json" ] && [ "$overwrite" != true ]; then

@@ -1,4 +1,4 @@
-"""``asr-lm-quant prepare-text {kaldi-swbd,ldc-swbd,plain}``: corpora -> LM text and vocabulary."""
+"""``asr-lm-quant prepare-text {kaldi-swbd,ldc-swbd,lhotse-swbd,plain}``: corpora -> LM text and vocabulary."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def _ldc_swbd(args):
     stats = prepare_ldc_swbd(args.swbd_trans, args.out, fisher_dirs=args.fisher, eval2000=args.eval2000,
                              dev_utterances=args.dev_utterances, words=args.words, dictionary=args.dictionary,
                              unk=args.unk, overwrite=args.overwrite)
+    print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
+
+
+def _lhotse_swbd(args):
+    from asr_lm_quant.text.lhotse_swbd import prepare_lhotse_swbd
+
+    stats = prepare_lhotse_swbd(args.swbd_supervisions, args.out, dictionary=args.dictionary,
+                                eval2000=args.eval2000, fisher=args.fisher, dev_utterances=args.dev_utterances,
+                                words=args.words, unk=args.unk, overwrite=args.overwrite)
     print(json.dumps({k: stats[k] for k in ("vocab_size", "train", "valid", "test")}, indent=2))
 
 
@@ -86,6 +95,32 @@ def register(subparsers):
                         "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
     common(q)
     q.set_defaults(func=_ldc_swbd)
+
+    q = sub.add_parser(
+        "lhotse-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="from lhotse supervision manifests of Switchboard/Fisher (normalised as ldc-swbd)",
+        description="From the supervision manifests of 'lhotse prepare switchboard' (best made with "
+                    "--retain-silence: the default drops segments that start with [silence], which Kaldi keeps) "
+                    "and 'lhotse prepare fisher-english': their texts are the raw transcripts and get the "
+                    "ldc-swbd normalisation. eval2000: lhotse's own eval2000 manifest holds the raw LDC "
+                    "transcripts, not the stm, and is refused; give the LDC2002T43 directory or .stm, or a "
+                    "manifest of stm words (Kaldi's data/eval2000 through 'lhotse kaldi import').")
+    q.add_argument("swbd_supervisions", metavar="SWBD_SUPERVISIONS",
+                   help="swbd_supervisions_all.jsonl.gz of 'lhotse prepare switchboard'")
+    q.add_argument("--dictionary", required=True,
+                   help="sw-ms98-dict.text (in swb_ms98_transcriptions, beside the transcripts lhotse read)")
+    q.add_argument("--eval2000", required=True, metavar="MANIFEST_DIR_OR_STM",
+                   help="supervision manifest of stm words, or the LDC2002T43 directory or its .stm file")
+    q.add_argument("--fisher", action="append", default=[], metavar="SUPERVISIONS",
+                   help="fisher-english_supervisions_all.jsonl.gz of 'lhotse prepare fisher-english' "
+                        "(repeatable)")
+    q.add_argument("--dev-utterances", type=int, default=4000,
+                   help="hold out the first N Switchboard utterances as valid.txt, as s5c's train_dev")
+    q.add_argument("--words", default=None,
+                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
+    common(q)
+    q.set_defaults(func=_lhotse_swbd)
 
     q = sub.add_parser(
         "plain", formatter_class=argparse.ArgumentDefaultsHelpFormatter,

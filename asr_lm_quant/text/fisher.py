@@ -122,9 +122,14 @@ def _is_time(s: str) -> bool:
     return True
 
 
-def fisher_lm_lines(fisher_dirs):
-    """Fisher LM text lines as Kaldi's data/local/lm/fisher/text1.gz holds them."""
-    for text in fisher_transcript_lines(fisher_dirs):
+def map_fisher_texts(texts):
+    """Fisher LM text lines (as Kaldi's data/local/lm/fisher/text1.gz holds them) from transcript texts."""
+    for text in texts:
         mapped = map_fisher_line(text)
         if mapped is not None:
             yield mapped
+
+
+def fisher_lm_lines(fisher_dirs):
+    """Fisher LM text lines from the LDC transcript directories."""
+    return map_fisher_texts(fisher_transcript_lines(fisher_dirs))

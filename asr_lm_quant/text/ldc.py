@@ -9,9 +9,10 @@
 - eval2000 references (LDC2002T43) ``2000_hub5_eng_eval_tr/reference/hub5e00.english.000405.stm``: Kaldi's
   local/eval2000_data_prep.sh text (ids ``en_4156-A_030185-030248``, words from the 7th field, ``;;``
   comments and IGNORE_TIME_SEGMENT_ lines dropped).
-Then the pytorchnn layout of ``swbd_layout``. The transcripts are read directly: lhotse's Switchboard and Fisher
-recipes need the audio, which LM text does not. Kaldi's local/dict.patch (a few fixes to the dictionary) is not
-applied; pass Kaldi's ``data/lang/words.txt`` as ``words`` to get exactly its vocabulary.
+Then the pytorchnn layout of ``swbd_layout``. The transcripts are read directly (lhotse's Switchboard and Fisher
+recipes need the audio, which LM text does not); ``lhotse_swbd`` reads the same text from lhotse manifests.
+Kaldi's local/dict.patch (a few fixes to the dictionary) is not applied; pass Kaldi's ``data/lang/words.txt`` as
+``words`` to get exactly its vocabulary.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from asr_lm_quant.text.swbd_words import (find_acronyms, lexicon_words, map_acro
 SWBD_DEV_UTTERANCES = 4000  # s5c run.sh: utils/subset_data_dir.sh --first data/train 4000 data/train_dev
 EVAL2000_STM = "reference/hub5e00.english.000405.stm"
 
-_MS98_ID = re.compile(r"^sw\d{4}[AB]-ms98-a-\d+$")
+MS98_SEGMENT_ID = re.compile(r"^sw\d{4}[AB]-ms98-a-\d+$")
 _SILENCE = re.compile(r"\s\[SILENCE\](\s|$)", re.I | re.A)  # ASCII \s, as Perl on bytes
 _B_ASIDE = re.compile(r"<B_ASIDE>", re.I)
 _E_ASIDE = re.compile(r"<E_ASIDE>", re.I)
@@ -47,8 +48,27 @@ def ms98_transcript_files(trans_dir) -> list[Path]:
     return files
 
 
-def _centiseconds(value: str) -> int:
+def _centiseconds(value) -> int:
     return int(100 * float(value) + 0.5)
+
+
+def ms98_utterance(segment_id: str, start, end, words: list[str], acronyms: dict[str, str],
+                   where=None) -> Utterance | None:
+    """One ms98 segment (``sw2001A-ms98-a-0002``, start and end in seconds, its words) as Kaldi's
+    data/train/text has it, or None when nothing but silence and aside marks is left."""
+    utt_id = "sw0" + segment_id[2:6] + f"-{segment_id[6]}_{_centiseconds(start):06d}-{_centiseconds(end):06d}"
+    text = " ".join([utt_id] + words) + "\n"
+    # The same substitutions as the data prep's perl one-liner, on the whole line (with its newline).
+    text = _E_ASIDE.sub("", _B_ASIDE.sub("", _SILENCE.sub(r"\1", text)))
+    fields = split_fields(text)
+    if len(fields) <= 1:
+        return None
+    return Utterance(fields[0], " ".join(map_acronyms(map_swbd_words(fields[1:]), acronyms)), where)
+
+
+def sort_utterances(utts: list[Utterance]) -> list[Utterance]:
+    """Kaldi's ``sort`` of a data directory's text (C locale, whole lines)."""
+    return sorted(utts, key=lambda u: u.line().encode("utf-8"))
 
 
 def read_ms98_transcripts(trans_dir, acronyms: dict[str, str]) -> list[Utterance]:
@@ -59,25 +79,17 @@ def read_ms98_transcripts(trans_dir, acronyms: dict[str, str]) -> list[Utterance
             fields = split_fields(line)
             if not fields:
                 continue
-            if len(fields) < 3 or not _MS98_ID.match(fields[0]):
+            if len(fields) < 3 or not MS98_SEGMENT_ID.match(fields[0]):
                 raise InputError(path, f"expected 'sw2001A-ms98-a-0001 start end words', got {line[:60]!r}",
                                  line=n)
             try:
-                start, end = _centiseconds(fields[1]), _centiseconds(fields[2])
+                start, end = float(fields[1]), float(fields[2])
             except ValueError:
                 raise InputError(path, f"bad start/end time in {line[:60]!r}", line=n) from None
-            rec = fields[0]
-            utt_id = "sw0" + rec[2:6] + f"-{rec[6]}_{start:06d}-{end:06d}"
-            text = " ".join([utt_id] + fields[3:]) + "\n"
-            # The same substitutions as the data prep's perl one-liner, on the whole line (with its newline).
-            text = _E_ASIDE.sub("", _B_ASIDE.sub("", _SILENCE.sub(r"\1", text)))
-            words = split_fields(text)
-            if len(words) <= 1:
-                continue
-            mapped = map_acronyms(map_swbd_words(words[1:]), acronyms)
-            utts.append(Utterance(words[0], " ".join(mapped), (path, n)))
-    utts.sort(key=lambda u: u.line().encode("utf-8"))
-    return utts
+            utt = ms98_utterance(fields[0], start, end, fields[3:], acronyms, (path, n))
+            if utt is not None:
+                utts.append(utt)
+    return sort_utterances(utts)
 
 
 def find_eval2000_stm(path) -> Path:
@@ -88,6 +100,16 @@ def find_eval2000_stm(path) -> Path:
         if cand.is_file():
             return cand
     raise InputError(p, f"cannot find the eval2000 references ({EVAL2000_STM}, or give the .stm file)")
+
+
+def eval2000_utt_id(conversation: str, side: str, start, end) -> str:
+    """Kaldi's eval2000 utterance id (``en_4156-A_030185-030248``): times truncated to centiseconds."""
+    return f"{conversation}-{side}_{int(float(start) * 100):06d}-{int(float(end) * 100):06d}"
+
+
+def scored_eval2000(utts: list[Utterance]) -> list[Utterance]:
+    """Without the segments NIST does not score, sorted as Kaldi's data/eval2000/text."""
+    return sort_utterances([u for u in utts if "IGNORE_TIME_SEGMENT_" not in u.line()])
 
 
 def read_eval2000_stm(stm) -> list[Utterance]:
@@ -103,17 +125,37 @@ def read_eval2000_stm(stm) -> list[Utterance]:
             raise InputError(stm, f"expected 'file channel speaker start end <labels> words', got {line[:60]!r}",
                              line=n)
         try:
-            start, end = int(float(fields[3]) * 100), int(float(fields[4]) * 100)
+            utt_id = eval2000_utt_id(fields[0], fields[1], fields[3], fields[4])
         except ValueError:
             raise InputError(stm, f"bad start/end time in {line[:60]!r}", line=n) from None
-        utt_id = f"{fields[0]}-{fields[1]}_{start:06d}-{end:06d}"
-        u = Utterance(utt_id, " ".join(fields[6:]), (stm, n))
-        if "IGNORE_TIME_SEGMENT_" not in u.line():
-            utts.append(u)
+        utts.append(Utterance(utt_id, " ".join(fields[6:]), (stm, n)))
+    utts = scored_eval2000(utts)
     if not utts:
         raise InputError(stm, "no utterances")
-    utts.sort(key=lambda u: u.line().encode("utf-8"))
     return utts
+
+
+def read_dictionary(dictionary) -> tuple[list, dict[str, str]]:
+    """``(lexicon, acronyms)`` of sw-ms98-dict.text."""
+    lexicon = list(read_ms98_lexicon(read_lines(dictionary)))
+    if not lexicon:
+        raise InputError(dictionary, "no dictionary entries")
+    return lexicon, find_acronyms(lexicon)
+
+
+def swbd_vocabulary(lexicon, acronyms, words=None, unk: str | None = None):
+    """The given words.txt, else the words of Kaldi's lexicon built from the dictionary, plus <s> </s>."""
+    if words:
+        return lm_vocabulary(read_symbol_table(words), source=words, unk=unknown_word(words, unk))
+    return lm_vocabulary(lexicon_words(lexicon, acronyms) + ["<s>", "</s>"])
+
+
+def dev_split(swbd: list[Utterance], dev_utterances: int | None, source) -> int:
+    """How many of the (sorted) Switchboard utterances make the dev set, as s5c's train_dev."""
+    n_dev = SWBD_DEV_UTTERANCES if dev_utterances is None else dev_utterances
+    if not 0 < n_dev < len(swbd):
+        raise InputError(source, f"cannot hold out {n_dev} of {len(swbd)} utterances as the dev set")
+    return n_dev
 
 
 def prepare_ldc_swbd(swbd_trans, out_dir, *, fisher_dirs=(), eval2000=None, dev_utterances: int | None = None,
@@ -129,18 +171,10 @@ def prepare_ldc_swbd(swbd_trans, out_dir, *, fisher_dirs=(), eval2000=None, dev_
     if eval2000 is None:
         raise InputError(None, "the eval2000 references (--eval2000) are needed for test.txt")
     stm = find_eval2000_stm(eval2000)
-    lexicon = list(read_ms98_lexicon(read_lines(dictionary)))
-    if not lexicon:
-        raise InputError(dictionary, "no dictionary entries")
-    acronyms = find_acronyms(lexicon)
-    if words:
-        vocab = lm_vocabulary(read_symbol_table(words), source=words, unk=unknown_word(words, unk))
-    else:
-        vocab = lm_vocabulary(lexicon_words(lexicon, acronyms) + ["<s>", "</s>"])
+    lexicon, acronyms = read_dictionary(dictionary)
+    vocab = swbd_vocabulary(lexicon, acronyms, words, unk)
     swbd = read_ms98_transcripts(trans, acronyms)
-    n_dev = SWBD_DEV_UTTERANCES if dev_utterances is None else dev_utterances
-    if not 0 < n_dev < len(swbd):
-        raise InputError(trans, f"cannot hold out {n_dev} of {len(swbd)} utterances as the dev set")
+    n_dev = dev_split(swbd, dev_utterances, trans)
     fisher_dirs = [Path(d) for d in fisher_dirs]
     for d in fisher_dirs:  # fail before writing anything
         check_exists(d)
