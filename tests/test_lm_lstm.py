@@ -214,3 +214,30 @@ def test_import_lstm_errors(tmp_path):
         import_kaldi(tmp_path / "model.pt", tmp_path / "short.txt", model_type="LSTM")
     with pytest.raises(InputError, match="model type 'GRU'"):
         import_kaldi(tmp_path / "model.pt", tmp_path / "words.txt", model_type="GRU")
+
+
+def test_quantize_ste_trains_through_the_lstm(tmp_path):
+    torch.manual_seed(0)
+    words = ["<s>", "<unk>"] + list("abcdefgh")
+    from asr_lm_quant.lm.files import save_lm
+    from asr_lm_quant.text.vocab import Vocabulary
+    model = LSTMLM(LSTMConfig(vocab_size=len(words), d_embed=16, d_hidden=16, n_layers=2, tie_embeddings=True))
+    save_lm(tmp_path / "lm", model, Vocabulary(words))
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").write_text("".join(" ".join(rng.choice(list("abcd"), size=rng.integers(2, 7))) + "\n"
+                                            for _ in range(100)))
+    assert main(["quantize", str(tmp_path / "lm"), str(tmp_path / "q"), "--method", "ste", "--bits", "2",
+                 "--train", str(tmp_path / "train"), "--valid", str(tmp_path / "train"), "--steps", "30",
+                 "--lr", "0.02"]) == 0
+    res = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert set(res["plan_bits"].values()) == {2} and "layers.1.hh.weight" in res["plan_bits"]
+    # training on a text of four letters moved probability onto them: below the uniform ppl of 10 words
+    assert res["valid_ppl"] < 9.0
+
+
+def test_bf16_scoring_is_close(tmp_path):
+    make_kaldi_lstm(tmp_path, ninp=16, nhid=16)
+    model, vocab = import_kaldi(tmp_path / "model.pt", tmp_path / "words.txt", model_type="LSTM")
+    hyps = ["a b c d e", "e d", "c c c a b"]
+    exact = LSTMScorer(model, vocab).costs(hyps)
+    np.testing.assert_allclose(LSTMScorer(model, vocab, bf16=True).costs(hyps), exact, rtol=2e-2)
