@@ -124,6 +124,9 @@ def test_cli_import_ppl_and_rescore(tmp_path, capsys):
     assert isinstance(model, LSTMLM) and vocab.words == WORDS
     capsys.readouterr()
     assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    from asr_lm_quant import api
+    assert api.load_lm(out).score(["a b c"])[0] == pytest.approx(
+        -kaldi_sentence_logprob(kaldi, 8, vocab.encode("a b c".split())), abs=1e-5)
 
     # ppl counts every word and every end of sentence, OOVs as <unk>
     sents = [["a", "b", "c"], ["d", "zebra"], ["e"]]
@@ -241,3 +244,14 @@ def test_bf16_scoring_is_close(tmp_path):
     hyps = ["a b c d e", "e d", "c c c a b"]
     exact = LSTMScorer(model, vocab).costs(hyps)
     np.testing.assert_allclose(LSTMScorer(model, vocab, bf16=True).costs(hyps), exact, rtol=2e-2)
+
+
+def test_unknown_arch_in_config(tmp_path):
+    make_kaldi_lstm(tmp_path)
+    assert main(["import-kaldi", "--model", "LSTM", "--model-pt", str(tmp_path / "model.pt"),
+                 "--words", str(tmp_path / "words.txt"), "--out", str(tmp_path / "lm")]) == 0
+    cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
+    cfg["model"]["arch"] = "gru"
+    (tmp_path / "lm" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"config.json: not a valid LM config: unknown model arch 'gru'"):
+        load_lm(tmp_path / "lm")
