@@ -34,15 +34,15 @@ class LM:
 
 
 def load_lm(path, *, device: str = "cpu", bf16: bool = False, dequantize: bool = False) -> LM:
-    """A model directory (``train``'s or ``quantize``'s output, or an ``import-kaldi`` one). A packed model is
-    kept packed unless ``dequantize``."""
+    """A model directory (``train``'s or ``quantize``'s output, or an ``import-kaldi`` one, Transformer or
+    LSTM). A packed model is kept packed unless ``dequantize``."""
     from asr_lm_quant.lm.device import checked_device
     from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
-    from asr_lm_quant.rescore.nnscore import NNScorer
+    from asr_lm_quant.rescore.nnscore import make_scorer
 
     checked_device(device)
     model, vocab = (load_any_lm if dequantize else load_lm_for_inference)(path, device)
-    return LM(model, vocab, NNScorer(model, vocab, device=device, bf16=bf16))
+    return LM(model, vocab, make_scorer(model, vocab, device=device, bf16=bf16))
 
 
 def rescore(nbest, lm: LM, *, old_lm=None, weight: float = 0.5, oov_penalty: float = 0.0) -> list:

@@ -161,8 +161,21 @@ def write_kaldi_transformer(path, ntoken, d=16, heads=2, ff=32, layers=1):
     torch.save(sd, path)
 
 
+def write_kaldi_lstm(path, ntoken, d=16, layers=2):
+    """A state_dict with the parameter names and shapes of Kaldi's pytorchnn RNNModel (LSTM, untied)."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    sd = {"encoder.weight": torch.empty(ntoken, d).uniform_(-0.1, 0.1),
+          "decoder.weight": torch.empty(ntoken, d).uniform_(-0.1, 0.1), "decoder.bias": torch.zeros(ntoken)}
+    sd.update({f"rnn.{k}": v for k, v in nn.LSTM(d, d, layers).state_dict().items()})
+    torch.save(sd, path)
+
+
 @pytest.mark.slow
-def test_stage1_imports_a_kaldi_pytorchnn_model(recipe, repo_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["Transformer", "LSTM"])
+def test_stage1_imports_a_kaldi_pytorchnn_model(recipe, repo_dir, tmp_path, kind):
     s5c = tmp_path / "s5c"
     make_s5c(s5c)
     (recipe / "data" / "lm").mkdir(parents=True)  # stage 0's output, as far as stage 1 needs it
@@ -173,13 +186,14 @@ def test_stage1_imports_a_kaldi_pytorchnn_model(recipe, repo_dir, tmp_path):
     lang = (s5c / "data" / "lang" / "words.txt").read_text()
     n = len(lang.splitlines())
     (s5c / "data" / "pytorchnn" / "words.txt").write_text(lang + f"<unk> {n}\n")
-    write_kaldi_transformer(tmp_path / "model.pt", n + 1)
+    (write_kaldi_transformer if kind == "Transformer" else write_kaldi_lstm)(tmp_path / "model.pt", n + 1)
     p = run(recipe, repo_dir, "--kaldi-swbd-dir", str(s5c), "--kaldi-nnlm", str(tmp_path / "model.pt"),
-            "--kaldi-nnlm-heads", "2", "--stage", "1", "--stop-stage", "1")
+            "--kaldi-nnlm-heads", "2", "--kaldi-nnlm-type", kind, "--stage", "1", "--stop-stage", "1")
     assert p.returncode == 0, p.stdout + p.stderr
     lm = recipe / "exp" / "lm"
-    assert "import Kaldi's Transformer LM" in p.stdout
-    assert (lm / "log" / "import.log").read_text().startswith("# asr-lm-quant import-kaldi --model-pt ")
+    assert f"import Kaldi's {kind} LM" in p.stdout
+    assert (lm / "log" / "import.log").read_text().startswith(f"# asr-lm-quant import-kaldi --model {kind} ")
+    assert json.loads((lm / "config.json").read_text())["model"].get("arch", "transformer") == kind.lower()
     assert not (lm / "log" / "train.log").exists()
     words = [line.split()[0] for line in (lm / "words.txt").read_text().splitlines()]
     assert len(words) == n + 1 and words[-1] == "<unk>"

@@ -62,16 +62,19 @@ def register(sub):
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=_ppl)
 
-    p = sub.add_parser("import-kaldi", help="import a Kaldi pytorchnn Transformer LM (model.pt + words.txt)",
-                       description="Convert Kaldi's steps/pytorchnn Transformer (a torch.save'd state_dict, "
-                                   "read with weights_only=True) into a model directory. Sizes come from "
-                                   "the tensors; give --nhead and --activation as the model was trained.")
+    p = sub.add_parser("import-kaldi", help="import a Kaldi pytorchnn Transformer or LSTM LM (model.pt + words.txt)",
+                       description="Convert Kaldi's steps/pytorchnn Transformer or LSTM (a torch.save'd "
+                                   "state_dict, read with weights_only=True) into a model directory. Sizes come "
+                                   "from the tensors; for a Transformer give --nhead and --activation as the "
+                                   "model was trained.")
     p.add_argument("--model-pt", required=True, help="Kaldi model.pt (state_dict)")
     p.add_argument("--words", required=True, help="the words.txt the model was trained with (line order = index)")
     p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--nhead", type=int, default=8, help="attention heads (Kaldi recipe: 8)")
+    p.add_argument("--model", choices=("Transformer", "LSTM"), default="Transformer",
+                   help="the model type it was trained as (Kaldi's train.py --model; default Transformer)")
+    p.add_argument("--nhead", type=int, default=8, help="attention heads (Kaldi recipe: 8; Transformer only)")
     p.add_argument("--activation", choices=("gelu", "relu"), default="gelu",
-                   help="feed-forward activation (Kaldi's TransformerModel default: gelu)")
+                   help="feed-forward activation (Kaldi's TransformerModel default: gelu; Transformer only)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     p.set_defaults(func=_import_kaldi)
 
@@ -124,7 +127,8 @@ def _import_kaldi(args):
     out = Path(args.out)
     if not args.overwrite and ((out / WEIGHTS).exists() or (out / CONFIG).exists()):
         raise InputError(out, "already holds a model (use --overwrite to replace it)")
-    model, vocab = import_kaldi(args.model_pt, args.words, n_heads=args.nhead, activation=args.activation)
+    model, vocab = import_kaldi(args.model_pt, args.words, model_type=args.model, n_heads=args.nhead,
+                                activation=args.activation)
     save_lm(out, model, vocab, extra={"imported_from": {"model_pt": str(args.model_pt), "words": str(args.words),
-                                                        "format": "kaldi-pytorchnn"}})
+                                                        "format": "kaldi-pytorchnn", "model": args.model}})
     print(json.dumps({"out": str(out), "model": model.cfg.to_dict(), "parameters": model.num_parameters()}, indent=2))

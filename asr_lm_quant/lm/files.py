@@ -1,5 +1,7 @@
 """LM model directories: ``config.json`` (architecture), ``model.safetensors`` (weights), ``words.txt``.
 
+The architecture is a Transformer, or an LSTM when the config says ``"arch": "lstm"``.
+
 Nothing here unpickles: weights are safetensors, everything else is JSON or text.
 """
 
@@ -14,6 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from asr_lm_quant.atomic import atomic_path, atomic_open
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.arch import build_model, config_from_dict
+from asr_lm_quant.lm.lstm import LSTMConfig, LSTMLM
 from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.text.vocab import Vocabulary
 
@@ -22,7 +26,7 @@ WEIGHTS = "model.safetensors"
 VOCAB = "words.txt"
 
 
-def state_for_saving(model: TransformerLM) -> dict:
+def state_for_saving(model: TransformerLM | LSTMLM) -> dict:
     """The state dict with tied weights stored once (safetensors refuses shared storage)."""
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
@@ -30,7 +34,7 @@ def state_for_saving(model: TransformerLM) -> dict:
     return sd
 
 
-def save_lm(model_dir, model: TransformerLM, vocab: Vocabulary, extra: dict | None = None):
+def save_lm(model_dir, model: TransformerLM | LSTMLM, vocab: Vocabulary, extra: dict | None = None):
     """Write a complete model directory (each file atomically)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -57,17 +61,17 @@ def content_digest(tensors: dict, *texts: str) -> str:
     return h.hexdigest()
 
 
-def load_config(model_dir) -> LMConfig:
+def load_config(model_dir) -> LMConfig | LSTMConfig:
     path = Path(model_dir) / CONFIG
     if not path.exists():
         raise InputError(path, "model config does not exist (is this an LM directory?)")
     try:
-        return LMConfig.from_dict(json.loads(path.read_text())["model"])
+        return config_from_dict(json.loads(path.read_text())["model"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InputError(path, f"not a valid LM config: {e}") from None
 
 
-def load_lm(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary]:
+def load_lm(model_dir, device="cpu") -> tuple[TransformerLM | LSTMLM, Vocabulary]:
     """Load a model directory written by :func:`save_lm`; the model is in eval mode."""
     model_dir = Path(model_dir)
     cfg = load_config(model_dir)
@@ -85,7 +89,7 @@ def load_lm(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary]:
         raise InputError(wpath, f"cannot read safetensors file: {e}") from None
     if "sha256" in meta:  # written by save_lm (models from before it carry none)
         try:
-            embedded = LMConfig.from_dict(json.loads(meta.get("config", "")))
+            embedded = config_from_dict(json.loads(meta.get("config", "")))
         except (json.JSONDecodeError, TypeError, ValueError) as e:
             raise InputError(wpath, f"bad config metadata: {e}", key="config") from None
         if embedded != cfg:
@@ -94,7 +98,7 @@ def load_lm(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary]:
         if content_digest(sd, meta["config"], "\n".join(vocab.words)) != meta["sha256"]:
             raise InputError(wpath, "checksum mismatch: the weights are corrupt, or words.txt is not the one they "
                                     "were saved with", key="sha256")
-    model = TransformerLM(cfg)
+    model = build_model(cfg)
     if cfg.tie_embeddings:
         sd.setdefault("out.weight", sd.get("embed.weight"))
     missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -1,4 +1,4 @@
-"""Import a Kaldi pytorchnn Transformer LM (``steps/pytorchnn``: ``model.pt`` + ``words.txt``).
+"""Import a Kaldi pytorchnn LM (``steps/pytorchnn``: ``model.pt`` + ``words.txt``), Transformer or LSTM.
 
 Kaldi's ``TransformerModel`` is post-norm ``nn.TransformerEncoder`` layers over a sqrt(d)-scaled embedding
 plus sinusoidal positions, with a (usually tied) biased output layer: exactly our
@@ -6,6 +6,11 @@ plus sinusoidal positions, with a (usually tied) biased output layer: exactly ou
 ``scale_embedding=True``, ``max_len`` = the rows of its ``pe`` buffer. Sizes come from the tensor
 shapes; the number of heads and the activation are not in the file and must be given
 (Kaldi's defaults: 8 heads with ``--nhead 8``, ``gelu``). The file is read with ``weights_only=True``.
+
+Kaldi's ``RNNModel`` with ``rnn_type="LSTM"`` is an embedding (``encoder``), an ``nn.LSTM`` (``rnn``, tensors
+``weight_ih_lN`` [4H, in], ``weight_hh_lN`` [4H, H] and their biases per layer N) and a biased output layer
+(``decoder``, tied to the embedding with ``--tied``): exactly our :class:`~asr_lm_quant.lm.lstm.LSTMLM`, every
+size read from the shapes. GRU and plain RNN models are not supported.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import torch
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.lstm import LSTMConfig, LSTMLM
 from asr_lm_quant.lm.model import LMConfig, TransformerLM, sinusoidal_positions
 from asr_lm_quant.text.vocab import UNK, Vocabulary
 
@@ -63,7 +69,7 @@ def load_kaldi_state(path) -> dict:
     except Exception as e:  # torch raises many types for foreign or unsafe pickles
         raise InputError(path, f"cannot read as a weights-only state_dict: {str(e).splitlines()[0]}") from None
     if not isinstance(sd, dict) or "encoder.weight" not in sd:
-        raise InputError(path, "not a Kaldi pytorchnn Transformer state_dict (no 'encoder.weight')")
+        raise InputError(path, "not a Kaldi pytorchnn state_dict (no 'encoder.weight')")
     return sd
 
 
@@ -111,17 +117,65 @@ def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu",
     return cfg, {k: v.float() for k, v in out.items()}
 
 
-def import_kaldi(model_pt, words_txt, *, n_heads: int = 8, activation: str = "gelu"
-                 ) -> tuple[TransformerLM, Vocabulary]:
-    """Load a Kaldi pytorchnn Transformer and its vocabulary as our model (eval mode)."""
+_RNN = re.compile(r"^rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+_RNN_RENAME = {"weight_ih": "ih.weight", "bias_ih": "ih.bias", "weight_hh": "hh.weight", "bias_hh": "hh.bias"}
+
+
+def convert_kaldi_lstm_state(sd: dict, *, path=None) -> tuple[LSTMConfig, dict]:
+    """Map a Kaldi ``RNNModel`` (LSTM) state_dict onto our parameter names; returns (config, state_dict)."""
+    ntoken, ninp = sd["encoder.weight"].shape
+    layers = sorted({int(m.group(2)) for k in sd if (m := _RNN.match(k))})
+    if not layers or layers != list(range(len(layers))):
+        raise InputError(path, "no rnn.weight_ih_lN tensors (is this the Transformer model?)")
+    rows, cols = sd["rnn.weight_hh_l0"].shape if "rnn.weight_hh_l0" in sd else (0, 0)
+    if rows != 4 * cols:
+        kind = {3: "a GRU", 1: "a plain RNN"}.get(rows // cols if cols else 0, "not an LSTM")
+        raise InputError(path, f"rnn.weight_hh_l0 is {rows}x{cols}: {kind}; only LSTM models are supported",
+                         key="rnn.weight_hh_l0")
+    nhid = cols
+    if "decoder.weight" not in sd:
+        raise InputError(path, "no decoder.weight (the output layer)")
+    tied = tuple(sd["decoder.weight"].shape) == (ntoken, ninp) and torch.equal(sd["decoder.weight"],
+                                                                             sd["encoder.weight"])
+    try:
+        cfg = LSTMConfig(vocab_size=ntoken, d_embed=ninp, d_hidden=nhid, n_layers=len(layers), dropout=0.0,
+                         tie_embeddings=tied)
+    except ValueError as e:
+        raise InputError(path, str(e)) from None
+    out = {"embed.weight": sd["encoder.weight"], "out.weight": sd["decoder.weight"],
+           "out.bias": sd.get("decoder.bias", torch.zeros(ntoken))}
+    used = {"encoder.weight", "decoder.weight", "decoder.bias"}
+    for k, v in sd.items():
+        if m := _RNN.match(k):
+            out[f"layers.{m.group(2)}.{_RNN_RENAME[m.group(1)]}"] = v
+            used.add(k)
+    unknown = sorted(set(sd) - used)
+    if unknown:
+        raise InputError(path, f"unexpected tensors {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    return cfg, {k: v.float() for k, v in out.items()}
+
+
+MODEL_TYPES = ("Transformer", "LSTM")
+
+
+def import_kaldi(model_pt, words_txt, *, model_type: str = "Transformer", n_heads: int = 8,
+                 activation: str = "gelu") -> tuple[TransformerLM | LSTMLM, Vocabulary]:
+    """Load a Kaldi pytorchnn model (``model_type``: Kaldi's ``--model``, Transformer or LSTM) and its
+    vocabulary as our model (eval mode). ``n_heads`` and ``activation`` apply to the Transformer only."""
+    if model_type not in MODEL_TYPES:
+        raise InputError(None, f"model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     sd = load_kaldi_state(model_pt)
     vocab = read_kaldi_words(words_txt)
-    cfg, ours = convert_kaldi_state(sd, n_heads=n_heads, activation=activation, path=model_pt)
+    if model_type == "LSTM":
+        cfg, ours = convert_kaldi_lstm_state(sd, path=model_pt)
+        model = LSTMLM(cfg)
+    else:
+        cfg, ours = convert_kaldi_state(sd, n_heads=n_heads, activation=activation, path=model_pt)
+        model = TransformerLM(cfg)
     if len(vocab) != cfg.vocab_size:
         raise InputError(words_txt, f"{len(vocab)} words, but {model_pt} has {cfg.vocab_size} embedding rows")
-    model = TransformerLM(cfg)
     try:
         model.load_state_dict(ours, strict=True)
     except RuntimeError as e:
-        raise InputError(model_pt, f"tensor shapes do not fit a Transformer: {str(e).splitlines()[-1]}") from None
+        raise InputError(model_pt, f"tensor shapes do not fit a {model_type}: {str(e).splitlines()[-1]}") from None
     return model.eval(), vocab

@@ -29,7 +29,9 @@ from safetensors.torch import save_file
 from asr_lm_quant.atomic import atomic_path, atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.files import CONFIG, VOCAB, content_digest, load_config, load_lm
-from asr_lm_quant.lm.model import LMConfig, TransformerLM
+from asr_lm_quant.lm.arch import build_model, config_from_dict
+from asr_lm_quant.lm.lstm import LSTMLM
+from asr_lm_quant.lm.model import TransformerLM
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_view, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, kmax, quantize_codes
 from asr_lm_quant.text.vocab import Vocabulary
@@ -166,16 +168,16 @@ def _read_packed(path: Path, vocab: Vocabulary | None = None):
     return meta, tensors
 
 
-def _skeleton(cfg: LMConfig) -> TransformerLM:
-    """A TransformerLM of ``cfg`` made without running its initialisers: its weights are ``torch.empty``
+def _skeleton(cfg) -> TransformerLM | LSTMLM:
+    """A model of ``cfg`` made without running its initialisers: its weights are ``torch.empty``
     tensors whose pages are never touched (so not resident), to be replaced by packed modules. (The meta
     device would do too, but its operations pull tens of MB of torch internals into memory.)"""
-    classes = (nn.Linear, nn.Embedding, nn.LayerNorm, TransformerLM)
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm, TransformerLM, LSTMLM)
     saved = [c.__dict__["reset_parameters"] for c in classes]
     try:
         for c in classes:
             c.reset_parameters = lambda self: None
-        return TransformerLM(cfg)
+        return build_model(cfg)
     finally:
         for c, f in zip(classes, saved):
             c.reset_parameters = f
@@ -188,7 +190,7 @@ def _open_packed(model_dir: Path):
     meta, tensors = _read_packed(path, vocab)
     cfg = load_config(model_dir)
     try:
-        embedded = LMConfig.from_dict(json.loads(meta["config"]))
+        embedded = config_from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
         raise InputError(path, f"bad config metadata: {e}", key="config") from None
     if embedded != cfg:
@@ -211,7 +213,7 @@ def load_packed(model_dir, device="cpu") -> tuple[TransformerLM, Vocabulary, Qua
     :func:`load_packed_for_inference`, which keeps the weights packed."""
     model_dir = Path(model_dir)
     cfg, vocab, plan, tensors, path, _ = _open_packed(model_dir)
-    model = TransformerLM(cfg)
+    model = build_model(cfg)
     wg = group_views(model, plan.groups)
     state = {}
     for name, p in wg.items():

@@ -23,7 +23,11 @@ def _add_lm_options(p):
     p.add_argument("--old-lm", help="ARPA file of the LM the decoder used (plain or .gz), removed from the "
                                     "graph costs; without it (a recogniser with no LM of its own) the NN LM "
                                     "is added: lm_cost + w * nn")
-    p.add_argument("--lm-dir", required=True, help="NN LM directory (plain or quantized)")
+    lm = p.add_mutually_exclusive_group(required=True)
+    lm.add_argument("--lm-dir", help="NN LM directory (Transformer or LSTM, plain or quantized)")
+    lm.add_argument("--hf-lm", metavar="DIR",
+                    help="a local Hugging Face causal LM checkpoint directory (GPT-2 style, safetensors weights "
+                         "and its tokenizer) in place of --lm-dir: subword costs added per word")
     p.add_argument("--words", help="words.txt of the lattices and Kaldi n-best tables (data/lang/words.txt)")
     p.add_argument("--weight", default="0.8",
                    help="NN LM interpolation weight w, or several separated by commas (default 0.8)")
@@ -278,7 +282,7 @@ def _setup(args):
     from asr_lm_quant.ngram import ArpaLM
     from asr_lm_quant.lm.device import checked_device
     from asr_lm_quant.ngram.arpa import check_arpa
-    from asr_lm_quant.rescore.nnscore import NNScorer
+    from asr_lm_quant.rescore.nnscore import make_scorer
     from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -291,12 +295,21 @@ def _setup(args):
     if args.token_budget < 1 or args.max_row < 2 or args.threads < 0:
         raise InputError(None, "--token-budget must be at least 1, --max-row at least 2, --threads at least 0")
     checked_device(args.device)
+    if args.hf_lm and (args.dequantize or getattr(args, "oov_penalty", 0.0)):
+        raise InputError(args.hf_lm, "--dequantize and --oov-penalty apply to --lm-dir models only (a subword "
+                                     "model has no word vocabulary)")
     if args.old_lm:
         check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
-    # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
-    model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
-    scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
-                      share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
+    if args.hf_lm:
+        from asr_lm_quant.rescore.hfscore import HFScorer
+        scorer = HFScorer(args.hf_lm, device=args.device, token_budget=args.token_budget, bf16=args.bf16,
+                          progress=args.progress)
+    else:
+        # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
+        model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
+        scorer = make_scorer(model, vocab, device=args.device, token_budget=args.token_budget,
+                             max_row=args.max_row, share_prefixes=not args.no_share_prefixes, bf16=args.bf16,
+                             progress=args.progress)
     symbols = SymbolTable.load(args.words) if args.words else None
     return weights, scorer, ArpaLM(args.old_lm) if args.old_lm else None, symbols
 

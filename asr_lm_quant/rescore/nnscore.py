@@ -69,39 +69,13 @@ class _Row:
     paths: list = field(default_factory=list)    # node index per position of each hypothesis
 
 
-class NNScorer:
-    """Cost every hypothesis with a :class:`TransformerLM`.
+class WordScorer:
+    """What every word-level scorer shares: hypotheses in, float64 costs out (subclasses provide
+    ``costs_from_ids`` and set ``vocab`` and ``stats``)."""
 
-    ``token_budget``: most model positions (padding included) in one forward batch.
-    ``max_row``: most trie nodes in one packed row (attention cost grows with its square).
-    ``bf16``: bfloat16 matrix products with float32 accumulation (see the module notes).
-    ``logits_bytes``: memory for one chunk of output-layer logits.
-    """
+    vocab: Vocabulary
+    stats: ScoreStats
 
-    def __init__(self, model: TransformerLM, vocab: Vocabulary, *, device: str | torch.device | None = None,
-                 token_budget: int = 4096, max_row: int = 256, share_prefixes: bool = True,
-                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False):
-        if len(vocab) != model.cfg.vocab_size:
-            raise ValueError(f"vocabulary has {len(vocab)} words, the model {model.cfg.vocab_size}")
-        if token_budget < 1 or max_row < 2:
-            raise ValueError("token_budget must be >= 1 and max_row >= 2")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.to(self.device).eval()
-        self.vocab = vocab
-        self.token_budget = int(token_budget)
-        self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
-        self.share_prefixes = share_prefixes
-        self.bf16 = bf16
-        # Output-layer rows per chunk: a multiple of 32 (odd row counts make oneDNN's bf16 matmul far
-        # slower); the chunk's logits fit in logits_bytes.
-        per_row = (2 if bf16 else 4) * model.cfg.vocab_size
-        self.logit_chunk = max(32, int(logits_bytes // per_row) // 32 * 32)
-        self.logits_bytes = int(logits_bytes)
-        self.progress = progress
-        self.stats = ScoreStats()
-        self._cache = None  # (parameter key, _Weights) in bf16 mode
-
-    # -- public ---------------------------------------------------------------------------------------
     def encode(self, words) -> list[int]:
         """``<s>`` followed by the word ids (OOVs as ``<unk>``)."""
         if isinstance(words, str):
@@ -132,6 +106,42 @@ class NNScorer:
         stats.seconds = time.perf_counter() - t0
         self.stats = stats
         return per
+
+    def costs_from_ids(self, seqs, stats=None, per_token=None) -> np.ndarray:
+        raise NotImplementedError
+
+
+class NNScorer(WordScorer):
+    """Cost every hypothesis with a :class:`TransformerLM`.
+
+    ``token_budget``: most model positions (padding included) in one forward batch.
+    ``max_row``: most trie nodes in one packed row (attention cost grows with its square).
+    ``bf16``: bfloat16 matrix products with float32 accumulation (see the module notes).
+    ``logits_bytes``: memory for one chunk of output-layer logits.
+    """
+
+    def __init__(self, model: TransformerLM, vocab: Vocabulary, *, device: str | torch.device | None = None,
+                 token_budget: int = 4096, max_row: int = 256, share_prefixes: bool = True,
+                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False):
+        if len(vocab) != model.cfg.vocab_size:
+            raise ValueError(f"vocabulary has {len(vocab)} words, the model {model.cfg.vocab_size}")
+        if token_budget < 1 or max_row < 2:
+            raise ValueError("token_budget must be >= 1 and max_row >= 2")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.token_budget = int(token_budget)
+        self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
+        self.share_prefixes = share_prefixes
+        self.bf16 = bf16
+        # Output-layer rows per chunk: a multiple of 32 (odd row counts make oneDNN's bf16 matmul far
+        # slower); the chunk's logits fit in logits_bytes.
+        per_row = (2 if bf16 else 4) * model.cfg.vocab_size
+        self.logit_chunk = max(32, int(logits_bytes // per_row) // 32 * 32)
+        self.logits_bytes = int(logits_bytes)
+        self.progress = progress
+        self.stats = ScoreStats()
+        self._cache = None  # (parameter key, _Weights) in bf16 mode
 
     def costs_from_ids(self, seqs: list[list[int]], stats: ScoreStats | None = None,
                        per_token: list | None = None) -> np.ndarray:
@@ -407,6 +417,17 @@ class NNScorer:
         if m.final_norm is not None:
             x = m.final_norm(x)
         return x
+
+
+def make_scorer(model, vocab: Vocabulary, **options) -> WordScorer:
+    """The scorer for ``model``: :class:`NNScorer` for a Transformer, ``LSTMScorer`` for an LSTM (which has
+    no packed rows, so ``max_row`` does not apply to it)."""
+    from asr_lm_quant.lm.lstm import LSTMLM
+    if isinstance(model, LSTMLM):
+        from asr_lm_quant.rescore.rnnscore import LSTMScorer
+        options.pop("max_row", None)
+        return LSTMScorer(model, vocab, **options)
+    return NNScorer(model, vocab, **options)
 
 
 @dataclass

@@ -36,10 +36,11 @@ text_dir=data/lm
 lm_conf=conf/lm_swbd.json
 lm_dir=exp/lm
 bf16=false               # bf16 autocast in training (fast on recent CPUs and GPUs)
-kaldi_nnlm=              # a Transformer trained by Kaldi's local/pytorchnn/run_nnlm.sh (its model.pt):
+kaldi_nnlm=              # a model trained by Kaldi's local/pytorchnn/run_nnlm.sh (its model.pt):
                          # stage 1 then imports it instead of training one
 kaldi_nnlm_words=        # that model's words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
 kaldi_nnlm_heads=8       # its attention heads (run_nnlm.sh: nhead=8)
+kaldi_nnlm_type=Transformer  # its --model in Kaldi's train.py: Transformer or LSTM
 quant_conf=conf/quant_systems.json   # quantization systems of stage 2 (each into <lm-dir>_<system>)
 quant_systems=           # comma-separated subset of them (default: all)
 quant_threads=           # torch CPU threads per quantization job (default: torch's choice)
@@ -78,9 +79,10 @@ Options:
   --lm-conf <json>         LM and training configuration (default: $lm_conf)
   --lm-dir <dir>           LM output directory (default: $lm_dir)
   --bf16 <bool>            bf16 autocast in training (default: $bf16)
-  --kaldi-nnlm <model.pt>  import this Kaldi pytorchnn Transformer in stage 1 instead of training
+  --kaldi-nnlm <model.pt>  import this Kaldi pytorchnn model in stage 1 instead of training
   --kaldi-nnlm-words <f>   its words.txt (default: <kaldi-swbd-dir>/data/pytorchnn/words.txt)
   --kaldi-nnlm-heads <n>   its attention heads (default: $kaldi_nnlm_heads)
+  --kaldi-nnlm-type <t>    Transformer or LSTM, as it was trained (default: $kaldi_nnlm_type)
   --quant-conf <json>      quantization systems of stage 2 (default: $quant_conf)
   --quant-systems <a,b>    only these systems of it (default: all)
   --quant-threads <n>      torch CPU threads per quantization job
@@ -145,7 +147,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     [ -f "$text_dir/$f" ] || { echo "$0: $text_dir/$f missing: run stage 0 first" >&2; exit 1; }
   done
   if [ -n "$kaldi_nnlm" ]; then
-    log "Stage 1: import Kaldi's Transformer LM $kaldi_nnlm into $lm_dir"
+    log "Stage 1: import Kaldi's $kaldi_nnlm_type LM $kaldi_nnlm into $lm_dir"
     if [ -z "$kaldi_nnlm_words" ]; then
       [ -n "$kaldi_swbd_dir" ] || { echo "$0: --kaldi-nnlm needs --kaldi-nnlm-words or --kaldi-swbd-dir" >&2; exit 1; }
       kaldi_nnlm_words=$kaldi_swbd_dir/data/pytorchnn/words.txt
@@ -154,8 +156,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
       echo "$0: $lm_dir already holds a model; not importing again"
     else
       $train_cmd "$lm_dir/log/import.log" \
-        asr-lm-quant import-kaldi --model-pt "$kaldi_nnlm" --words "$kaldi_nnlm_words" \
-          --nhead "$kaldi_nnlm_heads" --out "$lm_dir"
+        asr-lm-quant import-kaldi --model "$kaldi_nnlm_type" --model-pt "$kaldi_nnlm" \
+          --words "$kaldi_nnlm_words" --nhead "$kaldi_nnlm_heads" --out "$lm_dir"
     fi
   else
     log "Stage 1: train the Transformer LM ($lm_conf) into $lm_dir"
