@@ -196,7 +196,8 @@ def test_quantize_kl_refuses_bad_options_before_any_work(tmp_path, capsys, monke
         raise AssertionError("sensitivities computed for a refused configuration")
     monkeypatch.setattr(pipeline, "kl_sensitivities", no_work)
     write_lm_and_texts(tmp_path, ["t.txt", "v.txt"])
-    cases = [([a for a in kl_args(tmp_path) if a not in ("--valid", str(tmp_path / "v.txt"))], "method kl needs --valid"),
+    no_valid = [a for a in kl_args(tmp_path) if a not in ("--valid", str(tmp_path / "v.txt"))]
+    cases = [(no_valid, "method kl needs --valid"),
              (kl_args(tmp_path, "q", "--kl-tokens", "0"), "kl_tokens must be at least 1"),
              (kl_args(tmp_path, "q", "--candidates", "0,2"), "precision 0"),
              (kl_args(tmp_path, "q", "--compression", "16"), "exactly one of"),
