@@ -95,6 +95,7 @@ def test_kl_matches_a_brute_force_computation(group, bits, per_row):
     names = group_names(m, [10, 30])
     assert group in names
     batches, seqs = random_batches(40, n_sent=10, seed=5, tokens=30)
+    assert any((b.targets == -100).any() for b in batches)  # padding is left out of the mean
     res = kl_sensitivities(m, batches, [bits], names, per_row)
     want = brute_force_kl(m, group, bits, seqs, per_row)
     assert want > 1e-4
@@ -237,3 +238,26 @@ def test_sweep_tabulates_and_plots_kl_beside_hessian(tmp_path, monkeypatch):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {r["name"]: r.get("sensitivity_seconds") for r in saved}["kl-2"] > 0
+
+
+@pytest.mark.parametrize("conf", ["quant.json", "quant_quick.json", "quant_systems.json"])
+def test_mini_recipe_systems_are_valid_configurations(conf, repo_dir, tmp_path):
+    from asr_lm_quant.quant.pipeline import QuantConfig, check_config
+    from asr_lm_quant.quant.systems_file import load_systems
+    path = repo_dir / "recipes/mini/conf" / conf
+    sysconf = load_systems(path)
+    text = tmp_path / "t.txt"
+    text.write_text("a b\n")
+    for s in sysconf["systems"]:
+        s = {k: v for k, v in s.items() if k not in ("name", "model", "budget_size_of")}
+        if s["method"] == "fp":
+            continue
+        cfg = QuantConfig.from_dict({**sysconf["defaults"], **s, "model": "m", "out": "o", "train_text": str(text),
+                                     "valid_text": str(text)}, source=path)
+        check_config(cfg)
+    if conf != "quant_systems.json":
+        kl = [s for s in sysconf["systems"] if s["method"] == "kl"]
+        assert kl and all(s.get("budget_bits") == 2 for s in kl)
+    if conf == "quant.json":  # 16x by KL on both models, beside the Hessian and search systems
+        assert {s.get("model", "base") for s in kl} == {"base", "deep"}
+        assert {"hessian", "search"} <= {s["method"] for s in sysconf["systems"]}

@@ -36,34 +36,30 @@ def _compact(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return codes.to(torch.int8 if bits <= 8 else torch.int16)
 
 
-def _real_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Float64 logits of the real (non-padding) positions: [N, V]."""
-    real = targets.reshape(-1) != PAD_TARGET
-    return logits.reshape(-1, logits.shape[-1])[real].double()
-
-
 class Reference:
     """The full-precision next-word distributions ``P`` of one batch, computed once for all candidates.
 
     With ``log Q_t = z_t - logsumexp(z_t)`` for a candidate's logits ``z``, the KL summed over tokens is
     ``sum_t KL(P_t || Q_t) = E(z_fp) - E(z)`` where ``E(z) = sum_t [P_t . z_t - S_t logsumexp(z_t)]`` and
-    ``S_t = sum_v P_tv`` (1 up to rounding); ``E(z_fp) = sum P log P``. A candidate costs one [N, V] float64
-    matrix (its logits) and no log-softmax of its own, and logits equal to the reference give exactly 0."""
+    ``S_t = sum_v P_tv`` (1 up to rounding); ``E(z_fp) = sum P log P``. A candidate costs one [tokens, V]
+    float64 matrix (its logits) and no log-softmax of its own, and logits equal to the reference give exactly
+    0. Padding positions keep their rows with ``P_t = 0``, ``S_t = 0``: cheaper than selecting the real rows."""
 
     def __init__(self, logits: torch.Tensor, targets: torch.Tensor):
-        z = _real_logits(logits, targets)
-        self.p = z.log_softmax(-1).exp_()
+        real = (targets.reshape(-1) != PAD_TARGET).unsqueeze(1)
+        z = logits.reshape(-1, logits.shape[-1]).double()
+        self.p = z.log_softmax(-1).exp_().mul_(real)
         self.mass = self.p.sum(-1)
-        self.tokens = z.shape[0]
+        self.tokens = int(real.sum())
         self.neg_entropy = self._expected_log_q(z)
 
     def _expected_log_q(self, z: torch.Tensor) -> float:
         cross = float(torch.dot(self.p.reshape(-1), z.reshape(-1)))
-        return cross - float((self.mass * torch.logsumexp(z, -1)).sum())
+        return cross - float(torch.dot(self.mass, torch.logsumexp(z, -1)))
 
-    def kl_sum(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    def kl_sum(self, logits: torch.Tensor) -> float:
         """Summed over the batch's real tokens: ``sum_t KL(P_t || softmax(logits_t))`` in nats."""
-        return self.neg_entropy - self._expected_log_q(_real_logits(logits, targets))
+        return self.neg_entropy - self._expected_log_q(logits.reshape(-1, logits.shape[-1]).double())
 
 
 def take_batches(batches, max_tokens: int) -> list:
@@ -112,7 +108,7 @@ def kl_sensitivities(model, batches: list, candidates, groups: list[str] | None 
                 original = view.detach().clone()
                 view.copy_(dequantize(codes, scale, per_row).to(view.dtype))
                 try:
-                    sums[n][b] += ref.kl_sum(model(batch.inputs).float(), batch.targets)
+                    sums[n][b] += ref.kl_sum(model(batch.inputs).float())
                 finally:
                     view.copy_(original)
                 bar.update(1)
