@@ -13,7 +13,7 @@
 #      (exp/ngram/decode_test/lat.JOB.gz, CompactLattices with 3-gram graph costs), scored Kaldi style;
 #      the test set is split in halves: dev (tuning) and eval (reporting)
 #   3  Transformer LMs: the mini configuration (exp/lm) and a deeper one (exp/lm_deep)
-#   4  Quantization systems (uniform 8/4/2/1-bit, Hessian and searched mixed precision, ADMM) -> exp/quant
+#   4  Quantization systems (uniform 8/4/2/1-bit; Hessian, KL and searched mixed precision; ADMM) -> exp/quant
 #   5  N-best and lattice rescoring with every model: weights tuned on dev, WER reported on eval
 #   6  Report: exp/results.md, exp/results.json and plots
 # Logs go to <dir>/log/. Every stage can be re-run; expensive results (audio, lattices) are cached.
