@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from asr_lm_quant.cli import main
-from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+from asr_lm_quant.lm.data import BatchPlan
 from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.quant.allocate import allocate_bits, group_bits_cost, raise_free
 from asr_lm_quant.quant.kl import kl_sensitivities, take_batches
 from asr_lm_quant.quant.packed import load_packed
-from asr_lm_quant.quant.plan import group_names, group_view, group_views, split_group
+from asr_lm_quant.quant.plan import group_names, group_view, group_views
 from asr_lm_quant.quant.quantizers import project
-from asr_lm_quant.text.vocab import Vocabulary
 from test_quant_bands import write_lm_and_texts
 
 CANDS = [1, 2, 4, 8]

@@ -95,6 +95,7 @@ def kl_sensitivities(model, batches: list, candidates, groups: list[str] | None 
             if b != FLOAT_BITS:
                 q = quantize(p, b, per_row)
                 fitted[n, b] = (_compact(q.codes, b), q.scale)
+    originals = {n: p.detach().clone() for n, p in views.items()}
     sums = {n: {b: 0.0 for b in cands} for n in names}
     tokens = 0
     bar = tqdm(total=len(batches) * len(fitted), desc="kl sensitivities", unit="pass", mininterval=5.0,
@@ -105,12 +106,11 @@ def kl_sensitivities(model, batches: list, candidates, groups: list[str] | None 
             tokens += ref.tokens
             for (n, b), (codes, scale) in fitted.items():
                 view = views[n]
-                original = view.detach().clone()
                 view.copy_(dequantize(codes, scale, per_row).to(view.dtype))
                 try:
                     sums[n][b] += ref.kl_sum(model(batch.inputs).float())
                 finally:
-                    view.copy_(original)
+                    view.copy_(originals[n])
                 bar.update(1)
     finally:
         bar.close()
