@@ -5,9 +5,9 @@
 set -euo pipefail
 
 cmd=run.pl
-method=admm        # ptq, ste, admm, hessian, search
+method=admm        # ptq, ste, admm, hessian, kl, search
 bits=4             # uniform precision (ptq, ste, admm)
-budget_bits=       # mixed precision: average bits per weight (hessian, search)
+budget_bits=       # mixed precision: average bits per weight (hessian, kl, search)
 compression=       # ... or compression ratio of the whole model
 bands=             # mixed precision: the embedding in this many word-frequency bands
 steps=200          # fine-tuning steps
@@ -17,7 +17,7 @@ help_message="Usage: $0 [options] <model-dir> <lm-data-dir> <out-dir>
  e.g.: $0 --method hessian --budget-bits 2 exp/lm data/lm exp/lm_hessian2
 Options:
   --cmd <run.pl|queue.pl>   how to run the job ($cmd)
-  --method <m>              ptq|ste|admm|hessian|search ($method)
+  --method <m>              ptq|ste|admm|hessian|kl|search ($method)
   --bits <b>                uniform bits ($bits)
   --budget-bits <x>         average bits budget for mixed precision
   --compression <r>         compression ratio budget for mixed precision

@@ -46,8 +46,11 @@ def make_exp(root: Path) -> Path:
         {"name": "ptq-4", "model": "base", "method": "ptq", "bits": 4, "avg_bits": 4.0, "size_mb": 0.7,
          "compression": 7.4, "test_ppl": 160.0},
         {"name": "hessian-16x", "model": "base", "method": "hessian", "bits": None, "avg_bits": 2.0,
-         "size_mb": 0.36, "compression": 14.5, "test_ppl": 158.0,
-         "plan_bits": {"emb": 4, "layers.0.attn": 2, "layers.0.ff1": 1, "layers.0.ff2": 2}}])
+         "size_mb": 0.36, "compression": 14.5, "test_ppl": 158.0, "sensitivity_seconds": 41.25,
+         "plan_bits": {"emb": 4, "layers.0.attn": 2, "layers.0.ff1": 1, "layers.0.ff2": 2}},
+        {"name": "kl-16x", "model": "base", "method": "kl", "bits": None, "avg_bits": 2.0,
+         "size_mb": 0.36, "compression": 14.5, "test_ppl": 156.5, "sensitivity_seconds": 73.5,
+         "plan_bits": {"emb": 2, "layers.0.attn": 4, "layers.0.ff1": 2, "layers.0.ff2": 1}}])
     for name, nb, lat in (("lm", 14.2, 13.9), ("lm_deep", 13.5, 13.1), ("q_hessian-16x", 14.4, 14.0)):
         _w(exp / "rescore" / name / "nbest.json", _tuned({"0.5": nb + 0.5, "0.7": nb}, {"0.5": nb + 0.2, "0.7": nb}, "0.7"))
         _w(exp / "rescore" / name / "lattice.json", _tuned({"0.5": lat, "0.7": lat + 1}, {"0.5": lat, "0.7": lat + 1}, "0.5"))
@@ -60,16 +63,19 @@ def test_report_table_json_and_plots(tmp_path):
     md = (exp / "results.md").read_text()
     assert "eval half" in md and "dev half" in md and "30 min" in md
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
-    assert "| 290.2 | 16.40 | - | - | 9.50 (20-best), 4.25 (lattice) |" in rows["3-gram (first pass)"]
-    assert "| lm | base | fp | 32.00 | 5.200 | 1.0x | 150.0 | 16.40 | 14.20 | 13.90 |" in rows["lm"]
-    assert "| q_hessian-16x | base | hessian | 2.00 | 0.360 | 14.5x | 158.0 | 16.40 | 14.40 | 14.00 |" in \
+    assert "| sensitivity s |" in md
+    assert "| - | - | 290.2 | 16.40 | - | - | 9.50 (20-best), 4.25 (lattice) |" in rows["3-gram (first pass)"]
+    assert "| lm | base | fp | 32.00 | 5.200 | 1.0x | - | 150.0 | 16.40 | 14.20 | 13.90 |" in rows["lm"]
+    assert "| q_hessian-16x | base | hessian | 2.00 | 0.360 | 14.5x | 41.2 | 158.0 | 16.40 | 14.40 | 14.00 |" in \
         rows["q_hessian-16x"]
-    assert "| q_ptq-4 | base | ptq | 4.00 | 0.700 | 7.4x | 160.0 | 16.40 | - | - |" in rows["q_ptq-4"]
+    assert "| q_kl-16x | base | kl | 2.00 | 0.360 | 14.5x | 73.5 | 156.5 | 16.40 | - | - |" in rows["q_kl-16x"]
+    assert "| q_ptq-4 | base | ptq | 4.00 | 0.700 | 7.4x | - | 160.0 | 16.40 | - | - |" in rows["q_ptq-4"]
     assert "LMWT 14" in md
     saved = json.loads((exp / "results.json").read_text())
     assert saved["first_pass"]["wer_first_pass"] == 16.4
     by_name = {s["name"]: s for s in saved["systems"]}
-    assert set(by_name) == {"lm", "lm_deep", "q_ptq-4", "q_hessian-16x"}
+    assert set(by_name) == {"lm", "lm_deep", "q_ptq-4", "q_hessian-16x", "q_kl-16x"}
+    assert by_name["q_kl-16x"]["sensitivity_seconds"] == 73.5
     assert by_name["lm_deep"]["wer_lattice"] == 13.1 and by_name["lm_deep"]["size_mb"] == 7.9
     assert "significance" not in saved and "Significance" not in md  # an older run: no per-utterance errors
     assert sorted(res["plots"]) == ["plots/bits_per_layer.png", "plots/first_pass_lmwt.png",
@@ -167,3 +173,13 @@ def test_report_cli(tmp_path, capsys):
     assert main(["report", "--exp", str(tmp_path / "none")]) == 1
     err = capsys.readouterr().err
     assert "asr-lm-quant report: error:" in err and "first_pass.json" in err
+
+
+def test_bits_per_layer_plot_draws_every_mixed_precision_method(tmp_path):
+    from asr_lm_quant.report.plots import plot_bits_per_layer
+    bits = {"emb": 2, "layers.0.attn": 4}
+    for method in ("hessian", "kl", "search"):
+        path = tmp_path / f"{method}.png"
+        assert plot_bits_per_layer([{"name": method, "method": method, "plan_bits": bits, "avg_bits": 2.5}], path)
+        assert path.read_bytes()[:8] == PNG
+    assert not plot_bits_per_layer([{"name": "p", "method": "ptq", "plan_bits": bits}], tmp_path / "no.png")

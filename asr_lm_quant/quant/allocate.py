@@ -1,8 +1,12 @@
-"""Size budgets and the exact bit allocation: minimise ``sum_l Omega_l(b_l)`` under a size budget.
+"""Size budgets and the exact bit allocation: minimise ``sum_l cost_l(b_l)`` under a size budget.
 
+The cost of giving group l precision b is the Hessian method's ``Omega_l(b) = Tr(H_l)/n_l ||Q_b(W_l) - W_l||^2``
+or the KL method's ``KL_l(b)`` (``kl.py``: the mean next-word KL divergence, full precision to the model with
+only group l at b bits), taken as it is; either way the damage of the groups is treated as additive.
 One binary variable per (group, candidate), one choice per group, one size row; ``scipy.optimize.milp``
 solves it exactly. Sizes are in bits: codes ``n_l * b`` plus a 32-bit scale per group (or per row), plus the
-32-bit parameters, which are fixed.
+32-bit parameters, which are fixed. Among equally good allocations the one that uses more of the budget is
+taken (:func:`raise_free`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def budget_bits(sizes: dict[str, int], float_params: int, *, avg_bits: float | N
 
 def allocate_bits(omega: dict[str, dict[int, float]], numel: dict[str, int], budget: float,
                   rows: dict[str, int] | None = None, per_row: bool = False) -> dict[str, int]:
-    """Exact minimum of ``sum_l omega[l][b_l]`` subject to ``sum_l cost_l(b_l) <= budget`` (bits).
+    """Exact minimum of ``sum_l omega[l][b_l]`` subject to ``sum_l size_l(b_l) <= budget`` (bits), then
+    :func:`raise_free` on the solution.
 
     A budget below what the smallest candidates reach is an InputError that says the minimum."""
     names = list(omega)
@@ -69,4 +74,28 @@ def allocate_bits(omega: dict[str, dict[int, float]], numel: dict[str, int], bud
     if not res.success:
         raise InputError(None, f"bit allocation failed: {res.message}", key="budget")
     x = np.round(res.x).astype(int)
-    return {n: b for (n, b), xi in zip(var, x) if xi}
+    return raise_free({n: b for (n, b), xi in zip(var, x) if xi}, omega, numel, budget, rows, per_row)
+
+
+def raise_free(bits: dict[str, int], omega: dict[str, dict[int, float]], numel: dict[str, int], budget: float,
+               rows: dict[str, int] | None = None, per_row: bool = False) -> dict[str, int]:
+    """Raise groups to higher candidates that fit the remaining budget and cost no more: the objective does
+    not rise, and budget the solver left unused (costs tied at 0, e.g. a KL of 0 where a table reproduces the
+    weights, or gaps under its tolerances) goes to precision. Each move takes the largest cost decrease, then
+    the most bits spent; repeated until no move is left."""
+    bits = dict(bits)
+    rows = rows or {n: 1 for n in bits}
+
+    def size(n, b):
+        return group_bits_cost(numel[n], rows[n], b, per_row)
+
+    spare = budget - sum(size(n, b) for n, b in bits.items())
+    while True:
+        moves = [(omega[n][b] - omega[n][nb], size(n, nb) - size(n, b), n, nb)
+                 for n, b in bits.items() for nb in omega[n]
+                 if nb > b and omega[n][nb] <= omega[n][b] and size(n, nb) - size(n, b) <= spare]
+        if not moves:
+            return bits
+        _, extra, n, nb = max(moves)
+        bits[n] = nb
+        spare -= extra

@@ -10,7 +10,7 @@ from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, Fine
 
 def register(sub):
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("quantize", help="quantize an LM (PTQ, STE-QAT, ADMM, Hessian or search mixed precision)",
+    p = sub.add_parser("quantize", help="quantize an LM (PTQ, STE-QAT, ADMM; Hessian, KL or search mixed precision)",
                        formatter_class=fmt,
                        description="Quantize a model directory and write a packed model directory with "
                                    "quant_config.json, plan.json and results.json.")
@@ -28,7 +28,7 @@ def register(sub):
                        "bands that double in size: word-frequency classes of a frequency-ordered vocabulary")
     bands.add_argument("--band-edges", help="... or at these row boundaries (comma-separated)")
     p.add_argument("--train", dest="train_text", help="training text (methods that train)")
-    p.add_argument("--valid", dest="valid_text", help="validation text (reported; Hessian estimate)")
+    p.add_argument("--valid", dest="valid_text", help="validation text (reported; Hessian and KL sensitivities)")
     p.add_argument("--test", dest="test_text", help="test text (reported)")
     d, a, s = FinetuneOptions(), AdmmOptions(), SearchOptions()
     p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps")
@@ -39,7 +39,7 @@ def register(sub):
     p.add_argument("--distill", type=float, default=d.distill,
                    help="weight of distillation from the full-precision model (0: cross entropy only)")
     p.add_argument("--plan-trainer", choices=PLAN_TRAINERS, default="admm",
-                   help="how hessian and search train their chosen precisions")
+                   help="how hessian, kl and search train their chosen precisions")
     p.add_argument("--rho", type=float, default=a.rho, help="ADMM penalty")
     p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
     p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
@@ -55,6 +55,8 @@ def register(sub):
     p.add_argument("--hessian-tol", type=float, default=1e-2, help="Hutchinson stopping tolerance (relative)")
     p.add_argument("--hessian-max-samples", type=int, default=50)
     p.add_argument("--hessian-batches", type=int, default=8, help="held-out batches the Hessian cycles over")
+    p.add_argument("--kl-tokens", type=int, default=8192,
+                   help="held-out tokens the KL sensitivities average over (batches of --tokens-per-batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT")
@@ -104,7 +106,7 @@ def cmd_quantize(args):
         "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
         "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
         "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,
-        "seed": args.seed})
+        "kl_tokens": args.kl_tokens, "seed": args.seed})
     res = run(cfg, overwrite=args.overwrite)
     print(json.dumps({k: res.get(k) for k in ("method", "avg_bits", "size_mb", "compression", "valid_ppl",
                                               "test_ppl")}))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-METHODS = ("ptq", "ste", "admm", "hessian", "search")
+METHODS = ("ptq", "ste", "admm", "hessian", "kl", "search")
+UNIFORM_METHODS = ("ptq", "ste", "admm")
+MIXED_METHODS = ("hessian", "kl", "search")  # mixed precision: choose bits per group under a size budget
 PLAN_TRAINERS = ("admm", "ste")  # how the mixed-precision methods train their chosen plan
 
 

@@ -24,6 +24,7 @@ from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, VOCAB
 from asr_lm_quant.quant.allocate import allocate_bits, budget_bits, group_bits_cost
 from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
+from asr_lm_quant.quant.kl import kl_sensitivities, take_batches
 from asr_lm_quant.quant.packed import PACKED, PLAN, load_any_lm, load_packed, save_packed
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_names, group_views
 from asr_lm_quant.quant.ptq import quantize_model
@@ -34,7 +35,7 @@ from asr_lm_quant.text.outdir import staged_output
 
 log = logging.getLogger(__name__)
 
-from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS  # noqa: E402,F401 (re-exported)
+from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, UNIFORM_METHODS  # noqa: E402,F401 (re-exported)
 RESULTS = "results.json"
 CONFIG = "quant_config.json"
 
@@ -61,10 +62,11 @@ class QuantConfig:
     admm: AdmmOptions = field(default_factory=AdmmOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
     search_steps: int | None = None         # steps of the search (default: finetune.steps)
-    plan_trainer: str = "admm"              # how hessian/search train their chosen plan: admm or ste
+    plan_trainer: str = "admm"              # how hessian/kl/search train their chosen plan: admm or ste
     hessian_tol: float = 1e-2
     hessian_max_samples: int = 50
     hessian_batches: int = 8
+    kl_tokens: int = 8192                   # held-out tokens the KL sensitivities average over
     seed: int = 0
 
     def to_dict(self):
@@ -115,7 +117,7 @@ def check_config(cfg: QuantConfig) -> None:
     if cfg.plan_trainer not in PLAN_TRAINERS:
         raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(PLAN_TRAINERS)})",
                          key="plan_trainer")
-    uniform = cfg.method in ("ptq", "ste", "admm")
+    uniform = cfg.method in UNIFORM_METHODS
     if uniform and cfg.bits is None:
         raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
     for b in ([cfg.bits] if uniform else list(cfg.candidates)):
@@ -124,15 +126,17 @@ def check_config(cfg: QuantConfig) -> None:
                              key="bits" if uniform else "candidates")
     if not uniform and not cfg.candidates:
         raise InputError(None, "no candidate precisions", key="candidates")
-    for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len"):
+    for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len", "kl_tokens"):
         if getattr(cfg, name) < 1:
             raise InputError(None, f"{name} must be at least 1, not {getattr(cfg, name)}", key=name)
     if cfg.finetune.steps < 0:
         raise InputError(None, f"steps must not be negative ({cfg.finetune.steps})", key="steps")
-    needs = (["train_text"] if cfg.method != "ptq" else []) + (["valid_text"] if cfg.method == "hessian" else [])
+    needs = [] if cfg.method == "ptq" else ["train_text"]
+    if cfg.method in ("hessian", "kl"):  # their sensitivities are measured on held-out text
+        needs.append("valid_text")
     for name in needs:
         if getattr(cfg, name) is None:
-            raise InputError(None, f"method {cfg.method} needs --{name.replace('_', '-')}", key=name)
+            raise InputError(None, f"method {cfg.method} needs --{name.split('_')[0]}", key=name)
     for name in ("train_text", "valid_text", "test_text"):
         path = getattr(cfg, name)
         if path is not None and not Path(path).is_file():
@@ -173,7 +177,7 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         group_names(model, cfg.bands)
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad row bands {cfg.bands!r}: {e}", key="bands") from None
-    budget = None if cfg.method in ("ptq", "ste", "admm") else _check_budget(model, cfg)
+    budget = None if cfg.method in UNIFORM_METHODS else _check_budget(model, cfg)
     needs_train = cfg.method != "ptq"
     # Read every text now, so that a bad file stops the run before any training.
     evals = {split: _plan_for(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
@@ -184,7 +188,7 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     t0 = time.perf_counter()
     record: dict = {}
     ft = cfg.finetune
-    if cfg.method in ("ptq", "ste", "admm"):
+    if cfg.method in UNIFORM_METHODS:
         plan = QuantPlan.uniform(model, cfg.bits, cfg.per_row, cfg.bands)
     if cfg.method == "ptq":
         plan = quantize_model(model, plan)
@@ -195,23 +199,35 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     else:
         record["budget_bits"] = budget
         names = group_names(model, cfg.bands)
+        groups = group_views(model, names)
+        numel, rows = {n: p.numel() for n, p in groups.items()}, {n: p.shape[0] for n, p in groups.items()}
+        t_sens = time.perf_counter()
         if cfg.method == "hessian":
             valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
             held = [b for _, (_, b) in zip(range(cfg.hessian_batches), valid.iterate(0))]
             tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
                                    seed=cfg.seed, groups=names)
             omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)
-            groups = group_views(model, names)
-            bits = allocate_bits(omega, {n: p.numel() for n, p in groups.items()}, budget,
-                                 {n: p.shape[0] for n, p in groups.items()}, cfg.per_row)
             record["hessian"] = tr
             record["omega"] = {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}
+        elif cfg.method == "kl":
+            valid = _plan_for(cfg.valid_text, vocab, cfg, min(cfg.tokens_per_batch, cfg.kl_tokens), True)
+            held = take_batches((b for _, b in valid.iterate(0)), cfg.kl_tokens)
+            kl = kl_sensitivities(model, held, cfg.candidates, names, cfg.per_row)
+            # the objective of the allocation: sum over groups of KL_g(b_g), as measured
+            omega = kl["kl"]
+            record["kl"] = {**kl, "kl": {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}}
         else:
             searched = copy.deepcopy(model)
             sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
             bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
                                                        cfg.per_row, names, teacher)
             del searched
+        # what the choice of precisions cost: sensitivities (Hessian traces, KL passes) or the search
+        record["sensitivity_seconds"] = time.perf_counter() - t_sens
+        if cfg.method != "search":
+            bits = allocate_bits(omega, numel, budget, rows, cfg.per_row)
+            record["objective"] = sum(omega[n][b] for n, b in bits.items())
         record["chosen_bits"] = bits
         chosen = QuantPlan.from_bits(bits, cfg.per_row)
         if cfg.plan_trainer == "ste":
@@ -229,7 +245,8 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         results = {"method": cfg.method, "bits": cfg.bits, "plan_bits": plan.bits(), "avg_bits": size["avg_bits"],
                    "size_mb": file_bytes / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
                    "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / file_bytes,
-                   "ideal_compression": size["compression"], "train_seconds": train_s, "record": record}
+                   "ideal_compression": size["compression"], "train_seconds": train_s,
+                   "sensitivity_seconds": record.get("sensitivity_seconds"), "record": record}
         results.update(evaluate_texts(qmodel, vocab, cfg, evals))
         with open(stage / CONFIG, "w", encoding="utf-8") as f:
             json.dump(cfg.to_dict(), f, indent=2)

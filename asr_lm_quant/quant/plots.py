@@ -1,4 +1,5 @@
-"""PNG plots (matplotlib, Agg): Hessian traces per group, chosen bits per group, size vs perplexity."""
+"""PNG plots (matplotlib, Agg): Hessian traces and KL sensitivities per group, chosen bits per group, size vs
+perplexity."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def plot_traces(traces: dict[str, float], path, stderr: dict[str, float] | None 
     ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=70, fontsize=7)
     ax.set_ylabel("Hessian trace (Hutchinson)")
     ax.set_title("Hessian trace per weight group")
+    _save(fig, path)
+
+
+def plot_kl(kl: dict[str, dict], path):
+    """Lines of the KL sensitivity of each weight group, one per candidate precision (log scale; a KL of 0,
+    where the table reproduces the weights, sits at the bottom of the axis)."""
+    names = list(kl)
+    cands = sorted({int(b) for v in kl.values() for b in v})
+    fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(names)), 3.5))
+    for b in cands:
+        vals = [kl[n].get(str(b), kl[n].get(b)) for n in names]
+        ax.plot(range(len(names)), [max(v, 1e-12) if v is not None else float("nan") for v in vals], marker="o",
+                label=f"{b} bits")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=70, fontsize=7)
+    ax.set_ylabel("KL(full precision || group at b bits), nats/token")
+    ax.set_title("KL sensitivity per weight group")
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.quant import plots
+from asr_lm_quant.quant.options import MIXED_METHODS
 from asr_lm_quant.quant.packed import load_any_lm
 from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, evaluate_texts, run
 from asr_lm_quant.quant.plan import QuantPlan
@@ -87,23 +88,28 @@ def write_report(rows: list[dict], out_dir):
         f.write(results_table(rows))
     if rows:
         plots.plot_size_ppl(rows, out_dir / "size_vs_ppl.png")
-    bits = {r["name"]: r["plan_bits"] for r in rows if r.get("method") in ("hessian", "search") and r.get("plan_bits")}
+    bits = {r["name"]: r["plan_bits"] for r in rows if r.get("method") in MIXED_METHODS and r.get("plan_bits")}
     if bits:
         plots.plot_bits(bits, out_dir / "bits_per_group.png")
     for r in rows:
         h = (r.get("record") or {}).get("hessian")
         if h:
             plots.plot_traces(h["trace"], out_dir / f"hessian_trace_{r['name']}.png", h.get("stderr"))
+        kl = (r.get("record") or {}).get("kl")
+        if kl:
+            plots.plot_kl(kl["kl"], out_dir / f"kl_sensitivity_{r['name']}.png")
 
 
 def results_table(rows: list[dict]) -> str:
     def f(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    lines = ["| system | model | method | avg bits | size MB | compression | valid ppl | test ppl |",
-             "|---|---|---|---|---|---|---|---|"]
+    # sensitivity s: what choosing the precisions cost (Hessian traces, KL passes, or the search's training)
+    lines = ["| system | model | method | avg bits | size MB | compression | valid ppl | test ppl | sensitivity s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['model']} | {r['method']} | {f(r.get('avg_bits'), '.2f')} | "
                      f"{f(r.get('size_mb'), '.3f')} | {f(r.get('compression'), '.1f')}x | "
-                     f"{f(r.get('valid_ppl'), '.2f')} | {f(r.get('test_ppl'), '.2f')} |")
+                     f"{f(r.get('valid_ppl'), '.2f')} | {f(r.get('test_ppl'), '.2f')} | "
+                     f"{f(r.get('sensitivity_seconds'), '.1f')} |")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ Layout read (every file optional except the first pass; what is missing is simpl
 - ``ngram/decode_test/scoring_kaldi/sweep.json``: the first pass's LMWT sweep on the whole test set.
 - ``{lm,lm_deep}/ppl_{valid,test}.json``: full-precision Transformer perplexities (``asr-lm-quant ppl``).
 - ``quant/results.json``: rows of ``asr-lm-quant quant-sweep`` (bits, sizes, compression, perplexities,
-  per-group bits).
+  per-group bits, seconds spent choosing the bits of a mixed-precision system).
 - ``rescore/<system>/{nbest,lattice}.json``: weight/LMWT/penalty tuned on dev, WER on eval
   (``local/mini/tune.py``). Systems are ``lm``, ``lm_deep`` and ``q_<quant system>``.
 - the eval-half per-utterance errors those tuning results name (``eval_per_utt``): significance of each
@@ -99,7 +99,8 @@ def collect(exp) -> dict:
         if r.get("method") == "fp":
             continue
         row = {"name": "q_" + r["name"], "model": r.get("model", "base")}
-        for k in ("method", "bits", "avg_bits", "size_mb", "compression", "valid_ppl", "test_ppl", "plan_bits"):
+        for k in ("method", "bits", "avg_bits", "size_mb", "compression", "valid_ppl", "test_ppl", "plan_bits",
+                  "sensitivity_seconds"):
             if k in r:
                 row[k] = r[k]
         systems.append(row)

@@ -22,10 +22,10 @@ def results_markdown(res: dict, *, header: str = "") -> str:
         "(LMWT) and the insertion penalty were tuned on the **dev half**"
         + (f" ({ev.get('utterances')} eval utterances, {ev.get('ref_words')} words)." if ev else "."),
         "",
-        "| system | model | method | bits | size MB | compression | test ppl | WER 1st pass | "
+        "| system | model | method | bits | size MB | compression | sensitivity s | test ppl | WER 1st pass | "
         "WER N-best | WER lattice | oracle WER |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| 3-gram (first pass) | KN 3-gram | - | - | {_f(fp.get('arpa_mb'), '.1f')} (ARPA) | - | "
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| 3-gram (first pass) | KN 3-gram | - | - | {_f(fp.get('arpa_mb'), '.1f')} (ARPA) | - | - | "
         f"{_f(fp.get('test_ppl'), '.1f')} | {_f(fp.get('wer_first_pass'), '.2f')} | - | - | "
         f"{_f(fp.get('nbest_oracle_wer'), '.2f')} ({n}-best), {_f(fp.get('lattice_oracle_wer'), '.2f')} (lattice) |",
     ]
@@ -34,7 +34,8 @@ def results_markdown(res: dict, *, header: str = "") -> str:
         lines.append(
             f"| {s['name']} | {s.get('model', '-')} | {s.get('method', '-')} | {_f(bits, '.2f')} | "
             f"{_f(s.get('size_mb'), '.3f')} | {_f(s.get('compression'), '.1f', 'x')} | "
-            f"{_f(s.get('test_ppl'), '.1f')} | {_f(fp.get('wer_first_pass'), '.2f')} | "
+            f"{_f(s.get('sensitivity_seconds'), '.1f')} | {_f(s.get('test_ppl'), '.1f')} | "
+            f"{_f(fp.get('wer_first_pass'), '.2f')} | "
             f"{_f(s.get('wer_nbest'), '.2f')} | {_f(s.get('wer_lattice'), '.2f')} | "
             f"{_f(fp.get('nbest_oracle_wer'), '.2f')} |")
     lines += ["", f"First pass chosen on dev: LMWT {tuning['chosen']['lmwt']:g}, penalty "
