@@ -7,7 +7,8 @@ magic, fst type, arc type, version, flags, properties uint64, start int64, state
   final), the arc count int64, then per arc ilabel int32, olabel int32, weight float32, nextstate int32.
 * ``const`` (``fstconvert --fst_type=const``): all states, 20 bytes each (final weight float32, first arc
   uint32, arc count uint32, input-epsilon count uint32, output-epsilon count uint32), then all arcs as above.
-  With the header's "aligned" flag (4), the states and the arcs each start at a multiple of 16 bytes.
+  Aligned (``--fst_align``: version 1, header flag 4), the states and the arcs each start at a multiple of
+  16 bytes.
 
 Symbol tables stored in the file (header flags 1 and 2) are skipped: Kaldi keeps them in ``words.txt``.
 """
@@ -131,12 +132,13 @@ def read_std_fst(path) -> StdFst:
     if flags & FLAG_OSYMBOLS:
         r.skip_symbol_table("output symbol table")
     if fst_type == "const":
-        if version != 2 or not 0 <= narcs < 1 << 40:
+        if version not in (1, 2) or not 0 <= narcs < 1 << 40:
             raise r.error(f"unsupported const fst (version {version}, {narcs} arcs)", hdr_at)
-        if flags & FLAG_ALIGNED:
+        aligned = version == 1 or flags & FLAG_ALIGNED  # OpenFst writes aligned const FSTs as version 1
+        if aligned:
             r.align()
         states = r.array(CONST_STATE, nstates, "the states")
-        if flags & FLAG_ALIGNED:
+        if aligned:
             r.align()
         arcs = r.array(STD_ARC, narcs, "the arcs")
         offsets = np.zeros(nstates + 1, np.int64)
