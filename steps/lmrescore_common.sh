@@ -51,8 +51,9 @@ fi
 for f in "$lmdir/config.json" "$words" "$indir/num_jobs"; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
-# Once, before any job: the old LM is an ARPA file, a G.fst, a G.carpa or a lang dir with one of them.
-oldlm_info=$($aq old-lm "$oldlm" --words "$words" 2>&1) || {
+# Once, before any job: the old LM is an ARPA file, a G.fst, a G.carpa or a lang dir with one of them, and
+# reads whole (a corrupt file is found here, not in every job).
+oldlm_info=$($aq old-lm --open "$oldlm" --words "$words" 2>&1) || {
   echo "$0: bad old LM: ${oldlm_info##*error: }" >&2
   exit 1
 }

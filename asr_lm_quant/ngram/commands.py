@@ -51,7 +51,9 @@ def register(sub):
     p.add_argument("lm", help="ARPA file, G.fst, G.carpa or Kaldi lang dir")
     p.add_argument("--words", help="words.txt for a G.fst or G.carpa without one beside it")
     p.add_argument("--text", help="sentences to score, one per line")
-    p.add_argument("--open", action="store_true", help="read the whole LM (checks its structure), not only its head")
+    p.add_argument("--open", action="store_true",
+                   help="read a G.fst or G.carpa whole (checks its structure), not only its head (an ARPA file is "
+                        "checked by its header only, unless --text)")
     p.set_defaults(func=_old_lm)
 
 
@@ -97,7 +99,7 @@ def _old_lm(args):
     from asr_lm_quant.ngram.old_lm import open_old_lm, resolve_old_lm
     from pathlib import Path
     spec = resolve_old_lm(args.lm, args.words)
-    lm = open_old_lm(spec) if (args.open or args.text) else None
+    lm = open_old_lm(spec) if args.text or (args.open and spec.kind in ("fst", "carpa")) else None
     print(json.dumps(spec.describe()))
     if args.text:
         path = Path(args.text)
