@@ -83,7 +83,11 @@ def test_corrupt_g_fst_or_g_carpa_as_the_old_lm(tmp_path, capsys):
 
 
 def _env(path):
-    return {"PATH": path, "HOME": os.environ.get("HOME", "/tmp")}
+    # PYTHONPATH kept: the steps run this checkout's code, not another copy installed on PATH.
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def test_step_script_checks_the_old_lm_once_before_any_job(tmp_path):
