@@ -149,29 +149,36 @@ def read_std_fst(path) -> StdFst:
     else:
         if version not in (1, 2):
             raise r.error(f"unsupported vector fst version {version}", hdr_at)
-        final = np.empty(nstates, np.float32)
-        counts = np.empty(nstates, np.int64)
-        blocks = []
-        state_fmt = struct.Struct("<fq")
+        # Only the walk from state to state is sequential (each arc count says where the next state starts);
+        # the finals and arcs are then gathered at once. Every field is a 4-byte word at the same offset
+        # modulo 4 as the first state, so the gather runs on one int32 view of the file.
+        heads, counts = [], []
+        unpack_count = struct.Struct("<q").unpack_from
         data, pos, end = r.data, r.pos, len(r.data)
         for s in range(nstates):
             if pos + 12 > end:
                 r.pos = pos
                 raise r.error(f"truncated FST: end of file at state {s} of {nstates}")
-            final[s], n = state_fmt.unpack_from(data, pos)
-            pos += 12
-            if n < 0 or pos + 16 * n > end:
-                r.pos = pos
+            (n,) = unpack_count(data, pos + 4)
+            if n < 0 or pos + 12 + 16 * n > end:
+                r.pos = pos + 4
                 raise r.error(f"truncated FST: end of file in the arcs of state {s} ({n} arcs)"
                               if n >= 0 else f"bad arc count {n} for state {s}")
-            counts[s] = n
-            blocks.append((pos, n))
-            pos += 16 * n
+            heads.append(pos)
+            counts.append(n)
+            pos += 12 + 16 * n
+        base = r.pos % 4
         r.pos = pos
-        arcs = (np.concatenate([np.frombuffer(data, STD_ARC, n, p) for p, n in blocks])
-                if blocks else np.zeros(0, STD_ARC))
+        words = np.frombuffer(data, "<i4", (len(data) - base) // 4, base)
+        head_words = (np.asarray(heads, np.int64) - base) // 4
+        final = words[head_words].view("<f4").copy()
+        counts = np.asarray(counts, np.int64)
         offsets = np.zeros(nstates + 1, np.int64)
         offsets[1:] = np.cumsum(counts)
+        first_arc = np.repeat(head_words + 3 - 4 * offsets[:-1], counts) + 4 * np.arange(offsets[-1])
+        arcs = np.empty(offsets[-1], STD_ARC)
+        for j, field in enumerate(("il", "ol", "w", "next")):
+            arcs[field] = words[first_arc + j].view(STD_ARC[field])
     bad = np.flatnonzero((arcs["next"] < 0) | (arcs["next"] >= nstates))
     if len(bad):
         s = int(np.searchsorted(offsets, bad[0], side="right") - 1)
