@@ -278,3 +278,22 @@ def test_rescore_nbest_with_a_lang_dir_as_with_the_arpa_file(setup, tmp_path):
     assert a.keys() == b.keys() and len(a) >= 10
     for k in a:
         assert a[k][0] == b[k][0] and a[k][1:] == pytest.approx(b[k][1:], abs=1e-3)
+
+
+def test_rescore_lattice_with_a_g_carpa_as_with_the_arpa_file(setup, tmp_path):
+    from asr_lm_quant.kaldi.archive import read_lattice_dict
+    syms = setup["symbols"]
+    order, ngrams = carpa_layout.parse_arpa(setup["arpa"].read_text(), syms.word_to_id)
+    (tmp_path / "G.carpa").write_bytes(carpa_layout.build_carpa(order, ngrams, bos=syms.id("<s>"),
+                                                                eos=syms.id("</s>")))
+    out = {}
+    for name, old in (("arpa", setup["arpa"]), ("carpa", tmp_path / "G.carpa")):
+        out[name] = tmp_path / f"{name}.ark"
+        assert main(["rescore-lattice", "--old-lm", str(old), "--lm-dir", str(setup["lm"]), "--words",
+                     str(setup["words"]), "--weight", "0.5", "--lattices",
+                     f"ark:gunzip -c {setup['decode']}/lat.2.gz|", "--out-lattices", f"ark:{out[name]}"]) == 0
+    a, b = read_lattice_dict(f"ark:{out['arpa']}"), read_lattice_dict(f"ark:{out['carpa']}")
+    assert list(a) == list(b) and len(a) == 3
+    for k in a:
+        assert np.array_equal(a[k].olabel, b[k].olabel)
+        assert np.allclose(a[k].graph, b[k].graph, atol=1e-3) and np.allclose(a[k].acoustic, b[k].acoustic)
