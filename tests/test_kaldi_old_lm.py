@@ -297,3 +297,11 @@ def test_rescore_lattice_with_a_g_carpa_as_with_the_arpa_file(setup, tmp_path):
     for k in a:
         assert np.array_equal(a[k].olabel, b[k].olabel)
         assert np.allclose(a[k].graph, b[k].graph, atol=1e-3) and np.allclose(a[k].acoustic, b[k].acoustic)
+
+
+def test_kenlm_commands_name_a_g_fst_given_for_an_arpa(setup, tmp_path, capsys):
+    g = tmp_path / "G.fst"
+    kaldilm_g_fst(setup, g)
+    rc = main(["ngram-ppl", "--lm", str(g), "--text", str(tiny.CORPUS)])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{g}: is a G.fst, not an ARPA LM" in err and "Traceback" not in err

@@ -122,8 +122,9 @@ class ArpaLM:
         self.path = Path(path)
         kind = check_arpa(self.path)
         if kind in ("fst", "carpa"):
-            raise InputError(self.path, f"is a {'G.fst' if kind == 'fst' else 'G.carpa'}, not an ARPA LM: open it "
-                                        "with asr_lm_quant.ngram.old_lm.open_old_lm (it needs words.txt)")
+            raise InputError(self.path, f"is a {'G.fst' if kind == 'fst' else 'G.carpa'}, not an ARPA LM: this needs "
+                                        "the ARPA file (rescoring's --old-lm and 'asr-lm-quant old-lm' take "
+                                        "G.fst and G.carpa too)")
         kenlm = _load_kenlm()
         try:
             with _quiet_stderr():  # kenlm reports its loading progress on stderr, every time
