@@ -70,7 +70,8 @@ def test_nbest_step_in_kaldis_order_with_a_lang_dir_matches_the_arpa_run(kd, tmp
     for k in a:
         assert a[k][0] == b[k][0] and a[k][1:] == pytest.approx(b[k][1:], abs=1e-3)
     for name in ("wer_10_0.5", "wer_11_0.5"):
-        wer = [[x for x in (out / name).read_text().splitlines() if x.startswith("%WER")] for out in (kaldi_out, arpa_out)]
+        wer = [[x for x in (out / name).read_text().splitlines() if x.startswith("%WER")]
+               for out in (kaldi_out, arpa_out)]
         assert wer[0] == wer[1] and len(wer[0]) == 1
 
 
