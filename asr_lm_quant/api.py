@@ -12,6 +12,8 @@ same checks and errors (:class:`~asr_lm_quant.errors.InputError` names the file 
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,17 +50,18 @@ def load_lm(path, *, device: str = "cpu", bf16: bool = False, dequantize: bool =
 def rescore(nbest, lm: LM, *, old_lm=None, weight: float = 0.5, oov_penalty: float = 0.0) -> list:
     """Rescored hypotheses (``NbestHyp`` with ``lm_cost`` = graph - old + w * nn + (1 - w) * old; without
     ``old_lm``, lm_cost + w * nn). ``nbest``: a path to an n-best file (TSV, JSON lines or the generic JSON)
-    or a list of ``NbestHyp``; ``old_lm``: the ARPA file of the recogniser's LM (or an ``ArpaLM``)."""
+    or a list of ``NbestHyp``; ``old_lm``: the recogniser's LM as ``--old-lm`` takes it (ARPA file, G.fst,
+    G.carpa or Kaldi lang dir; see :mod:`asr_lm_quant.ngram.old_lm`) or an LM object already open."""
     from asr_lm_quant.errors import InputError
     from asr_lm_quant.kaldi.nbest import NbestHyp, read_nbest
-    from asr_lm_quant.ngram.arpa import ArpaLM
+    from asr_lm_quant.ngram.old_lm import open_old_lm
     from asr_lm_quant.rescore.nbest import score_hypotheses
 
     if not 0.0 <= weight <= 1.0:
         raise InputError(None, f"weight {weight} is outside [0, 1]")
     hyps = read_nbest(nbest) if not isinstance(nbest, (list, tuple)) else list(nbest)
-    if old_lm is not None and not isinstance(old_lm, ArpaLM):
-        old_lm = ArpaLM(old_lm)
+    if isinstance(old_lm, (str, os.PathLike)):
+        old_lm = open_old_lm(old_lm)
     scored = score_hypotheses(hyps, lm.scorer, old_lm, oov_penalty=oov_penalty)
     return [NbestHyp(h.utterance, h.rank, h.words, h.acoustic_cost, float(g))
             for h, g in zip(scored.hyps, scored.new_graph(weight))]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that scoring and the demo use (SCTK, festival and three voices) when we
+# Installs the Debian packages that scoring, the demo and some tests use (SCTK, festival and three voices;
+# OpenFst's command-line tools, which build G.fst files for the old-LM tests) when we
 # are root and apt is available; otherwise prints the command to run. Safe to re-run.
 set -u
-pkgs="sctk festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k"
+pkgs="sctk festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k libfst-tools"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

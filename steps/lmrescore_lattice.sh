@@ -2,9 +2,9 @@
 # Lattice rescoring of a Kaldi decode dir with a (plain or quantized) Transformer LM by the path-cover
 # estimate of Kaldi's steps/pytorchnn/lmrescore_lattice_pytorchnn.sh: prune (--beam at --acwt), give arcs
 # with a posterior over --epsilon a unique history, score a set of paths covering every arc, give each arc
-# the estimate of the best covering path through it, then graph += weight * nn - weight * ngram (old LM from
-# its ARPA file). Writes <out-decode-dir>/lat.JOB.gz (same keys as the input) and num_jobs; logs in
-# <out-decode-dir>/log/. One job per lat.JOB.gz through $cmd (run.pl, queue.pl, slurm.pl).
+# the estimate of the best covering path through it, then graph += weight * nn - weight * ngram (old LM:
+# ARPA, G.fst, G.carpa or lang dir). Writes <out-decode-dir>/lat.JOB.gz (same keys as the input) and
+# num_jobs; logs in <out-decode-dir>/log/. One job per lat.JOB.gz through $cmd (run.pl, queue.pl, slurm.pl).
 
 cmd=run.pl
 nj=
@@ -19,7 +19,15 @@ token_budget=4096
 check=true
 skip_scoring=false
 scoring_opts=
-help_message="Usage: $0 [options] <old-lm-arpa> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
+min_lmwt=
+max_lmwt=
+word_ins_penalty=
+decode_mbr=false
+inv_acwt=
+help_message="Usage: $0 [options] <old-lm> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
+   or: $0 [options] <old-lang-dir> <lm-dir> <vocab> <data-dir> <in-decode-dir> <out-decode-dir>  (Kaldi's order)
+<old-lm>: the first pass's LM: an ARPA file (plain, gzip, kenlm binary), a G.fst, a G.carpa, or a Kaldi lang
+dir (its G.carpa if present, else its G.fst; words.txt from it). <vocab> (Kaldi's order) is not read.
 e.g.: $0 data/local/lm/sw1_fsh.o4g.kn.gz exp/lm/transformer data/eval2000 \\
         exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg_lat
 Options:
@@ -30,14 +38,19 @@ Options:
                             models; GMM decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
   --beam <b>                pruning beam (default: 5.0)
   --epsilon <p>             posterior above which an arc gets a unique history (default: 0.5)
-  --words <words.txt>       symbol table of the lattices (default: <in-decode-dir>/../graph*/words.txt)
+  --words <words.txt>       symbol table of the lattices (default: the old-LM lang dir's words.txt, else
+                            <in-decode-dir>/../graph*/words.txt)
   --device <dev>            torch device for the NN LM (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
   --check <bool>            self-check that weight 0 keeps the first pass's best path at LMWT 7..17
                             (default: true; cheap beside the NN LM)
+  --inv-acwt <x>            Kaldi's form of the acoustic scale: --acwt 1/x (default: unset)
   --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
-  --scoring-opts <opts>     options for steps/score_kaldi.sh"
+  --min-lmwt, --max-lmwt <int>, --word-ins-penalty <list>
+                            passed to steps/score_kaldi.sh (default: its own, 7, 17, 0.0,0.5,1.0)
+  --decode-mbr <bool>       Kaldi's MBR scoring: not implemented, true is refused (default: false)
+  --scoring-opts <opts>     more options for steps/score_kaldi.sh"
 
 . "$(dirname "$0")/parse_options.sh" || exit 1
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # N-best rescoring of a Kaldi decode dir with a (plain or quantized) Transformer LM, as Kaldi's
 # steps/pytorchnn/lmrescore_nbest_pytorchnn.sh: each lat.JOB.gz becomes N-best lists (lattice-to-nbest at
-# --acwt), the old n-gram LM cost (from its ARPA file) is taken out of each graph cost and the interpolation
+# --acwt), the old n-gram LM cost (ARPA, G.fst or G.carpa) is taken out of each graph cost and the interpolation
 #   new_graph = graph - ngram + weight * nn + (1 - weight) * ngram
 # put in. Writes <out-decode-dir>/lat.JOB.gz (per utterance the union of its rescored linear paths, keyed by
 # the utterance id, as nbest-to-lattice writes), archives.JOB/ (Kaldi n-best tables words, acwt, lmwt.withlm,
@@ -19,7 +19,15 @@ bf16=false
 token_budget=4096
 skip_scoring=false
 scoring_opts=
-help_message="Usage: $0 [options] <old-lm-arpa> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
+min_lmwt=
+max_lmwt=
+word_ins_penalty=
+decode_mbr=false
+inv_acwt=
+help_message="Usage: $0 [options] <old-lm> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
+   or: $0 [options] <old-lang-dir> <lm-dir> <vocab> <data-dir> <in-decode-dir> <out-decode-dir>  (Kaldi's order)
+<old-lm>: the first pass's LM: an ARPA file (plain, gzip, kenlm binary), a G.fst, a G.carpa, or a Kaldi lang
+dir (its G.carpa if present, else its G.fst; words.txt from it). <vocab> (Kaldi's order) is not read.
 e.g.: $0 data/local/lm/sw1_fsh.o4g.kn.gz exp/lm/transformer data/eval2000 \\
         exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg_nbest
 Options:
@@ -29,12 +37,17 @@ Options:
   --weight <w>              NN LM weight in the interpolation, 0..1 (default: 0.8)
   --acwt <s>                acoustic scale for the N-best (default: 0.1, for chain and nnet3 models; GMM
                             decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
-  --words <words.txt>       symbol table of the lattices (default: <in-decode-dir>/../graph*/words.txt)
+  --words <words.txt>       symbol table of the lattices (default: the old-LM lang dir's words.txt, else
+                            <in-decode-dir>/../graph*/words.txt)
   --device <dev>            torch device for the NN LM: cpu, cuda, cuda:1 (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
+  --inv-acwt <x>            Kaldi's form of the acoustic scale: --acwt 1/x (default: unset)
   --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
-  --scoring-opts <opts>     options for steps/score_kaldi.sh"
+  --min-lmwt, --max-lmwt <int>, --word-ins-penalty <list>
+                            passed to steps/score_kaldi.sh (default: its own, 7, 17, 0.0,0.5,1.0)
+  --decode-mbr <bool>       Kaldi's MBR scoring: not implemented, true is refused (default: false)
+  --scoring-opts <opts>     more options for steps/score_kaldi.sh"
 
 . "$(dirname "$0")/parse_options.sh" || exit 1
 

@@ -14,6 +14,7 @@ word_ins_penalty=0.0,0.5,1.0
 stats=true
 hyp_filter=none
 hyp=
+decode_mbr=false
 help_message="Usage: $0 [options] <data-dir> <lang-dir|graph-dir> <decode-dir>
 e.g.: $0 data/eval2000 data/lang_sw1_tg exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg
 Options:
@@ -24,6 +25,7 @@ Options:
   --stats <bool>                    write scoring_kaldi/wer_details (default: true)
   --hyp-filter <none|hub5>          built-in hypothesis filter (default: none, as Kaldi)
   --hyp <LMWT:WIP:FILE>             score a hypothesis text instead of lat.*.gz (e.g. n-best rescoring output)
+  --decode-mbr <bool>               Kaldi's MBR decoding: not implemented, true is refused (default: false)
   --stage <int>                     accepted for compatibility (the scoring is one stage)"
 
 . "$(dirname "$0")/parse_options.sh" || exit 1
@@ -35,6 +37,11 @@ fi
 data=$1
 lang_or_graph=$2
 dir=$3
+if [ "$decode_mbr" = true ]; then
+  echo "$0: --decode-mbr true: MBR decoding (Kaldi's lattice-mbr-decode) is not implemented here; use" \
+       "--decode-mbr false (best path, as score_kaldi.sh by default), or Kaldi's own scoring" >&2
+  exit 1
+fi
 
 . "$(dirname "$0")/job_runner.sh"
 aq=asr-lm-quant

@@ -64,20 +64,30 @@ def test_prepare_text_plain_with_a_kaldi_lang_dir(lang, tmp_path):
     assert (out / "valid.txt").read_text() == "the <unk> sat\n"
 
 
-def test_g_fst_where_an_arpa_is_expected(tmp_path, capsys):
+def test_corrupt_g_fst_or_g_carpa_as_the_old_lm(tmp_path, capsys):
+    # G.fst and G.carpa are old LMs too (tests/test_kaldi_old_lm.py); corrupt ones stop before the model loads.
+    (tmp_path / "words.txt").write_text("<eps> 0\na 1\n<s> 2\n</s> 3\n")
     g = tmp_path / "G.fst"
     g.write_bytes(OPENFST_MAGIC + bytes(range(256)) * 4)
     carpa = tmp_path / "G.carpa"
     carpa.write_bytes(b"\0B<ConstArpaLm> " + bytes(range(256)))
-    for path, what in ((g, "an OpenFst binary"), (carpa, "a Kaldi binary object")):
+    for path, what in ((g, "bad fst type length"), (carpa, "expected the token <LmInfo> here")):
         rc = main(["rescore-nbest", "--old-lm", str(path), "--lm-dir", str(tmp_path), "--nbest",
                    str(tmp_path / "x.tsv"), "--out-nbest", str(tmp_path / "o.tsv")])
         err = capsys.readouterr().err
-        assert rc == 1 and f"{path}: is {what}" in err and "Traceback" not in err
+        assert rc == 1 and str(path) in err and what in err and "Traceback" not in err
+    (tmp_path / "other.bin").write_bytes(b"\0BFM " + bytes(64))
+    rc = main(["rescore-nbest", "--old-lm", str(tmp_path / "other.bin"), "--lm-dir", str(tmp_path), "--nbest",
+               str(tmp_path / "x.tsv"), "--out-nbest", str(tmp_path / "o.tsv")])
+    assert rc == 1 and "not a ConstArpaLm (G.carpa): not an n-gram LM" in capsys.readouterr().err
 
 
 def _env(path):
-    return {"PATH": path, "HOME": os.environ.get("HOME", "/tmp")}
+    # PYTHONPATH kept: the steps run this checkout's code, not another copy installed on PATH.
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def test_step_script_checks_the_old_lm_once_before_any_job(tmp_path):
@@ -92,7 +102,7 @@ def test_step_script_checks_the_old_lm_once_before_any_job(tmp_path):
     p = subprocess.run([str(REPO / "steps/lmrescore_lattice.sh"), "--words", str(tmp_path / "words.txt"), str(g),
                         str(lm), str(tmp_path), str(dec), str(tmp_path / "out")], capture_output=True, text=True,
                        env=_env(f"{Path(sys.executable).parent}:/usr/bin:/bin"))
-    assert p.returncode == 1 and "is not an ARPA LM" in p.stderr and "not G.fst" in p.stderr
+    assert p.returncode == 1 and "bad old LM" in p.stderr and f"{g}" in p.stderr, p.stderr
     assert not (tmp_path / "out" / "log").exists() or not list((tmp_path / "out" / "log").iterdir())
 
 

@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--acoustic-scale", type=float, default=0.1)
     p.add_argument("--lm-scale", type=float, default=1.0)
     p.add_argument("--words", help="words.txt (for --nbest and --tables-dir)")
+    p.add_argument("--keep-duplicates", "--kaldi-exact", dest="keep_duplicates", action="store_true",
+                   help="list every one of the N cheapest paths, as Kaldi's lattice-to-nbest does, even when two "
+                        "paths of a state-level lattice have the same words (default: distinct word sequences, "
+                        "each with its best path)")
     p.add_argument("--nbest", help="plain n-best output, .tsv or .jsonl")
     p.add_argument("--tables-dir", help="directory for Kaldi n-best tables")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
@@ -123,7 +127,8 @@ def _to_nbest(args) -> int:
     try:
         for key, lat in read_lattices(args.rspecifier):
             try:
-                entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale)
+                entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale,
+                                           unique=not args.keep_duplicates)
             except ValueError as e:
                 raise _bad_lattice(args.rspecifier, key, e) from None
             for k, linear, _ in entries:

@@ -5,7 +5,9 @@ the N cheapest paths under ``graph + S * acoustic`` (``lm_scale``, ``word_ins_pe
 returned with its unscaled graph and acoustic costs kept apart, as linear CompactLattices keyed ``utt-1 ..
 utt-N`` (1-based). On a CompactLattice from Kaldi (word-determinized) every path is a distinct word sequence;
 with ``unique=True`` (default) a repeated word sequence on other lattices is skipped, so the list holds
-distinct word sequences each with its best path.
+distinct word sequences each with its best path. ``unique=False`` is Kaldi's own behaviour (its N-shortest
+paths are distinct state paths): on a state-level lattice (not word-determinized) two paths with the same words
+are both listed, each under its own rank.
 
 **Kaldi n-best tables** (what ``nbest-to-linear`` writes in ``steps/pytorchnn/lmrescore_nbest_pytorchnn.sh``):
 ``words`` lines ``utt-3 4512 87 19021 `` (integer word ids, each followed by a space); ``lmwt.nolm``,
@@ -126,9 +128,10 @@ def path_to_lattice(lat: Lattice, path: LatticePath) -> Lattice:
     return out
 
 
-def lattice_to_nbest(key: str, lat: Lattice, n: int, acoustic_scale=1.0, lm_scale=1.0):
-    """``[(f"{key}-{r}", linear CompactLattice, path)]`` for the ``n`` best paths (``lattice-to-nbest``)."""
-    paths = nbest_paths(lat, n, acoustic_scale, lm_scale)
+def lattice_to_nbest(key: str, lat: Lattice, n: int, acoustic_scale=1.0, lm_scale=1.0, *, unique: bool = True):
+    """``[(f"{key}-{r}", linear CompactLattice, path)]`` for the ``n`` best paths (``lattice-to-nbest``);
+    ``unique=False`` keeps repeated word sequences as Kaldi does."""
+    paths = nbest_paths(lat, n, acoustic_scale, lm_scale, unique=unique)
     return [(nbest_key(key, r), path_to_lattice(lat, p), p) for r, p in enumerate(paths, 1)]
 
 

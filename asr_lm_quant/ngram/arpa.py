@@ -72,17 +72,19 @@ def _quiet_stderr():
                 log.debug("kenlm: %s", text)
 
 
-def check_arpa(path) -> None:
-    """Stop with a clear message unless ``path`` starts like an ARPA file (plain or gzip) or a kenlm binary.
+def check_arpa(path) -> str:
+    """What kind of n-gram LM file ``path`` is, from its first bytes: ``"arpa"`` (plain or gzip), ``"kenlm"``
+    (kenlm's binary), ``"fst"`` (an OpenFst binary: ``G.fst``) or ``"carpa"`` (Kaldi's ConstArpaLm,
+    ``G.carpa``); anything else stops with a clear message.
 
-    Kaldi users often have ``G.fst`` or ``G.carpa`` at hand rather than the ARPA file they were built from;
-    kenlm would fail on those deep inside with a decoding error.
+    Kaldi users often have ``G.fst`` or ``G.carpa`` at hand rather than the ARPA file they were built from:
+    those are old LMs too (:func:`asr_lm_quant.ngram.old_lm.open_old_lm`), but not for kenlm.
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "ARPA file does not exist")
+        raise InputError(path, "LM file does not exist")
     if path.is_dir():
-        raise InputError(path, "is a directory, not an ARPA file")
+        raise InputError(path, "is a directory, not an LM file")
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -94,16 +96,18 @@ def check_arpa(path) -> None:
     except (OSError, EOFError) as e:
         raise InputError(path, f"cannot read ({e})") from None
     if head.startswith(b"mmap lm "):
-        return  # kenlm's own binary format
+        return "kenlm"
     if head[:4] == b"\xd6\xfd\xb2\x7e":
-        raise InputError(path, "is an OpenFst binary (a G.fst?), not an ARPA LM: give the ARPA file the graph "
-                               "was built from")
+        return "fst"
+    if head.startswith(b"\0B<ConstArpaLm> ") or head.startswith(b"\0B\x04"):
+        return "carpa"
     if head[:2] == b"\0B":
-        raise InputError(path, "is a Kaldi binary object (a G.carpa?), not an ARPA LM: give the ARPA file it "
-                               "was built from")
+        raise InputError(path, "is a Kaldi binary object but not a ConstArpaLm (G.carpa): not an n-gram LM")
     text = head.decode("utf-8", errors="replace")
     if "\\data\\" not in text:
-        raise InputError(path, "is not an ARPA LM: no '\\data\\' header in its first 64 KB")
+        raise InputError(path, "is not an n-gram LM: no ARPA '\\data\\' header in its first 64 KB, and not a "
+                               "G.fst, G.carpa or kenlm binary")
+    return "arpa"
 
 
 class ArpaLM:
@@ -116,7 +120,11 @@ class ArpaLM:
 
     def __init__(self, path):
         self.path = Path(path)
-        check_arpa(self.path)
+        kind = check_arpa(self.path)
+        if kind in ("fst", "carpa"):
+            raise InputError(self.path, f"is a {'G.fst' if kind == 'fst' else 'G.carpa'}, not an ARPA LM: this needs "
+                                        "the ARPA file (rescoring's --old-lm and 'asr-lm-quant old-lm' take "
+                                        "G.fst and G.carpa too)")
         kenlm = _load_kenlm()
         try:
             with _quiet_stderr():  # kenlm reports its loading progress on stderr, every time

@@ -44,6 +44,18 @@ def register(sub):
     p.add_argument("--json", help="write the result here (it is always printed)")
     p.set_defaults(func=_ppl)
 
+    p = sub.add_parser("old-lm", help="check an old LM for rescoring (ARPA, G.fst, G.carpa, lang dir); costs",
+                       description="Says which LM file and words.txt --old-lm would use (JSON on stdout). With "
+                                   "--text, also the cost of each line as rescoring takes it out of the graph "
+                                   "costs: 'cost<TAB>sentence', negated natural log of <s> words </s>.")
+    p.add_argument("lm", help="ARPA file, G.fst, G.carpa or Kaldi lang dir")
+    p.add_argument("--words", help="words.txt for a G.fst or G.carpa without one beside it")
+    p.add_argument("--text", help="sentences to score, one per line")
+    p.add_argument("--open", action="store_true",
+                   help="read a G.fst or G.carpa whole (checks its structure), not only its head (an ARPA file is "
+                        "checked by its header only, unless --text)")
+    p.set_defaults(func=_old_lm)
+
 
 def _train(args):
     from asr_lm_quant.ngram.train import train_arpa
@@ -80,3 +92,21 @@ def _emit(result, path, overwrite=True):
     if path:
         with atomic_open(path, overwrite=overwrite) as f:
             json.dump(result, f, indent=2)
+
+
+def _old_lm(args):
+    from asr_lm_quant.ngram.arpa import _lines
+    from asr_lm_quant.ngram.old_lm import open_old_lm, resolve_old_lm
+    from pathlib import Path
+    spec = resolve_old_lm(args.lm, args.words)
+    lm = open_old_lm(spec) if args.text or (args.open and spec.kind in ("fst", "carpa")) else None
+    print(json.dumps(spec.describe()))
+    if args.text:
+        path = Path(args.text)
+        if not path.is_file():
+            raise InputError(path, "text file does not exist")
+        with open(path, "rb") as f:
+            for line in _lines(f, path):
+                words = line.split()
+                print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
+    return 0

@@ -20,9 +20,11 @@ def _weights(s: str) -> list[float]:
 
 
 def _add_lm_options(p):
-    p.add_argument("--old-lm", help="ARPA file of the LM the decoder used (plain or .gz), removed from the "
-                                    "graph costs; without it (a recogniser with no LM of its own) the NN LM "
-                                    "is added: lm_cost + w * nn")
+    p.add_argument("--old-lm", help="the LM the decoder used, removed from the graph costs: an ARPA file (plain, "
+                                    ".gz or kenlm binary), a G.fst, a G.carpa, or a Kaldi lang dir (its G.carpa "
+                                    "if present, else its G.fst, with its words.txt); a G.fst or G.carpa given "
+                                    "alone reads the words.txt beside it, else --words. Without it (a recogniser "
+                                    "with no LM of its own) the NN LM is added: lm_cost + w * nn")
     lm = p.add_mutually_exclusive_group(required=True)
     lm.add_argument("--lm-dir", help="NN LM directory (Transformer or LSTM, plain or quantized)")
     lm.add_argument("--hf-lm", metavar="DIR",
@@ -279,9 +281,8 @@ def _setup(args):
     import torch
 
     from asr_lm_quant.kaldi.symbols import SymbolTable
-    from asr_lm_quant.ngram import ArpaLM
     from asr_lm_quant.lm.device import checked_device
-    from asr_lm_quant.ngram.arpa import check_arpa
+    from asr_lm_quant.ngram.old_lm import open_old_lm
     from asr_lm_quant.rescore.nnscore import make_scorer
     from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
     if args.threads > 0:
@@ -298,8 +299,8 @@ def _setup(args):
     if args.hf_lm and (args.dequantize or getattr(args, "oov_penalty", 0.0)):
         raise InputError(args.hf_lm, "--dequantize and --oov-penalty apply to --lm-dir models only (a subword "
                                      "model has no word vocabulary)")
-    if args.old_lm:
-        check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
+    # Before the model: a wrong or corrupt old LM is found at once.
+    old = open_old_lm(args.old_lm, args.words) if args.old_lm else None
     if args.hf_lm:
         from asr_lm_quant.rescore.hfscore import HFScorer
         scorer = HFScorer(args.hf_lm, device=args.device, token_budget=args.token_budget, bf16=args.bf16,
@@ -311,7 +312,7 @@ def _setup(args):
                              max_row=args.max_row, share_prefixes=not args.no_share_prefixes, bf16=args.bf16,
                              progress=args.progress)
     symbols = SymbolTable.load(args.words) if args.words else None
-    return weights, scorer, ArpaLM(args.old_lm) if args.old_lm else None, symbols
+    return weights, scorer, old, symbols
 
 
 def _finish(args, summary):
@@ -362,7 +363,8 @@ def _lattice(args):
     if not args.words:
         raise InputError(None, "--words is needed to read lattices")
     if not args.old_lm:
-        raise InputError(None, "lattice rescoring needs --old-lm, the ARPA file of the decoder's LM")
+        raise InputError(None, "lattice rescoring needs --old-lm, the decoder's LM (ARPA, G.fst, G.carpa or lang "
+                               "dir)")
     if args.beam <= 0 or not 0.0 <= args.epsilon <= 1.0:
         raise InputError(None, f"--beam must be positive and --epsilon in [0, 1] (got {args.beam}, {args.epsilon})")
     outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices)

@@ -14,7 +14,8 @@ the NN score it has on one good path through it:
 3. **Cover**: for every arc (and every final weight) take the best path through it (Viterbi prefix +
    arc + Viterbi suffix). The distinct such paths cover the lattice and each is the best path of some arc.
 4. **Score** the covering paths with the NN LM (per-word costs, end of sentence last) and with the old
-   n-gram LM (per-word costs from its ARPA, ``</s>`` last), all utterances batched together.
+   n-gram LM (per-word costs from its ARPA, G.fst or G.carpa, ``</s>`` last), all utterances batched
+   together.
 5. **Assign**: rank the paths by cost; each arc takes the word costs at its position in the best-ranked
    path that contains it; each final weight takes the end-of-sentence costs of the best-ranked path ending
    there. Then ``graph += w * nn - w * ngram`` per arc and per final weight.

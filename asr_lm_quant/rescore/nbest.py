@@ -1,7 +1,7 @@
 """N-best rescoring: replace the old n-gram LM in each hypothesis' graph cost by an NN/n-gram interpolation.
 
 For a hypothesis with graph cost ``g`` (old LM + transition + pronunciation + silence), old n-gram cost ``o``
-(from its ARPA file, ``<s>``/``</s>`` included, nats) and NN cost ``c``:
+(from its ARPA file, G.fst or G.carpa, ``<s>``/``</s>`` included, nats) and NN cost ``c``:
 
     graph_without_lm = g - o
     new_graph(w)     = graph_without_lm + w * c + (1 - w) * o

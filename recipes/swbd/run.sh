@@ -45,7 +45,7 @@ quant_conf=conf/quant_systems.json   # quantization systems of stage 2 (each int
 quant_systems=           # comma-separated subset of them (default: all)
 quant_threads=           # torch CPU threads per quantization job (default: torch's choice)
 decode_dirs=exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg   # first-pass decode dirs (relative to --kaldi-swbd-dir)
-old_lm=                  # ARPA (.gz is fine) of the LM in those lattices
+old_lm=                  # LM in those lattices: ARPA (.gz is fine), G.fst, G.carpa or Kaldi lang dir
                          # (default: <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz)
 lang=                    # lang dir whose words.txt the lattices use (default: <kaldi-swbd-dir>/data/lang)
 eval_data=               # data dir of the decode dirs (default: <kaldi-swbd-dir>/data/<set> of decode_<set>_*)
@@ -88,7 +88,8 @@ Options:
   --quant-threads <n>      torch CPU threads per quantization job
   --decode-dirs <dirs>     first-pass decode dirs, space separated, relative to --kaldi-swbd-dir
                            (default: $decode_dirs)
-  --old-lm <arpa[.gz]>     the LM in those lattices (default: <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz)
+  --old-lm <lm>            the LM in those lattices: ARPA, G.fst, G.carpa or lang dir (default:
+                           <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz, else data/lang_sw1_fsh_fg)
   --lang <dir>             lang dir of the lattices' words.txt (default: <kaldi-swbd-dir>/data/lang)
   --eval-data <dir>        data dir with text, segments, stm, glm (default: <kaldi-swbd-dir>/data/<set>)
   --rescore-dir <dir>      rescoring output (default: $rescore_dir)
@@ -220,7 +221,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 3 ]; then
   if [ "$stage" -le 4 ] && { [ -z "$old_lm" ] || [ -z "$lang" ] || [ -z "$eval_data" ]; }; then
     [ -n "$kaldi_swbd_dir" ] || die "stages 3-4 need --kaldi-swbd-dir (or --old-lm, --lang and --eval-data)"
   fi
-  [ -n "$old_lm" ] || old_lm=$kaldi_swbd_dir/data/local/lm/sw1_fsh.o4g.kn.gz
+  if [ -z "$old_lm" ]; then  # the ARPA file, else the lang dir Kaldi built from it (its G.carpa)
+    old_lm=$kaldi_swbd_dir/data/local/lm/sw1_fsh.o4g.kn.gz
+    [ -f "$old_lm" ] || [ ! -f "$kaldi_swbd_dir/data/lang_sw1_fsh_fg/G.carpa" ] ||
+      old_lm=$kaldi_swbd_dir/data/lang_sw1_fsh_fg
+  fi
   [ -n "$lang" ] || lang=$kaldi_swbd_dir/data/lang
   decodes=()
   for d in $decode_dirs; do
@@ -258,7 +263,7 @@ rescored() {  # <dir> <num-jobs>: every job of a rescoring finished
 if run_stage 3; then
   log "Stage 3: ${rescore_methods// /, } rescoring with: $rescore_lms"
   case $weight in *,*) die "--weight takes one weight (to compare several, run stage 3 again with another --rescore-dir)" ;; esac
-  [ -f "$old_lm" ] || die "no such file $old_lm (the ARPA of the lattices' LM; give --old-lm)"
+  [ -e "$old_lm" ] || die "no such file $old_lm (the lattices' LM: ARPA, G.fst, G.carpa or lang dir; give --old-lm)"
   [ -f "$lang/words.txt" ] || die "no such file $lang/words.txt (give --lang)"
   rescore_cmd=$decode_cmd
   case $device in cuda*) rescore_cmd=$cuda_cmd ;; esac
