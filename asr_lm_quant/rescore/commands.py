@@ -8,6 +8,7 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.commands import add_self_norm_options, self_normalized
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def _add_lm_options(p):
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads of this job (default 1: jobs run in parallel, one per lat.JOB.gz)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_self_norm_options(p)
     p.add_argument("--json", help="write the summary here (it is always logged)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
@@ -275,10 +277,12 @@ def _setup(args):
     checked_device(args.device)
     if args.old_lm:
         check_arpa(args.old_lm)  # cheap, before the model: a G.fst given by mistake is found at once
+    skip_normaliser = self_normalized(args)
     # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
     model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
     scorer = NNScorer(model, vocab, device=args.device, token_budget=args.token_budget, max_row=args.max_row,
-                      share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress)
+                      share_prefixes=not args.no_share_prefixes, bf16=args.bf16, progress=args.progress,
+                      self_normalized=skip_normaliser)
     symbols = SymbolTable.load(args.words) if args.words else None
     return weights, scorer, ArpaLM(args.old_lm) if args.old_lm else None, symbols
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.lm.model import TransformerLM, target_logits
 from asr_lm_quant.quant.packed_modules import PackedLinear
 from asr_lm_quant.text.vocab import Vocabulary
 
@@ -76,11 +76,15 @@ class NNScorer:
     ``max_row``: most trie nodes in one packed row (attention cost grows with its square).
     ``bf16``: bfloat16 matrix products with float32 accumulation (see the module notes).
     ``logits_bytes``: memory for one chunk of output-layer logits.
+    ``self_normalized``: skip the normaliser, a word's cost is minus its logit (for a model trained with a
+    self-normalisation term, whose log Z stays near 0): only the scored words' rows of the output matrix are
+    used, one dot product per scored token instead of the vocabulary-wide product and log-sum-exp.
     """
 
     def __init__(self, model: TransformerLM, vocab: Vocabulary, *, device: str | torch.device | None = None,
                  token_budget: int = 4096, max_row: int = 256, share_prefixes: bool = True,
-                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False):
+                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False,
+                 self_normalized: bool = False):
         if len(vocab) != model.cfg.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} words, the model {model.cfg.vocab_size}")
         if token_budget < 1 or max_row < 2:
@@ -92,6 +96,7 @@ class NNScorer:
         self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
         self.share_prefixes = share_prefixes
         self.bf16 = bf16
+        self.self_normalized = self_normalized
         # Output-layer rows per chunk: a multiple of 32 (odd row counts make oneDNN's bf16 matmul far
         # slower); the chunk's logits fit in logits_bytes.
         per_row = (2 if bf16 else 4) * model.cfg.vocab_size
@@ -259,18 +264,18 @@ class NNScorer:
         # normaliser needs the full [nodes, vocab] product, which runs in chunks (bounded memory).
         node_t, target_t = torch.from_numpy(node).to(dev), torch.from_numpy(target).to(dev)
         out = self.model.out
-        rows = out.gather_rows if isinstance(out, PackedLinear) else (lambda idx: out.weight[idx])
         tlogit = torch.empty(len(node), dtype=torch.float32, device=dev)
         for s in range(0, len(node), self.token_budget):  # gathered rows bounded by the budget
             n_s, t_s = node_t[s:s + self.token_budget], target_t[s:s + self.token_budget]
-            tlogit[s:s + len(n_s)] = torch.einsum("nd,nd->n", hidden[n_s], rows(t_s))
-        if out.bias is not None:
-            tlogit += out.bias[target_t]
-        uniq, inverse = np.unique(node, return_inverse=True)
-        inverse_t = torch.from_numpy(inverse).to(dev)
-        best = torch.full((len(uniq),), -torch.inf, device=dev).scatter_reduce_(0, inverse_t, tlogit, "amax")
-        lse = self._log_normalisers(hidden[torch.from_numpy(uniq).to(dev)], weights, shift=best)
-        logp = (tlogit - lse[inverse_t]).double().cpu().numpy()
+            tlogit[s:s + len(n_s)] = target_logits(out, hidden[n_s], t_s)
+        if self.self_normalized:  # the model was trained so that log Z is near 0: the logit is the score
+            logp = tlogit.double().cpu().numpy()
+        else:
+            uniq, inverse = np.unique(node, return_inverse=True)
+            inverse_t = torch.from_numpy(inverse).to(dev)
+            best = torch.full((len(uniq),), -torch.inf, device=dev).scatter_reduce_(0, inverse_t, tlogit, "amax")
+            lse = self._log_normalisers(hidden[torch.from_numpy(uniq).to(dev)], weights, shift=best)
+            logp = (tlogit - lse[inverse_t]).double().cpu().numpy()
         np.subtract.at(total, hyp, logp)
         if per_token is not None:
             pos = np.concatenate([np.arange(len(n)) for n in pairs_node])
