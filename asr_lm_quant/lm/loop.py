@@ -75,6 +75,12 @@ def lm_loss_with_log_z(model, batch: Batch, device="cpu", bf16: bool = False):
     return (log_z - target_logit).sum(), log_z, batch.tokens
 
 
+def self_norm_penalty(log_z: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``alpha * sum((log Z)^2)`` over the tokens: divided by the tokens like the cross entropy, the mean that
+    self-normalised training adds to the loss (it pulls every log normaliser to 0)."""
+    return alpha * log_z.square().sum()
+
+
 @torch.no_grad()
 def evaluate(model, plan: BatchPlan, device="cpu", *, bf16: bool = False, rank: int = 0,
              world_size: int = 1, log_z: bool = False) -> dict:
@@ -159,8 +165,8 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                 if opts.self_norm_alpha > 0:
                     # self-normalisation: alpha * mean over real tokens of (log Z)^2 joins the cross entropy
                     loss_sum, log_z, n = lm_loss_with_log_z(net, batch, device, opts.bf16)
-                    loss = (loss_sum + opts.self_norm_alpha * log_z.square().sum()) * (world_size /
-                                                                                        batch.global_tokens)
+                    loss = (loss_sum + self_norm_penalty(log_z, opts.self_norm_alpha)) * (world_size /
+                                                                                           batch.global_tokens)
                     win_log_z += float(log_z.detach().abs().sum())
                 else:
                     loss_sum, n = lm_loss(net, batch, device, opts.bf16)

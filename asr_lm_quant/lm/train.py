@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -102,6 +103,10 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
         if init_vocab.words != vocab.words or init.cfg != cfg:
             raise InputError(init_model, "initial model's vocabulary or architecture differs from this run's")
         model.load_state_dict(init.state_dict())
+    elif opts.self_norm_alpha > 0:
+        # start self-normalised: with logits near 0, an output bias of -log V makes log Z near 0
+        with torch.no_grad():
+            model.out.bias.fill_(-math.log(cfg.vocab_size))
     model.to(device)
     optimizer = build_optimizer(model, opts)
 
