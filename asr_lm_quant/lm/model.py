@@ -81,7 +81,9 @@ class SelfAttention(nn.Module):
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        if attn_mask is None and past is None:
+        if hasattr(attn_mask, "attend"):  # a sparse layout that computes the attention itself
+            y = attn_mask.attend(q, k, v)
+        elif attn_mask is None and past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         else:
             if attn_mask is None:  # new positions see all the past and themselves causally
@@ -159,7 +161,8 @@ class TransformerLM(nn.Module):
     def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False):
         """``tokens`` [B, T] int64. ``past``: the list of per-layer (k, v) that a previous call returned
         with ``return_past=True``; the new tokens continue those sequences. ``attn_mask`` (bool
-        [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask."""
+        [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask; an
+        object with ``attend(q, k, v) -> [B, H, T, d_head]`` computes the attention instead (no ``past``)."""
         x, new_past = self._trunk(tokens, past, attn_mask)
         logits = self.out(x)
         return (logits, new_past) if return_past else logits
