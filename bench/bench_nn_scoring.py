@@ -14,6 +14,8 @@ Variants, each in its own process (so ``ru_maxrss`` is its own peak), on the sam
   Kaldi's ``compute_sentence_scores.py`` scores).
 - ``bucket_fp32`` / ``bucket_bf16``: NNScorer without prefix sharing (length-sorted rows, token budget).
 - ``trie_fp32`` / ``trie_bf16``: NNScorer with packed prefix tries (the default is ``trie_bf16`` on CPU).
+- Options after ``+`` (``--variants trie_fp32,trie_fp32+selfnorm``): ``selfnorm`` skips the normaliser (the
+  scored words' output rows only), ``dense_attention`` attends over whole rows (no query blocks).
 Reported: median wall and CPU seconds over repeats, words/s, ratios to ``naive`` (wall and CPU time:
 on a shared machine the CPU-time ratio is the steadier one with one thread), peak RSS growth over the
 loaded model, and the largest cost difference from ``naive``. Prints JSON (and writes it with --out).
@@ -141,14 +143,16 @@ def worker(args):
     model, vocab = build_model(args.vocab)
     rng = random.Random(args.seed)
     utts = [SHAPES[args.shape](rng, args.vocab, args.n) for _ in range(args.utts)]
-    variant = args.variant
+    variant, *extras = args.variant.split("+")
     if variant == "naive":
         def run():
             return np.concatenate([naive_costs(model, vocab, u) for u in utts])
         naive_costs(model, vocab, [["w2", "w3"]])  # warm-up
     else:
         scorer = NNScorer(model, vocab, token_budget=args.budget, max_row=args.max_row,
-                          share_prefixes=variant.startswith("trie"), bf16=variant.endswith("bf16"))
+                          share_prefixes=variant.startswith("trie"), bf16=variant.endswith("bf16"),
+                          self_normalized="selfnorm" in extras,
+                          attention_block=0 if "dense_attention" in extras else 32)
 
         def run():  # all utterances at once: batches span utterances
             return scorer.costs([h for u in utts for h in u])
@@ -201,6 +205,8 @@ def main():
                         "(independent random edits of one sentence: the least prefix sharing)")
     p.add_argument("--quick", action="store_true", help="fewer utterances and repeats")
     p.add_argument("--sizes", default="20,100,1000", help="N-best sizes to run (default 20,100,1000)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="variants to run, comma-separated (default: %(default)s); see the notes for the +options")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--md", help="also write a markdown table here")
     args = p.parse_args()
@@ -213,19 +219,24 @@ def main():
         plan = [(20, 2, 1), (100, 1, 1), (1000, 1, 1)]
     sizes = {int(x) for x in args.sizes.split(",")}
     plan = [x for x in plan if x[0] in sizes]
-    results = {"config": {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": 512, "vocab": args.vocab,
+    results = {"variants": args.variants.split(","), "config": {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": 512, "vocab": args.vocab,
                           "token_budget": args.budget, "max_row": args.max_row, "threads": args.threads,
                           "shape": args.shape, "cpu_count": os.cpu_count()}, "nbest": {}}
     for n, utts, repeats in plan:
         rows = {}
-        for v in VARIANTS:
+        for v in args.variants.split(","):
             rows[v] = run_variant(args, v, n, utts, repeats)
             print(f"N={n} {v}: {rows[v].get('seconds', rows[v].get('error'))}", file=sys.stderr)
-        base = rows["naive"]
+        base = rows.get("naive", {"error": "not run"})
+        first = next(iter(rows.values()))
         for v, r in rows.items():
             if "error" in r:
                 continue
             r["words_per_s"] = r["words"] / r["seconds"]
+            if "error" not in first:  # side by side with the first variant run
+                r["cpu_speedup_vs_first"] = first["cpu_seconds"] / r["cpu_seconds"]
+                r["max_abs_cost_diff_vs_first"] = float(np.max(np.abs(np.array(r["costs"]) -
+                                                                      np.array(first["costs"]))))
             if "error" not in base:
                 r["speedup_vs_naive"] = base["seconds"] / r["seconds"]
                 r["cpu_speedup_vs_naive"] = base["cpu_seconds"] / r["cpu_seconds"]
@@ -246,10 +257,12 @@ def main():
 
 def markdown(results) -> str:
     c = results["config"]
+    vs_first = results.get("variants", VARIANTS) != VARIANTS  # a chosen set: ratios to its first variant
     lines = [f"NN scoring, shape {c['shape']}, {c['threads']} thread(s), token budget {c['token_budget']}, "
              f"max row {c['max_row']}\n",
              "| N | variant | wall s | CPU s | words/s | x naive (wall) | x naive (CPU) | RSS growth MB | "
-             "max cost diff |", "|---|---|---|---|---|---|---|---|---|"]
+             "max cost diff |" + (" x first (CPU) |" if vs_first else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if vs_first else "")]
     for n, rows in results["nbest"].items():
         for v, r in rows.items():
             if "error" in r:
@@ -258,7 +271,8 @@ def markdown(results) -> str:
             lines.append(f"| {n} | {v} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['words_per_s']:.0f} | "
                          f"{r.get('speedup_vs_naive', float('nan')):.2f} | "
                          f"{r.get('cpu_speedup_vs_naive', float('nan')):.2f} | {r['peak_rss_growth_mb']:.0f} | "
-                         f"{r.get('max_abs_cost_diff_vs_naive', float('nan')):.4f} |")
+                         f"{r.get('max_abs_cost_diff_vs_naive', float('nan')):.4f} |"
+                         + (f" {r.get('cpu_speedup_vs_first', float('nan')):.2f} |" if vs_first else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,9 @@ def register(sub):
     p.add_argument("--seed", type=int, help="overrides the configuration's seed")
     p.add_argument("--max-epochs", type=int, help="overrides the configuration's max_epochs")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (overrides the configuration)")
+    p.add_argument("--self-norm-alpha", type=float, metavar="A",
+                   help="add A * mean((log Z)^2) to the loss so that the model's probabilities sum to about 1 "
+                        "without normalising (overrides the configuration's self_norm_alpha; default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a training option, e.g. --set lr=0.002 (repeatable)")
     p.add_argument("--init-model", help="model directory to start from (same vocabulary and architecture)")
@@ -60,6 +63,7 @@ def register(sub):
     p.add_argument("--device", default="cpu")
     p.add_argument("--tokens-per-batch", type=int, default=8192)
     p.add_argument("--threads", type=int, default=0)
+    add_self_norm_options(p)
     p.set_defaults(func=_ppl)
 
     p = sub.add_parser("import-kaldi", help="import a Kaldi pytorchnn Transformer or LSTM LM (model.pt + words.txt)",
@@ -79,6 +83,23 @@ def register(sub):
     p.set_defaults(func=_import_kaldi)
 
 
+def add_self_norm_options(p):
+    p.add_argument("--self-normalized", action="store_true",
+                   help="skip the softmax normaliser: a word's cost is minus its logit (only the scored words' "
+                        "rows of the output matrix are used); for models trained with --self-norm-alpha")
+    p.add_argument("--force-self-normalized", action="store_true",
+                   help="--self-normalized even for a model whose config.json declares no self-normalisation")
+
+
+def self_normalized(args) -> bool:
+    """Whether the command skips the normaliser; refused for a model not trained for it unless forced."""
+    if not (args.self_normalized or args.force_self_normalized):
+        return False
+    from asr_lm_quant.lm.files import check_self_normalized
+    check_self_normalized(getattr(args, "model", None) or args.lm_dir, force=args.force_self_normalized)
+    return True
+
+
 def _train(args):
     from asr_lm_quant.lm.train import train
     _set_threads(args.threads)
@@ -87,6 +108,8 @@ def _train(args):
         overrides["max_epochs"] = args.max_epochs
     if args.bf16:
         overrides["bf16"] = True
+    if args.self_norm_alpha is not None:
+        overrides["self_norm_alpha"] = args.self_norm_alpha
     r = train(args.config, args.train, args.valid, args.vocab, args.out, seed=args.seed, overrides=overrides,
               max_steps_this_run=args.max_steps_this_run, init_model=args.init_model)
     import torch.distributed as dist
@@ -109,10 +132,11 @@ def _ppl(args):
     checked_device(args.device)
     if args.tokens_per_batch < 1:
         raise InputError(None, "--tokens-per-batch must be at least 1")
+    skip_normaliser = self_normalized(args)
     _set_threads(args.threads)
     model, vocab = _load_model(args.model, args.device)
     r = perplexity(model, vocab, args.text, device=args.device, tokens_per_batch=args.tokens_per_batch,
-                   bf16=args.bf16)
+                   bf16=args.bf16, self_normalized=skip_normaliser)
     r.update(model=str(args.model), text=str(args.text))
     json.dump(r, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -24,6 +24,8 @@ from asr_lm_quant.text.vocab import Vocabulary
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 VOCAB = "words.txt"
+# config.json key: the weight of the self-normalisation term the model was trained with (0 or absent: none)
+SELF_NORM_KEY = "self_norm_alpha"
 
 
 def state_for_saving(model: TransformerLM | LSTMLM) -> dict:
@@ -69,6 +71,30 @@ def load_config(model_dir) -> LMConfig | LSTMConfig:
         return config_from_dict(json.loads(path.read_text())["model"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise InputError(path, f"not a valid LM config: {e}") from None
+
+
+def declared_self_norm_alpha(model_dir) -> float:
+    """The self-normalisation weight ``config.json`` declares the model was trained with (0 when absent)."""
+    path = Path(model_dir) / CONFIG
+    try:
+        value = json.loads(path.read_text()).get(SELF_NORM_KEY, 0.0)
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise InputError(path, f"cannot read the model config: {e}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InputError(path, f"{SELF_NORM_KEY} must be a number >= 0, not {value!r}", key=SELF_NORM_KEY)
+    return float(value)
+
+
+def check_self_normalized(model_dir, force: bool = False) -> float:
+    """Refuse to skip the normaliser of a model not trained to be self-normalised (its scores would not be
+    log-probabilities), unless ``force``; returns the declared weight."""
+    alpha = declared_self_norm_alpha(model_dir)
+    if alpha == 0 and not force:
+        raise InputError(Path(model_dir) / CONFIG,
+                         f"the model was not trained with self-normalisation ({SELF_NORM_KEY} is 0 or absent), so "
+                         "its scores without the normaliser are not log-probabilities; train with "
+                         "--self-norm-alpha, or give --force-self-normalized to use them anyway")
+    return alpha
 
 
 def load_lm(model_dir, device="cpu") -> tuple[TransformerLM | LSTMLM, Vocabulary]:

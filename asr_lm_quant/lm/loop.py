@@ -61,23 +61,54 @@ def lm_loss(model, batch: Batch, device="cpu", bf16: bool = False) -> tuple[torc
     return loss, batch.tokens
 
 
+def lm_loss_with_log_z(model, batch: Batch, device="cpu", bf16: bool = False):
+    """:func:`lm_loss` and, per real target token, the log normaliser ``log Z = logsumexp(logits)`` (the
+    cross entropy is ``log Z - logit[target]``, so one log-sum-exp serves both)."""
+    inputs = batch.inputs.to(device, non_blocking=True)
+    targets = batch.targets.to(device, non_blocking=True)
+    with autocast(device, bf16):
+        logits = model(inputs)
+    real = targets != PAD_TARGET
+    logits = logits.float()[real]
+    log_z = torch.logsumexp(logits, dim=-1)
+    target_logit = logits.gather(-1, targets[real].unsqueeze(-1)).squeeze(-1)
+    return (log_z - target_logit).sum(), log_z, batch.tokens
+
+
+def self_norm_penalty(log_z: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``alpha * sum((log Z)^2)`` over the tokens: divided by the tokens like the cross entropy, the mean that
+    self-normalised training adds to the loss (it pulls every log normaliser to 0)."""
+    return alpha * log_z.square().sum()
+
+
 @torch.no_grad()
 def evaluate(model, plan: BatchPlan, device="cpu", *, bf16: bool = False, rank: int = 0,
-             world_size: int = 1) -> dict:
-    """Perplexity over all of ``plan`` (end-of-sentence included); sums are all-reduced under DDP."""
+             world_size: int = 1, log_z: bool = False) -> dict:
+    """Perplexity over all of ``plan`` (end-of-sentence included); sums are all-reduced under DDP.
+    ``log_z``: also the mean, mean absolute value and root mean square of the log normaliser (how far
+    the model is from self-normalised: 0 for a model whose probabilities sum to 1 without normalising)."""
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total = torch.zeros(5, dtype=torch.float64)
     for _, batch in plan.iterate(0, 0, rank, world_size):
-        loss, n = lm_loss(model, batch, device, bf16)
-        total += torch.tensor([loss.item(), n], dtype=torch.float64)
+        if log_z:
+            loss, lz, n = lm_loss_with_log_z(model, batch, device, bf16)
+            lz = lz.double()
+            total += torch.tensor([loss.item(), n, lz.sum().item(), lz.abs().sum().item(),
+                                   lz.square().sum().item()], dtype=torch.float64)
+        else:
+            loss, n = lm_loss(model, batch, device, bf16)
+            total[:2] += torch.tensor([loss.item(), n], dtype=torch.float64)
     if world_size > 1:
         total = total.to(device)
         dist.all_reduce(total)
         total = total.cpu()
     model.train(was_training)
-    loss, n = total.tolist()
-    return {"loss": loss / n, "ppl": math.exp(loss / n), "tokens": int(n)}
+    loss, n, lz_sum, lz_abs, lz_sq = total.tolist()
+    out = {"loss": loss / n, "ppl": math.exp(loss / n), "tokens": int(n)}
+    if log_z:
+        out.update(log_z_mean=lz_sum / n, log_z_mean_abs=lz_abs / n, log_z_rms=math.sqrt(lz_sq / n))
+    return out
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -110,6 +141,7 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
     pbar = tqdm(total=total_steps, initial=p["step"], disable=not is_main, unit="step", mininterval=2.0,
                 dynamic_ncols=True, desc="train")
     win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
+    win_log_z = 0.0
     run_steps = 0
     model.train()
     stop_signal = _StopSignal()
@@ -130,8 +162,15 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                 lr = lr_at(step, total_steps, opts, p["lr_scale"])
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                loss_sum, n = lm_loss(net, batch, device, opts.bf16)
-                loss = loss_sum * (world_size / batch.global_tokens)
+                if opts.self_norm_alpha > 0:
+                    # self-normalisation: alpha * mean over real tokens of (log Z)^2 joins the cross entropy
+                    loss_sum, log_z, n = lm_loss_with_log_z(net, batch, device, opts.bf16)
+                    loss = (loss_sum + self_norm_penalty(log_z, opts.self_norm_alpha)) * (world_size /
+                                                                                           batch.global_tokens)
+                    win_log_z += float(log_z.detach().abs().sum())
+                else:
+                    loss_sum, n = lm_loss(net, batch, device, opts.bf16)
+                    loss = loss_sum * (world_size / batch.global_tokens)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model, batch, step)
                 optimizer.zero_grad(set_to_none=True)
@@ -156,10 +195,13 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
                     rec = {"event": "train", "step": p["step"], "epoch": p["epoch"], "lr": lr,
                            "loss": win_loss / max(1, win_tok), "grad_norm": grad_norm,
                            "tokens_per_s": win_tokens_global / dt if dt > 0 else None}
+                    if opts.self_norm_alpha > 0:
+                        rec["log_z_mean_abs"] = win_log_z / max(1, win_tok)
                     pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s'] or 0:.0f}",
                                      lr=f"{lr:.2e}")
                     _log(logf, rec)
                     win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
+                    win_log_z = 0.0
                 if end_of_epoch:
                     p["epoch"] += 1
                     p["batch"] = 0
@@ -242,7 +284,8 @@ def _finish(p, reason):
 
 
 def _validate(model, valid, opts, p, out_dir, device, rank, world_size, logf, pbar):
-    r = evaluate(model, valid, device, bf16=opts.bf16, rank=rank, world_size=world_size)
+    r = evaluate(model, valid, device, bf16=opts.bf16, rank=rank, world_size=world_size,
+                 log_z=opts.self_norm_alpha > 0)
     best = p["best_valid_ppl"]
     improved = best is None or r["ppl"] < best * (1 - opts.min_improvement)
     if improved:
@@ -259,7 +302,8 @@ def _validate(model, valid, opts, p, out_dir, device, rank, world_size, logf, pb
         if opts.patience and p["bad_evals"] >= opts.patience:
             _finish(p, "early_stopping")
     rec = {"event": "valid", "step": p["step"], "epoch": p["epoch"], "ppl": r["ppl"], "loss": r["loss"],
-           "tokens": r["tokens"], "best_ppl": p["best_valid_ppl"], "improved": improved}
+           "tokens": r["tokens"], "best_ppl": p["best_valid_ppl"], "improved": improved,
+           **{k: v for k, v in r.items() if k.startswith("log_z")}}
     p["valid"].append({k: rec[k] for k in ("step", "epoch", "ppl")})
     _log(logf, rec)
     if rank == 0:

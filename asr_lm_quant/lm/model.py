@@ -81,7 +81,9 @@ class SelfAttention(nn.Module):
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        if attn_mask is None and past is None:
+        if hasattr(attn_mask, "attend"):  # a sparse layout that computes the attention itself
+            y = attn_mask.attend(q, k, v)
+        elif attn_mask is None and past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         else:
             if attn_mask is None:  # new positions see all the past and themselves causally
@@ -159,7 +161,17 @@ class TransformerLM(nn.Module):
     def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False):
         """``tokens`` [B, T] int64. ``past``: the list of per-layer (k, v) that a previous call returned
         with ``return_past=True``; the new tokens continue those sequences. ``attn_mask`` (bool
-        [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask."""
+        [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask; an
+        object with ``attend(q, k, v) -> [B, H, T, d_head]`` computes the attention instead (no ``past``)."""
+        x, new_past = self._trunk(tokens, past, attn_mask)
+        logits = self.out(x)
+        return (logits, new_past) if return_past else logits
+
+    def hidden_states(self, tokens, attn_mask=None) -> torch.Tensor:
+        """The final hidden states [B, T, d_model], the output layer's input (see :func:`target_logits`)."""
+        return self._trunk(tokens, None, attn_mask)[0]
+
+    def _trunk(self, tokens, past, attn_mask):
         B, T = tokens.shape
         start = 0 if past is None else past[0][0].shape[2]
         if start + T > self.cfg.max_len:
@@ -174,8 +186,7 @@ class TransformerLM(nn.Module):
             new_past.append(kv)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.out(x)
-        return (logits, new_past) if return_past else logits
+        return x, new_past
 
     def positions(self, end: int, device=None) -> torch.Tensor:
         """The sinusoidal encodings of positions ``0 .. end-1`` ([end, d_model], on ``device``); each row is
@@ -191,3 +202,20 @@ class TransformerLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+
+
+def output_rows(out: nn.Module, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of an output layer's weight (float32), whether a ``nn.Linear`` or a packed layer (which
+    decodes just those rows from its codes)."""
+    if hasattr(out, "gather_rows"):
+        return out.gather_rows(index)
+    return out.weight[index].float()
+
+
+def target_logits(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The logit of each target only, ``hidden[i] . W[targets[i]] + b[targets[i]]`` in float32: one dot
+    product per position instead of the vocabulary-wide product (``hidden`` [N, d], ``targets`` [N])."""
+    logit = torch.einsum("nd,nd->n", hidden.float(), output_rows(out, targets))
+    if out.bias is not None:
+        logit = logit + out.bias[targets].float()
+    return logit

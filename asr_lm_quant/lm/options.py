@@ -27,6 +27,8 @@ class TrainOptions:
     max_len: int = 128              # longest training sequence; longer sentences are cut into windows
     clip_norm: float = 1.0          # 0 disables gradient clipping
     bf16: bool = False              # bf16 autocast for forward/backward (weights and optimizer stay fp32)
+    self_norm_alpha: float = 0.0    # weight of mean((log Z)^2) in the loss: sum_w p(w|h) kept near 1, so scoring
+                                    # may skip the normaliser (0: off)
     eval_every: int = 0             # steps between validation runs; 0: at the end of each epoch only
     patience: int = 3               # validation runs without improvement before early stopping (0: never stop)
     min_improvement: float = 0.0    # relative ppl improvement that counts as improvement
@@ -41,6 +43,8 @@ class TrainOptions:
         if self.schedule not in ("cosine", "linear", "inv_sqrt", "constant", "plateau"):
             raise ValueError(f"unknown schedule {self.schedule!r}")
         self.betas = tuple(self.betas)
+        if not self.self_norm_alpha >= 0:
+            raise ValueError(f"self_norm_alpha must be >= 0, not {self.self_norm_alpha!r}")
         for name in ("tokens_per_batch", "max_len", "max_epochs", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.checkpoint import latest_checkpoint, load_checkpoint
 from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
-from asr_lm_quant.lm.files import save_lm
+from asr_lm_quant.lm.files import SELF_NORM_KEY, save_lm
 from asr_lm_quant.lm.loop import BEST_WEIGHTS, evaluate, new_progress, train_loop
 from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.lm.optim import build_optimizer
@@ -102,6 +103,10 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
         if init_vocab.words != vocab.words or init.cfg != cfg:
             raise InputError(init_model, "initial model's vocabulary or architecture differs from this run's")
         model.load_state_dict(init.state_dict())
+    elif opts.self_norm_alpha > 0:
+        # start self-normalised: with logits near 0, an output bias of -log V makes log Z near 0
+        with torch.no_grad():
+            model.out.bias.fill_(-math.log(cfg.vocab_size))
     model.to(device)
     optimizer = build_optimizer(model, opts)
 
@@ -150,7 +155,8 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
         if cfg.tie_embeddings:
             sd["out.weight"] = sd["embed.weight"]
         model.load_state_dict(sd)
-        last_valid = evaluate(model, valid_plan, device, bf16=opts.bf16, rank=rank, world_size=world_size)
+        last_valid = evaluate(model, valid_plan, device, bf16=opts.bf16, rank=rank, world_size=world_size,
+                              log_z=opts.self_norm_alpha > 0)
     results = {
         "done": True, "stop_reason": progress["stop_reason"], "steps": progress["step"],
         "epochs": progress["epoch"], "train_tokens_seen": progress["tokens"],
@@ -160,8 +166,11 @@ def train(config, train_text, valid_text, vocab_path, out_dir, *, seed: int | No
         "valid_words": valid_enc.words if valid_enc else None, "valid_oov": valid_enc.oov if valid_enc else None,
         "wall_seconds_this_run": time.perf_counter() - t0,
     }
+    if last_valid and "log_z_mean_abs" in last_valid:
+        results.update({f"valid_{k}": v for k, v in last_valid.items() if k.startswith("log_z")})
     if rank == 0:
-        save_lm(out_dir, model.cpu(), vocab, extra={"train": opts.to_dict()})
+        save_lm(out_dir, model.cpu(), vocab, extra={"train": opts.to_dict(),
+                                                     SELF_NORM_KEY: opts.self_norm_alpha})
         from asr_lm_quant.lm.plot import plot_training_log
         plot_training_log(out_dir / "log" / "train.jsonl", out_dir / "log" / "curve.png")
         with atomic_open(out_dir / RESULTS) as f:

@@ -21,7 +21,7 @@ import torch
 from asr_lm_quant.atomic import check_writable
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
-from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, VOCAB
+from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, SELF_NORM_KEY, VOCAB, declared_self_norm_alpha
 from asr_lm_quant.quant.allocate import allocate_bits, budget_bits, group_bits_cost
 from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
 from asr_lm_quant.quant.kl import kl_sensitivities, take_batches
@@ -238,7 +238,9 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         record["plan_trainer"] = cfg.plan_trainer
     train_s = time.perf_counter() - t0
     with staged_output(out, OUTPUTS, overwrite=overwrite) as stage:
-        save_packed(stage, model, plan, vocab, extra={"quantization": {"method": cfg.method}})
+        # the self-normalisation the source was trained with goes with it (fine-tuning here has no such term)
+        save_packed(stage, model, plan, vocab, extra={"quantization": {"method": cfg.method},
+                                                      SELF_NORM_KEY: declared_self_norm_alpha(cfg.model)})
         qmodel, _, plan = load_packed(stage)
         size = plan.size_report(qmodel)
         file_bytes = (stage / PACKED).stat().st_size

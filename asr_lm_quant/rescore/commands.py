@@ -8,6 +8,7 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.lm.commands import add_self_norm_options, self_normalized
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def _add_lm_options(p):
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads of this job (default 1: jobs run in parallel, one per lat.JOB.gz)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_self_norm_options(p)
     p.add_argument("--json", help="write the summary here (it is always logged)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
@@ -296,9 +298,10 @@ def _setup(args):
     if args.token_budget < 1 or args.max_row < 2 or args.threads < 0:
         raise InputError(None, "--token-budget must be at least 1, --max-row at least 2, --threads at least 0")
     checked_device(args.device)
-    if args.hf_lm and (args.dequantize or getattr(args, "oov_penalty", 0.0)):
-        raise InputError(args.hf_lm, "--dequantize and --oov-penalty apply to --lm-dir models only (a subword "
-                                     "model has no word vocabulary)")
+    if args.hf_lm and (args.dequantize or getattr(args, "oov_penalty", 0.0) or args.self_normalized
+                        or args.force_self_normalized):
+        raise InputError(args.hf_lm, "--dequantize, --oov-penalty and --self-normalized apply to --lm-dir models "
+                                     "only (a subword model has no word vocabulary)")
     # Before the model: a wrong or corrupt old LM is found at once.
     old = open_old_lm(args.old_lm, args.words) if args.old_lm else None
     if args.hf_lm:
@@ -306,11 +309,15 @@ def _setup(args):
         scorer = HFScorer(args.hf_lm, device=args.device, token_budget=args.token_budget, bf16=args.bf16,
                           progress=args.progress)
     else:
+        skip_normaliser = self_normalized(args)
         # A packed model stays packed unless asked (--dequantize: the float model its codes stand for).
         model, vocab = (load_any_lm if args.dequantize else load_lm_for_inference)(args.lm_dir, args.device)
-        scorer = make_scorer(model, vocab, device=args.device, token_budget=args.token_budget,
-                             max_row=args.max_row, share_prefixes=not args.no_share_prefixes, bf16=args.bf16,
-                             progress=args.progress)
+        try:
+            scorer = make_scorer(model, vocab, device=args.device, token_budget=args.token_budget,
+                                 max_row=args.max_row, share_prefixes=not args.no_share_prefixes, bf16=args.bf16,
+                                 progress=args.progress, self_normalized=skip_normaliser)
+        except ValueError as e:
+            raise InputError(args.lm_dir, str(e)) from None
     symbols = SymbolTable.load(args.words) if args.words else None
     return weights, scorer, old, symbols
 

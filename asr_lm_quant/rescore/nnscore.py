@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr_lm_quant.lm.model import TransformerLM
+from asr_lm_quant.lm.model import TransformerLM, target_logits
 from asr_lm_quant.quant.packed_modules import PackedLinear
 from asr_lm_quant.text.vocab import Vocabulary
 
@@ -54,6 +54,7 @@ class ScoreStats:
     padded_positions: int = 0  # positions including padding
     batches: int = 0
     max_batch_positions: int = 0
+    attention_scores: int = 0  # query-key pairs the attention computed (per head and layer)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -118,11 +119,17 @@ class NNScorer(WordScorer):
     ``max_row``: most trie nodes in one packed row (attention cost grows with its square).
     ``bf16``: bfloat16 matrix products with float32 accumulation (see the module notes).
     ``logits_bytes``: memory for one chunk of output-layer logits.
+    ``attention_block``: tree attention in blocks of this many query nodes, each over its nodes and the
+    ancestors of its first node only (see :class:`_TreeBlocks`); 0: over the whole row.
+    ``self_normalized``: skip the normaliser, a word's cost is minus its logit (for a model trained with a
+    self-normalisation term, whose log Z stays near 0): only the scored words' rows of the output matrix are
+    used, one dot product per scored token instead of the vocabulary-wide product and log-sum-exp.
     """
 
     def __init__(self, model: TransformerLM, vocab: Vocabulary, *, device: str | torch.device | None = None,
                  token_budget: int = 4096, max_row: int = 256, share_prefixes: bool = True,
-                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False):
+                 bf16: bool = False, logits_bytes: int = 64 << 20, progress: bool = False,
+                 self_normalized: bool = False, attention_block: int = 32):
         if len(vocab) != model.cfg.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} words, the model {model.cfg.vocab_size}")
         if token_budget < 1 or max_row < 2:
@@ -134,6 +141,8 @@ class NNScorer(WordScorer):
         self.max_row = int(min(max_row, token_budget)) if share_prefixes else int(token_budget)
         self.share_prefixes = share_prefixes
         self.bf16 = bf16
+        self.self_normalized = self_normalized
+        self.attention_block = int(attention_block)
         # Output-layer rows per chunk: a multiple of 32 (odd row counts make oneDNN's bf16 matmul far
         # slower); the chunk's logits fit in logits_bytes.
         per_row = (2 if bf16 else 4) * model.cfg.vocab_size
@@ -249,16 +258,24 @@ class NNScorer(WordScorer):
         stats.padded_positions += B * L
         stats.max_batch_positions = max(stats.max_batch_positions, B * L)
 
-        self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total, per_token)
+        blocks = None
+        if mask is not None and self.attention_block:
+            blocks = _TreeBlocks.build(mask, [r.parent for r in batch], self.attention_block)
+        stats.attention_scores += blocks.scores if blocks is not None else B * L * L
+        self._score_batch(B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total, per_token,
+                          blocks)
 
     def _score_batch(self, B, L, tokens, depth, mask, pairs_node, pairs_target, pairs_hyp, total,
-                     per_token):
+                     per_token, blocks=None):
         dev = self.device
         weights = self._weights()
         if mask is not None:  # additive mask made once, not converted again in every layer
             dt = torch.float32 if weights.layers is None else weights.dtype  # the attention's dtype
-            add = torch.zeros(mask.shape, dtype=dt, device=dev)
-            mask = add.masked_fill_(~torch.from_numpy(mask).to(dev), float("-inf")).unsqueeze(1)
+            if blocks is not None:
+                mask = blocks.to(dt, dev)
+            else:
+                add = torch.zeros(mask.shape, dtype=dt, device=dev)
+                mask = add.masked_fill_(~torch.from_numpy(mask).to(dev), float("-inf")).unsqueeze(1)
         hidden = self._hidden(torch.from_numpy(tokens).to(dev), torch.from_numpy(depth).to(dev), mask,
                               weights)
         hidden = hidden.reshape(B * L, -1).float()
@@ -269,18 +286,18 @@ class NNScorer(WordScorer):
         # normaliser needs the full [nodes, vocab] product, which runs in chunks (bounded memory).
         node_t, target_t = torch.from_numpy(node).to(dev), torch.from_numpy(target).to(dev)
         out = self.model.out
-        rows = out.gather_rows if isinstance(out, PackedLinear) else (lambda idx: out.weight[idx])
         tlogit = torch.empty(len(node), dtype=torch.float32, device=dev)
         for s in range(0, len(node), self.token_budget):  # gathered rows bounded by the budget
             n_s, t_s = node_t[s:s + self.token_budget], target_t[s:s + self.token_budget]
-            tlogit[s:s + len(n_s)] = torch.einsum("nd,nd->n", hidden[n_s], rows(t_s))
-        if out.bias is not None:
-            tlogit += out.bias[target_t]
-        uniq, inverse = np.unique(node, return_inverse=True)
-        inverse_t = torch.from_numpy(inverse).to(dev)
-        best = torch.full((len(uniq),), -torch.inf, device=dev).scatter_reduce_(0, inverse_t, tlogit, "amax")
-        lse = self._log_normalisers(hidden[torch.from_numpy(uniq).to(dev)], weights, shift=best)
-        logp = (tlogit - lse[inverse_t]).double().cpu().numpy()
+            tlogit[s:s + len(n_s)] = target_logits(out, hidden[n_s], t_s)
+        if self.self_normalized:  # the model was trained so that log Z is near 0: the logit is the score
+            logp = tlogit.double().cpu().numpy()
+        else:
+            uniq, inverse = np.unique(node, return_inverse=True)
+            inverse_t = torch.from_numpy(inverse).to(dev)
+            best = torch.full((len(uniq),), -torch.inf, device=dev).scatter_reduce_(0, inverse_t, tlogit, "amax")
+            lse = self._log_normalisers(hidden[torch.from_numpy(uniq).to(dev)], weights, shift=best)
+            logp = (tlogit - lse[inverse_t]).double().cpu().numpy()
         np.subtract.at(total, hyp, logp)
         if per_token is not None:
             pos = np.concatenate([np.arange(len(n)) for n in pairs_node])
@@ -313,14 +330,17 @@ class NNScorer(WordScorer):
         for s in range(0, n, c):
             k = min(c, n - s)
             x[:k, :D] = h[s:s + k]
-            x[k:] = 0  # the last chunk keeps the full row count (odd counts make oneDNN's bf16 matmul slow)
+            # bf16: the last chunk keeps the full row count (odd counts make oneDNN's bf16 matmul slow); float32
+            # products of any row count run at full speed, so the last chunk has its own rows only
+            rows = c if low else k
+            x[k:rows] = 0
             if low:
                 sh = shift[s:s + k]
                 hi = sh.to(W.dtype)
                 x[:k, D:D + 2] = 1
                 x[:k, D + 2] = -hi
                 x[:k, D + 3] = (hi.float() - sh).to(W.dtype)
-            torch.mm(x, W.t(), out=logits)
+            torch.mm(x[:rows], W.t(), out=logits[:rows])
             for r in range(0, k, piece_rows):
                 piece = logits[r:min(k, r + piece_rows)]
                 piece = piece.float() if low else piece.add_(weights.out_bias)
@@ -426,8 +446,90 @@ def make_scorer(model, vocab: Vocabulary, **options) -> WordScorer:
     if isinstance(model, LSTMLM):
         from asr_lm_quant.rescore.rnnscore import LSTMScorer
         options.pop("max_row", None)
+        options.pop("attention_block", None)
+        if options.pop("self_normalized", False):
+            raise ValueError("scoring without the normaliser is implemented for Transformer LMs only")
         return LSTMScorer(model, vocab, **options)
     return NNScorer(model, vocab, **options)
+
+
+class _TreeBlocks:
+    """Tree-masked attention computed in blocks of query nodes, over the keys a block can see only.
+
+    A row's nodes are laid out depth first, so every ancestor of a node ``j`` that lies before a block's
+    first node ``a`` (``a <= j``) is also an ancestor of ``a``. A block of queries ``a .. a+Q-1`` therefore
+    needs as keys only the ancestors of ``a`` and the block's own nodes: ``depth(a) + Q`` keys instead of the
+    whole row, the tree mask (gathered from the dense one) choosing among them. Each node is a query of one
+    block; the softmax runs over exactly the keys the dense mask allows, so results equal the dense path's
+    up to summation order."""
+
+    def __init__(self, q_index, q_valid, k_index, allowed, shape):
+        self.q_index, self.q_valid, self.k_index, self.allowed = q_index, q_valid, k_index, allowed
+        self.B, self.L, self.nb, self.Q, self.K = shape
+        self.scores = self.B * self.nb * self.Q * self.K
+        self.mask = None
+
+    def to(self, dtype, device) -> "_TreeBlocks":
+        """On ``device``, with the additive mask in the attention's dtype (made once for all layers)."""
+        self.q_index, self.q_valid, self.k_index = (torch.from_numpy(t).to(device) for t in
+                                                    (self.q_index, self.q_valid, self.k_index))
+        add = torch.zeros(self.allowed.shape, dtype=dtype, device=device)
+        self.mask = add.masked_fill_(~torch.from_numpy(self.allowed).to(device), float("-inf")).unsqueeze(1)
+        return self
+
+    @classmethod
+    def build(cls, mask: np.ndarray, parents: list, block: int):
+        """From the dense boolean tree mask [B, L, L] and each row's parent list; None when blocks would not
+        save at least a third of the score matrix (short rows, or deep trees)."""
+        B, L, _ = mask.shape
+        Q = min(block, L)
+        nb = -(-L // Q)
+        starts = np.arange(nb) * Q
+        ancestors = []
+        for par in parents:
+            for a in starts:
+                chain, u = [], (par[a] if a < len(par) else -1)
+                while u >= 0:  # beyond the row's end a position is padding: no ancestors
+                    chain.append(u)
+                    u = par[u]
+                ancestors.append(chain[::-1])
+        A = max(len(c) for c in ancestors)
+        K = A + Q
+        if nb * Q * K > (2 / 3) * L * L:
+            return None
+        k_local = np.empty((B * nb, K), dtype=np.int64)
+        k_valid = np.ones((B * nb, K), dtype=bool)
+        for i, chain in enumerate(ancestors):
+            a = starts[i % nb]
+            k_local[i, :len(chain)] = chain
+            k_local[i, len(chain):A] = a  # unused slots (masked)
+            k_valid[i, len(chain):A] = False
+            k_local[i, A:] = np.minimum(a + np.arange(Q), L - 1)
+            k_valid[i, A:] = a + np.arange(Q) < L
+        q_local = (starts[:, None] + np.arange(Q)).reshape(1, nb, Q).repeat(B, 0).reshape(B * nb, Q)
+        q_valid = q_local < L
+        q_local = np.minimum(q_local, L - 1)
+        rows = np.repeat(np.arange(B), nb)
+        allowed = mask[rows[:, None, None], q_local[:, :, None], k_local[:, None, :]] & k_valid[:, None, :]
+        allowed[~q_valid, A] = True  # queries past the row's end (discarded) see the block's first node
+        base = (rows * L)[:, None]
+        return cls((q_local + base).reshape(-1), q_valid.reshape(-1), (k_local + base).reshape(-1), allowed,
+                   (B, L, nb, Q, K))
+
+    def attend(self, q, k, v):
+        B, H, T, dh = q.shape
+        n = B * self.nb
+
+        def gather(t, index, size):  # [B, H, T, dh] -> [blocks, H, size, dh]
+            return t.transpose(1, 2).reshape(B * T, H, dh)[index].view(n, size, H, dh).transpose(1, 2)
+
+        y = torch.nn.functional.scaled_dot_product_attention(
+            gather(q, self.q_index, self.Q), gather(k, self.k_index, self.K), gather(v, self.k_index, self.K),
+            attn_mask=self.mask)
+        y = y.transpose(1, 2).reshape(n * self.Q, H, dh)
+        out = torch.empty(B * T, H, dh, dtype=y.dtype, device=y.device)
+        out[self.q_index[self.q_valid]] = y[self.q_valid]
+        return out.view(B, T, H, dh).transpose(1, 2)
 
 
 @dataclass
