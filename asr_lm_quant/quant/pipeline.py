@@ -254,7 +254,8 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         results = {"method": cfg.method, "bits": cfg.bits, "plan_bits": plan.bits(), "avg_bits": size["avg_bits"],
                    "size_mb": file_bytes / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
                    "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / file_bytes,
-                   "ideal_compression": size["compression"], "train_seconds": train_s, "record": record}
+                   "ideal_compression": size["compression"], "train_seconds": train_s,
+                   "device": str(rt.device), "world_size": rt.world_size, "record": record}
         results.update(evaluate_texts(qmodel.to(rt.device), vocab, cfg, evals))
         with open(stage / CONFIG, "w", encoding="utf-8") as f:
             json.dump(cfg.to_dict(), f, indent=2)
