@@ -83,3 +83,15 @@ def test_two_processes_match_one(repo_dir, tiny, tmp_path, method):
             assert same >= 0.995, (k, same)
         else:
             torch.testing.assert_close(a[k], b[k], atol=1e-3, rtol=1e-3, msg=k)
+
+
+def test_unknown_device_is_a_clear_error(repo_dir, tiny, tmp_path, capsys):
+    d = repo_dir / FIX
+    rc = main(["quantize", str(tiny / "lm"), str(tmp_path / "q"), "--method", "ste", "--bits", "2", "--train",
+               str(d / "train.txt"), "--steps", "2", "--device", "tpu:3"])
+    assert rc == 1
+    assert "--device 'tpu:3': not a torch device" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+    rc = main(["quantize", str(tiny / "lm"), str(tmp_path / "q"), "--method", "ste", "--bits", "2", "--train",
+               str(d / "train.txt"), "--steps", "2", "--checkpoint-every", "-1"])
+    assert rc == 1 and "checkpoint_every must not be negative" in capsys.readouterr().err
