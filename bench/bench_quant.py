@@ -39,7 +39,7 @@ class FakePlan:
     def __init__(self, batches):
         self.batches = batches
 
-    def iterate(self, epoch, start=0):
+    def iterate(self, epoch, start=0, rank=0, world_size=1):
         yield from enumerate(self.batches)
 
 

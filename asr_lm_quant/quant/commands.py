@@ -13,7 +13,10 @@ def register(sub):
     p = sub.add_parser("quantize", help="quantize an LM (PTQ, STE-QAT, ADMM; Hessian, KL or search mixed precision)",
                        formatter_class=fmt,
                        description="Quantize a model directory and write a packed model directory with "
-                                   "quant_config.json, plan.json and results.json.")
+                                   "quant_config.json, plan.json and results.json. Fine-tuning checkpoints go "
+                                   "to OUT/checkpoints/; after an interruption the same command resumes. Under "
+                                   "`torchrun --nproc-per-node N` it fine-tunes data-parallel (gloo on CPU, nccl "
+                                   "on GPU) with the same global batch.")
     p.add_argument("model", help="input model directory (plain or packed)")
     p.add_argument("out", help="output directory (packed model)")
     p.add_argument("--method", choices=METHODS, required=True)
@@ -58,8 +61,13 @@ def register(sub):
     p.add_argument("--kl-tokens", type=int, default=8192,
                    help="held-out tokens the KL sensitivities average over (batches of --tokens-per-batch)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cpu, or cuda for the "
+                   "GPU of each process's LOCAL_RANK)")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="fine-tuning steps between checkpoints in OUT/checkpoints (0: only on SIGINT/SIGTERM)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing result in OUT (and discard a checkpoint of another configuration)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("quant-inspect", help="per-group bits, scales and sizes of a packed model",
@@ -106,10 +114,16 @@ def cmd_quantize(args):
         "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
         "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
         "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,
-        "kl_tokens": args.kl_tokens, "seed": args.seed})
-    res = run(cfg, overwrite=args.overwrite)
-    print(json.dumps({k: res.get(k) for k in ("method", "avg_bits", "size_mb", "compression", "valid_ppl",
-                                              "test_ppl")}))
+        "kl_tokens": args.kl_tokens, "seed": args.seed, "device": args.device, "checkpoint_every": args.checkpoint_every})
+    import torch.distributed as dist
+    try:
+        res = run(cfg, overwrite=args.overwrite)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if res:  # rank 0
+        print(json.dumps({k: res.get(k) for k in ("method", "avg_bits", "size_mb", "compression", "valid_ppl",
+                                                  "test_ppl")}))
 
 
 def cmd_inspect(args):

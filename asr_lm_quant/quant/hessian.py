@@ -15,6 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
+from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.plan import group_view, split_group, weight_groups
 from asr_lm_quant.quant.quantizers import quant_error
 from asr_lm_quant.quant.train import token_loss
@@ -22,16 +23,23 @@ from asr_lm_quant.quant.train import token_loss
 log = logging.getLogger(__name__)
 
 
+def rademacher(params: dict, generator: torch.Generator) -> list[torch.Tensor]:
+    """One Rademacher vector per weight matrix, drawn on the CPU (the same numbers on every device)."""
+    return [(torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1).to(p.device)
+            for p in params.values()]
+
+
 def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator,
-               groups: list[str] | None = None) -> dict[str, float]:
-    """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v``. ``params``: the
-    weight matrices; ``groups`` (default: those matrices whole) may split them into row bands."""
+               groups: list[str] | None = None, vectors: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """One Hutchinson sample per group: ``v_l . (H v)_l`` for one Rademacher vector ``v`` (``vectors``, or
+    drawn from ``generator``). ``params``: the weight matrices; ``groups`` (default: those matrices whole) may
+    split them into row bands."""
     names = list(params)
     ps = [params[n] for n in names]
     with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU attention kernel has no double backward
         loss = token_loss(model(inputs), targets)
         grads = torch.autograd.grad(loss, ps, create_graph=True)
-        vs = [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in ps]
+        vs = vectors if vectors is not None else rademacher(params, generator)
         hv = torch.autograd.grad(grads, ps, grad_outputs=vs)
     prods = {n: v * h for n, v, h in zip(names, vs, hv)}
     out = {}
@@ -42,9 +50,14 @@ def hvp_sample(model, params: dict, inputs, targets, generator: torch.Generator,
 
 
 def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: int = 100, min_samples: int = 4,
-                      seed: int = 0, groups: list[str] | None = None) -> dict:
+                      seed: int = 0, groups: list[str] | None = None, rt: Runtime = LOCAL) -> dict:
     """Estimate ``Tr(H_l)`` for every weight group (``groups``: names as in ``plan.group_names``; default
     every matrix whole). ``batches``: ``lm.data.Batch`` objects (held-out data).
+
+    Under ``torchrun`` the ranks share the samples: each round of ``world_size`` samples, rank r computes
+    sample r of the round (every rank draws all the round's vectors, so sample k uses the same vector and
+    batch as in one process), and the round's values are summed over ranks. The estimate is then the
+    one-process estimate, stopping at the same sample.
 
     Returns ``{"trace": {group: value}, "stderr": {group: value}, "samples": k, "converged": bool}``."""
     if not batches:
@@ -57,22 +70,32 @@ def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: i
     sums = {n: 0.0 for n in params}
     sq = {n: 0.0 for n in params}
     prev, converged, k = None, False, 0
-    bar = tqdm(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True)
-    for k in range(1, max_samples + 1):
-        b = batches[(k - 1) % len(batches)]
-        s = hvp_sample(model, weights, b.inputs, b.targets, gen, params)
-        for n, x in s.items():
-            sums[n] += x
-            sq[n] += x * x
-        mean = {n: sums[n] / k for n in params}
-        bar.update(1)
-        if prev is not None and k >= min_samples:
-            change = max(abs(mean[n] - prev[n]) / max(abs(mean[n]), 1e-12) for n in params)
-            bar.set_postfix(change=f"{change:.3g}")
-            if change < tol:
-                converged = True
-                break
-        prev = mean
+    bar = tqdm(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True,
+               disable=not rt.is_main)
+    while k < max_samples and not converged:
+        n_round = min(rt.world_size, max_samples - k)
+        values = torch.zeros(n_round, len(params), dtype=torch.float64)
+        for j in range(n_round):
+            vs = rademacher(weights, gen)
+            if j == rt.rank:
+                b = rt.batch(batches[(k + j) % len(batches)])
+                s = hvp_sample(model, weights, b.inputs, b.targets, gen, params, vectors=vs)
+                values[j] = torch.tensor([s[n] for n in params], dtype=torch.float64)
+        values = rt.all_sum(values)
+        for row in values.tolist():
+            k += 1
+            for n, x in zip(params, row):
+                sums[n] += x
+                sq[n] += x * x
+            mean = {n: sums[n] / k for n in params}
+            bar.update(1)
+            if prev is not None and k >= min_samples:
+                change = max(abs(mean[n] - prev[n]) / max(abs(mean[n]), 1e-12) for n in params)
+                bar.set_postfix(change=f"{change:.3g}")
+                if change < tol:
+                    converged = True
+                    break
+            prev = mean
     bar.close()
     model.train(was)
     stderr = {n: math.sqrt(max(sq[n] / k - (sums[n] / k) ** 2, 0.0) / max(k - 1, 1)) for n in params}

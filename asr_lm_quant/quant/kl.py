@@ -100,15 +100,17 @@ def kl_sensitivities(model, batches: list, candidates, groups: list[str] | None 
     tokens = 0
     bar = tqdm(total=len(batches) * len(fitted), desc="kl sensitivities", unit="pass", mininterval=5.0,
                dynamic_ncols=True)
+    device = next(model.parameters()).device
     try:
         for batch in batches:
-            ref = Reference(model(batch.inputs).float(), batch.targets)
+            inputs = batch.inputs.to(device)
+            ref = Reference(model(inputs).float(), batch.targets.to(device))
             tokens += ref.tokens
             for (n, b), (codes, scale) in fitted.items():
                 view = views[n]
                 view.copy_(dequantize(codes, scale, per_row).to(view.dtype))
                 try:
-                    sums[n][b] += ref.kl_sum(model(batch.inputs).float())
+                    sums[n][b] += ref.kl_sum(model(inputs).float())
                 finally:
                     view.copy_(originals[n])
                 bar.update(1)

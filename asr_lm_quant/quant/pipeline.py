@@ -27,8 +27,10 @@ from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
 from asr_lm_quant.quant.kl import kl_sensitivities, take_batches
 from asr_lm_quant.quant.packed import PACKED, PLAN, load_any_lm, load_packed, save_packed
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_names, group_views
+from asr_lm_quant.quant.parallel import setup_runtime
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.quant.quantizers import MAX_BITS
+from asr_lm_quant.quant.resume import CHECKPOINTS, Checkpoints
 from asr_lm_quant.quant.search import SearchOptions, search_precisions
 from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, evaluate_ppl, ste_train
 from asr_lm_quant.text.outdir import staged_output
@@ -68,6 +70,8 @@ class QuantConfig:
     hessian_batches: int = 8
     kl_tokens: int = 8192                   # held-out tokens the KL sensitivities average over
     seed: int = 0
+    device: str = "cpu"                     # cpu, cuda, cuda:N (under torchrun: cpu or cuda)
+    checkpoint_every: int = 100             # fine-tuning steps between checkpoints (0: only on a signal)
 
     def to_dict(self):
         return asdict(self)
@@ -90,9 +94,9 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle):
+def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle, min_rows: int = 1):
     return BatchPlan(sequences(encode_file(path, vocab), vocab.bos, cfg.max_len), tokens_per_batch,
-                     seed=cfg.seed, shuffle=shuffle)
+                     seed=cfg.seed, shuffle=shuffle, min_rows=min_rows)
 
 
 def _budget(model, cfg: QuantConfig) -> float:
@@ -126,6 +130,9 @@ def check_config(cfg: QuantConfig) -> None:
                              key="bits" if uniform else "candidates")
     if not uniform and not cfg.candidates:
         raise InputError(None, "no candidate precisions", key="candidates")
+    if cfg.checkpoint_every < 0:
+        raise InputError(None, f"checkpoint_every must not be negative ({cfg.checkpoint_every})",
+                         key="checkpoint_every")
     for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len", "kl_tokens"):
         if getattr(cfg, name) < 1:
             raise InputError(None, f"{name} must be at least 1, not {getattr(cfg, name)}", key=name)
@@ -159,7 +166,10 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     """Run one configuration; returns the results dict (also written to ``<out>/results.json``).
 
     The output directory is written all at once when everything succeeded (a failure leaves it as it was);
-    an existing result, complete or not, is replaced only with ``overwrite``."""
+    an existing result, complete or not, is replaced only with ``overwrite``. Fine-tuning checkpoints go to
+    ``<out>/checkpoints/`` (``resume``): after an interruption the same configuration resumes from them, and
+    they are removed once the outputs are written. Under ``torchrun`` every rank runs this (data-parallel,
+    ``parallel``); rank 0 writes the outputs and returns the results, the other ranks return ``{}``."""
     check_config(cfg)
     out = Path(cfg.out)
     existing = [n for n in OUTPUTS if (out / n).exists()]
@@ -170,9 +180,10 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     if out.exists() and not out.is_dir():
         raise InputError(out, "is not a directory")
     check_writable(out / RESULTS, overwrite=True)
+    rt = setup_runtime(cfg.device)
     seed_everything(cfg.seed)
     model, vocab = load_any_lm(cfg.model)
-    model.float()
+    model.float().to(rt.device)
     try:
         group_names(model, cfg.bands)
     except (TypeError, ValueError) as e:
@@ -182,9 +193,12 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     # Read every text now, so that a bad file stops the run before any training.
     evals = {split: _plan_for(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
              for split in ("valid", "test") if getattr(cfg, f"{split}_text")}
-    train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True) if needs_train else None
+    train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True, rt.world_size) if needs_train else None
     # the full-precision model teaches the quantized one (finetune.distill)
     teacher = copy.deepcopy(model).eval() if needs_train and cfg.finetune.distill > 0 else None
+    if needs_train:
+        rt.checkpoints = Checkpoints(out / CHECKPOINTS, cfg.checkpoint_every, _run_identity(cfg, rt), rt)
+        rt.checkpoints.load(discard_other=overwrite)
     t0 = time.perf_counter()
     record: dict = {}
     ft = cfg.finetune
@@ -193,20 +207,24 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     if cfg.method == "ptq":
         plan = quantize_model(model, plan)
     elif cfg.method == "ste":
-        plan, record = ste_train(model, plan, train, ft, teacher)
+        plan, record = ste_train(model, plan, train, ft, teacher, rt)
     elif cfg.method == "admm":
-        plan, record = admm_train(model, plan, train, ft, cfg.admm, teacher)
+        plan, record = admm_train(model, plan, train, ft, cfg.admm, teacher, rt)
     else:
         record["budget_bits"] = budget
         names = group_names(model, cfg.bands)
         groups = group_views(model, names)
         numel, rows = {n: p.numel() for n, p in groups.items()}, {n: p.shape[0] for n, p in groups.items()}
         t_sens = time.perf_counter()
-        if cfg.method == "hessian":
+        done = rt.checkpoints.finished(cfg.method)  # a resumed run: the precisions were chosen before
+        if done is not None:
+            bits = done[0]["chosen_bits"]
+            record.update({k: v for k, v in done[0].items() if k != "chosen_bits"})
+        elif cfg.method == "hessian":
             valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
             held = [b for _, (_, b) in zip(range(cfg.hessian_batches), valid.iterate(0))]
             tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
-                                   seed=cfg.seed, groups=names)
+                                   seed=cfg.seed, groups=names, rt=rt)
             omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)
             record["hessian"] = tr
             record["omega"] = {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}
@@ -221,22 +239,29 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
             searched = copy.deepcopy(model)
             sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
             bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
-                                                       cfg.per_row, names, teacher)
+                                                       cfg.per_row, names, teacher, rt)
             del searched
-        # what the choice of precisions cost: sensitivities (Hessian traces, KL passes) or the search
-        record["sensitivity_seconds"] = time.perf_counter() - t_sens
-        if cfg.method != "search":
-            bits = allocate_bits(omega, numel, budget, rows, cfg.per_row)
-            record["objective"] = sum(omega[n][b] for n, b in bits.items())
+        if done is None:
+            # what the choice of precisions cost: sensitivities (Hessian traces, KL passes) or the search
+            record["sensitivity_seconds"] = time.perf_counter() - t_sens
+            if cfg.method != "search":
+                bits = allocate_bits(omega, numel, budget, rows, cfg.per_row)
+                record["objective"] = sum(omega[n][b] for n, b in bits.items())
+            rt.checkpoints.finish(cfg.method, {"chosen_bits": bits, **{k: v for k, v in record.items()
+                                                                       if k != "budget_bits"}})
         record["chosen_bits"] = bits
         chosen = QuantPlan.from_bits(bits, cfg.per_row)
         if cfg.plan_trainer == "ste":
-            plan, train_record = ste_train(model, chosen, train, ft, teacher)
+            plan, train_record = ste_train(model, chosen, train, ft, teacher, rt)
         else:
-            plan, train_record = admm_train(model, chosen, train, ft, cfg.admm, teacher)
+            plan, train_record = admm_train(model, chosen, train, ft, cfg.admm, teacher, rt)
         record.update(train_record)
         record["plan_trainer"] = cfg.plan_trainer
     train_s = time.perf_counter() - t0
+    if not rt.is_main:  # rank 0 writes the outputs
+        rt.barrier()
+        return {}
+    model.cpu()
     with staged_output(out, OUTPUTS, overwrite=overwrite) as stage:
         # the self-normalisation the source was trained with goes with it (fine-tuning here has no such term)
         save_packed(stage, model, plan, vocab, extra={"quantization": {"method": cfg.method},
@@ -248,15 +273,26 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
                    "size_mb": file_bytes / 1e6, "ideal_mb": size["ideal_bytes"] / 1e6,
                    "fp32_mb": size["fp32_bytes"] / 1e6, "compression": size["fp32_bytes"] / file_bytes,
                    "ideal_compression": size["compression"], "train_seconds": train_s,
-                   "sensitivity_seconds": record.get("sensitivity_seconds"), "record": record}
-        results.update(evaluate_texts(qmodel, vocab, cfg, evals))
+                   "sensitivity_seconds": record.get("sensitivity_seconds"),
+                   "device": str(rt.device), "world_size": rt.world_size, "record": record}
+        results.update(evaluate_texts(qmodel.to(rt.device), vocab, cfg, evals))
         with open(stage / CONFIG, "w", encoding="utf-8") as f:
             json.dump(cfg.to_dict(), f, indent=2)
         with open(stage / RESULTS, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
+    rt.barrier()
+    if rt.checkpoints is not None:
+        rt.checkpoints.remove()
     log.info("%s: %.3f MB (%.1fx), valid ppl %s, test ppl %s", out, results["size_mb"], results["compression"],
              results.get("valid_ppl"), results.get("test_ppl"))
     return results
+
+
+def _run_identity(cfg: QuantConfig, rt) -> dict:
+    """What a checkpoint must match to be resumed: the configuration (less where it goes and how often it is
+    checkpointed) and the processes (their random generators are in it)."""
+    run = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "checkpoint_every")}
+    return {**run, "world_size": rt.world_size, "device_type": rt.device.type}
 
 
 def evaluate_texts(model, vocab, cfg: QuantConfig, plans: dict | None = None) -> dict:

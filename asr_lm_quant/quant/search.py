@@ -9,8 +9,6 @@ and (``fill_budget``, default on) raised greedily while under it.
 
 from __future__ import annotations
 
-
-
 import torch
 import torch.nn.functional as F
 
@@ -19,30 +17,34 @@ from asr_lm_quant.quant.allocate import group_bits_cost
 from asr_lm_quant.quant.plan import assemble, group_names, group_views
 from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.quantizers import fake_quant
+from asr_lm_quant.quant.parallel import LOCAL, Runtime
+from asr_lm_quant.quant.resume import PhaseState
 from asr_lm_quant.quant.train import FinetuneOptions, forward_with, objective, run_steps
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,
                       sopts: SearchOptions, per_row: bool = False,
-                      names: list[str] | None = None, teacher=None) -> tuple[dict[str, int], dict]:
+                      names: list[str] | None = None, teacher=None, rt: Runtime = LOCAL) -> tuple[dict[str, int], dict]:
     """Train the super-network; return ``(bits per group, record)``. ``budget`` is in bits (groups and
     scales, as :func:`allocate.budget_bits` gives). The model's latent weights are trained too.
-    ``names``: the weight groups (``plan.group_names``; default every matrix whole)."""
+    ``names``: the weight groups (``plan.group_names``; default every matrix whole). ``rt``: device, ranks and
+    checkpoints (phase ``search``: the logits, scales and Gumbel generator are checkpointed)."""
     cands = sorted(int(b) for b in candidates)
     names = names or group_names(model)
     groups = group_views(model, names)
     rows = {n: p.shape[0] for n, p in groups.items()}
-    costs = {n: torch.tensor([float(group_bits_cost(p.numel(), rows[n], b, per_row)) for b in cands])
+    costs = {n: torch.tensor([float(group_bits_cost(p.numel(), rows[n], b, per_row)) for b in cands],
+                             device=rt.device)
              for n, p in groups.items()}
-    logits = {n: torch.zeros(len(cands), requires_grad=True) for n in groups}
-    scales: dict = {}
-    gen = torch.Generator().manual_seed(opts.seed)
-    trace = []
+    logits = {n: torch.nn.Parameter(torch.zeros(len(cands), device=rt.device)) for n in groups}
+    scales: dict = {}  # "<bits>:<group>" -> scale
+    gen = torch.Generator().manual_seed(opts.seed)  # on the CPU: every rank and device draws the same noise
+    state = {"trace": []}
 
     def probs(n):
         if sopts.gumbel:
             g = -torch.log(-torch.log(torch.rand(len(cands), generator=gen).clamp(1e-10, 1 - 1e-10)))
-            return F.softmax((logits[n] + g) / sopts.tau, dim=0)
+            return F.softmax((logits[n] + g.to(rt.device)) / sopts.tau, dim=0)
         return F.softmax(logits[n], dim=0)
 
     def loss_fn(b):
@@ -51,30 +53,34 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
             pr = probs(n)
             w = 0.0
             for i, bits in enumerate(cands):
-                q, s = fake_quant(p, bits, per_row, init=scales.get((n, bits)))
+                q, s = fake_quant(p, bits, per_row, init=scales.get(f"{bits}:{n}"))
                 if s is not None:
-                    scales[(n, bits)] = s
+                    scales[f"{bits}:{n}"] = s
                 w = w + pr[i] * q
             weights[n] = w
             size = size + (pr * costs[n]).sum()
         loss, lm = objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
-        return loss + sopts.gamma * size / budget, lm
+        penalty = sopts.gamma * size / budget
+        if rt.distributed:  # every rank adds the same penalty: its share is 1 / world_size
+            penalty = penalty / rt.world_size
+        return loss + penalty, lm
 
     def after_step(step):
         if (step + 1) % opts.log_every == 0:
-            trace.append({"step": step + 1,
-                          "probs": {n: F.softmax(a.detach(), 0).tolist() for n, a in logits.items()}})
+            state["trace"].append({"step": step + 1,
+                                   "probs": {n: F.softmax(a.detach(), 0).tolist() for n, a in logits.items()}})
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, after_step, desc="search",
-                     extra_params=list(logits.values()), extra_lr=sopts.arch_lr)
-    final_logits = {n: a.detach() for n, a in logits.items()}
+                     extra_params=list(logits.values()), extra_lr=sopts.arch_lr, rt=rt, phase="search",
+                     state=PhaseState({"logits": logits, "scale": scales}, state, {"gumbel": gen}))
+    final_logits = {n: a.detach().cpu() for n, a in logits.items()}
     chosen = {n: cands[int(torch.argmax(a))] for n, a in final_logits.items()}
     numel = {n: p.numel() for n, p in groups.items()}
     repaired = repair_budget(chosen, final_logits, cands, numel, rows, budget, per_row)
     if sopts.fill_budget:
         repaired = fill_budget(repaired, final_logits, cands, numel, rows, budget, per_row)
     record = {"candidates": cands, "argmax": chosen, "bits": repaired, "repaired": repaired != chosen,
-              "logits": {n: a.tolist() for n, a in final_logits.items()}, "train": hist, "trace": trace}
+              "logits": {n: a.tolist() for n, a in final_logits.items()}, "train": hist, "trace": state["trace"]}
     return repaired, record
 
 

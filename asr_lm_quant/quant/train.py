@@ -20,6 +20,9 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
+from asr_lm_quant.lm.loop import TrainingInterrupted, _StopSignal, autocast, step_seed
+from asr_lm_quant.quant.parallel import LOCAL, Runtime
+from asr_lm_quant.quant.resume import BatchStream, PhaseState
 from asr_lm_quant.quant.plan import QuantPlan, assemble, group_views, split_group
 from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.ptq import quantize_model
@@ -28,13 +31,10 @@ from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, fake_quant, pr
 log = logging.getLogger(__name__)
 
 
-def batch_stream(plan: BatchPlan):
-    """Endless stream of training batches, epoch after epoch (order fixed by the plan's seed)."""
-    epoch = 0
-    while True:
-        for _, b in plan.iterate(epoch):
-            yield b
-        epoch += 1
+def batch_stream(plan: BatchPlan, rt: Runtime = LOCAL) -> BatchStream:
+    """Endless stream of training batches (this rank's rows), epoch after epoch (order fixed by the plan's
+    seed)."""
+    return BatchStream(plan, rt.rank, rt.world_size)
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,15 @@ def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
 
     Both terms come from one log-softmax of the model against the mixed target ``(1 - d) onehot + d p_teacher``
     (less the teacher's entropy, a constant); padding rows get a zero target rather than being selected out,
-    which would copy the [tokens, vocabulary] matrices."""
+    which would copy the [tokens, vocabulary] matrices. Under data parallelism the training loss is this
+    rank's share of the global batch's (``parallel``); the cross entropy stays this rank's mean."""
+    loss, ce = _objective(logits, b, opts, teacher)
+    if b.tokens != b.global_tokens:
+        loss = loss * (b.tokens / b.global_tokens)
+    return loss, ce
+
+
+def _objective(logits, b, opts, teacher):
     if teacher is None or opts.distill <= 0:
         ce = token_loss(logits, b.targets)
         return ce, ce.detach()
@@ -58,7 +66,7 @@ def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
     y = b.targets.reshape(-1)
     real = y != PAD_TARGET
     n = int(real.sum())
-    rows = torch.arange(len(y))
+    rows = torch.arange(len(y), device=y.device)
     ls = logits.reshape(len(y), -1).float().log_softmax(-1)
     with torch.no_grad():
         lt = forward_with(teacher, {}, b.inputs, opts.bf16).reshape(len(y), -1).float().log_softmax(-1)
@@ -70,23 +78,23 @@ def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
 
 
 def forward_with(model, weights: dict, inputs, bf16: bool = False):
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-    with ctx:
+    with autocast(inputs.device, bf16):
         return functional_call(model, weights, (inputs,), tie_weights=True)
 
 
 @torch.no_grad()
 def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
-    """Perplexity of ``model`` (eval mode) over every batch of ``plan``; end of sentence included."""
+    """Perplexity of ``model`` (eval mode, on its own device) over every batch of ``plan``; end of sentence
+    included."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, n = 0.0, 0
     for _, b in plan.iterate(0):
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-        with ctx:
-            logits = model(b.inputs)
-        total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b.targets.reshape(-1),
-                                       ignore_index=PAD_TARGET, reduction="sum"))
+        with autocast(device, bf16):
+            logits = model(b.inputs.to(device))
+        total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                       b.targets.to(device).reshape(-1), ignore_index=PAD_TARGET, reduction="sum"))
         n += b.tokens
     model.train(was)
     return {"loss": total / n, "ppl": math.exp(total / n), "tokens": n}
@@ -94,41 +102,71 @@ def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
 
 def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, after_step=None,
               desc: str = "finetune", extra_params=None, extra_lr: float | None = None,
-              stream=None) -> list[dict]:
+              stream=None, rt: Runtime = LOCAL, phase: str | None = None,
+              state: PhaseState | None = None) -> list[dict]:
     """Adam on ``params`` (and ``extra_params`` at ``extra_lr``) for ``opts.steps`` steps of ``loss_fn(batch)``.
 
     ``loss_fn`` returns ``(total loss, lm loss)``; ``after_step(step)`` runs after each update; ``stream``
-    (default: a fresh :func:`batch_stream`) lets a second phase go on where the first one stopped."""
+    (default: a fresh :func:`batch_stream`) lets a second phase go on where the first one stopped.
+    ``rt``: device and ranks (gradients summed over ranks before each step). With ``rt.checkpoints`` and a
+    ``phase`` name, the loop resumes that phase from a checkpoint, checkpoints every ``checkpoints.every``
+    steps, and on SIGINT/SIGTERM checkpoints after the step in progress and raises ``TrainingInterrupted``;
+    ``state`` holds the method's variables that go into the checkpoint."""
     groups = [{"params": list(params), "lr": opts.lr}]
     if extra_params:
         groups.append({"params": list(extra_params), "lr": extra_lr or opts.lr})
     base_lrs = [g["lr"] for g in groups]
     opt = torch.optim.Adam(groups)
-    torch.manual_seed(opts.seed)
-    stream = stream if stream is not None else batch_stream(train)
+    # dropout masks: rank 0 draws as a single process does, the other ranks streams of their own
+    torch.manual_seed(opts.seed if rt.rank == 0 else step_seed(opts.seed, 0, rt.rank))
+    stream = stream if stream is not None else batch_stream(train, rt)
+    ckpts = rt.checkpoints if phase is not None else None
+    hist, start, window = [], 0, [0.0, 0]
+    if ckpts is not None:
+        cur = ckpts.restore(phase, model, opt, state, stream)
+        if cur is not None:
+            hist, start, window = cur["hist"], cur["step"], cur["window"]
+    every = [p for g in groups for p in g["params"]]
     model.train()
-    hist, win, win_tok, t0 = [], 0.0, 0, time.perf_counter()
-    for step in tqdm(range(opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True):
-        b = next(stream)
-        warm = min(1.0, (step + 1) / max(1, opts.warmup))
-        decay = 0.5 * (1 + math.cos(math.pi * step / max(1, opts.steps)))  # cosine to 0: W settles on Q
-        for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * warm * decay
-        loss, lm = loss_fn(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if opts.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(groups[0]["params"], opts.clip_norm)
-        opt.step()
-        if after_step is not None:
-            after_step(step)
-        win += float(lm) * b.tokens
-        win_tok += b.tokens
-        if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
-            dt = time.perf_counter() - t0
-            hist.append({"step": step + 1, "loss": win / win_tok, "tokens_per_s": win_tok / dt})
-            log.debug("%s step %d loss %.4f", desc, step + 1, win / win_tok)
-            win, win_tok, t0 = 0.0, 0, time.perf_counter()
+    win, win_tok = window
+    t0 = time.perf_counter()
+    stop = _StopSignal() if ckpts is not None else None
+    try:
+        for step in tqdm(range(start, opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True,
+                         initial=start, total=opts.steps, disable=not rt.is_main):
+            b = rt.batch(next(stream))
+            warm = min(1.0, (step + 1) / max(1, opts.warmup))
+            decay = 0.5 * (1 + math.cos(math.pi * step / max(1, opts.steps)))  # cosine to 0: W settles on Q
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * warm * decay
+            loss, lm = loss_fn(b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            rt.sum_gradients(every)
+            if opts.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(groups[0]["params"], opts.clip_norm)
+            opt.step()
+            if after_step is not None:
+                after_step(step)
+            win += float(lm) * b.tokens
+            win_tok += b.tokens
+            if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
+                dt = time.perf_counter() - t0
+                win, win_tok = rt.all_sum(torch.tensor([win, win_tok], dtype=torch.float64)).tolist() \
+                    if rt.distributed else (win, win_tok)
+                hist.append({"step": step + 1, "loss": win / win_tok, "tokens_per_s": win_tok / dt})
+                log.debug("%s step %d loss %.4f", desc, step + 1, win / win_tok)
+                win, win_tok, t0 = 0.0, 0, time.perf_counter()
+            if ckpts is not None:
+                interrupted = stop.received(rt.world_size, rt.device)
+                if interrupted or (ckpts.due(step + 1) and step + 1 < opts.steps):
+                    ckpts.save(phase, step + 1, model, opt, state, stream, hist, [win, win_tok])
+                if interrupted:
+                    raise TrainingInterrupted(f"stopped by {stop.name} after {desc} step {step + 1}; checkpoint in "
+                                              f"{ckpts.root}, the same command resumes")
+    finally:
+        if stop is not None:
+            stop.restore()
     model.eval()
     return hist
 
@@ -138,10 +176,14 @@ def _latent(model):
 
 
 def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
-              teacher=None) -> tuple[QuantPlan, dict]:
+              teacher=None, rt: Runtime = LOCAL) -> tuple[QuantPlan, dict]:
     """Quantization-aware training with straight-through gradients; ends hard-quantized. ``teacher``: the
-    full-precision model, for ``opts.distill``."""
+    full-precision model, for ``opts.distill``; ``rt``: device, ranks and checkpoints (phase ``ste``)."""
     plan.validate(model)
+    done = rt.checkpoints.finished("ste") if rt.checkpoints is not None else None
+    if done is not None:
+        rt.checkpoints.load_model_of("ste", model)
+        return quantize_model(model, plan), {"train": done[0]["train"]}
     scales = {}
 
     def loss_fn(b):
@@ -153,33 +195,62 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
                 scales[n] = s
         return objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
 
-    hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste")
+    hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste", rt=rt, phase="ste",
+                     state=PhaseState({"scale": scales}))
+    if rt.checkpoints is not None:
+        rt.checkpoints.finish("ste", {"train": hist}, model)
     return quantize_model(model, plan), {"train": hist}
 
 
 def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
-               admm: AdmmOptions, teacher=None) -> tuple[QuantPlan, dict]:
+               admm: AdmmOptions, teacher=None, rt: Runtime = LOCAL) -> tuple[QuantPlan, dict]:
     """ADMM: LM loss + scaled augmented Lagrangian; Q by projection (scale re-fitted), U dual updates.
     At the end W = Q(W) (the final weights projected): the returned model is exactly the quantized model whose
     perplexity is reported. Of ``opts.steps``, the last ``admm.final_steps`` train the 32-bit parameters and
-    the scales with the codes frozen (:func:`train_frozen_codes`)."""
+    the scales with the codes frozen (:func:`train_frozen_codes`). Checkpoint phases: ``admm``, ``frozen``."""
     plan.validate(model)
     names = [n for n, g in plan.groups.items() if g.bits != FLOAT_BITS]
+    if not 0 <= admm.final_steps <= opts.steps:
+        raise ValueError(f"ADMM final_steps ({admm.final_steps}) must lie within the {opts.steps} fine-tuning steps")
 
     def views():  # fresh views each time: a view made once would hold a stale autograd edge
         return group_views(model, names)
+    stream = batch_stream(train, rt)
+    done = rt.checkpoints.finished("admm") if rt.checkpoints is not None else None
+    if done is not None:  # the W steps are behind us: their weights W = Q, scales and records
+        meta, tensors = done
+        rt.checkpoints.load_model_of("admm", model)
+        scales = {n: tensors[f"scale/{n}"].to(rt.device) for n in names}
+        hist, distances = meta["train"], meta["distance"]
+        stream.seek(meta["stream"])
+    else:
+        hist, distances, scales = _admm_steps(model, plan, names, views, train, opts, admm, teacher, rt, stream)
+    out = plan.without_scales()
+    for n in names:
+        out.set_scale(n, scales[n])
+    record = {"train": hist, "distance": distances}
+    if admm.final_steps > 0:
+        fopts = replace(opts, steps=admm.final_steps, lr=admm.final_lr or opts.lr)
+        out, record["final"] = train_frozen_codes(model, out, train, fopts, stream=stream, teacher=teacher, rt=rt)
+    return out, record
+
+
+def _admm_steps(model, plan, names, views, train, opts, admm, teacher, rt, stream):
+    """The W steps of ADMM, then W = Q(W): ``(history, distances, scales)``."""
     groups = views()
     scales, Q, U = {}, {}, {}
     for n, p in groups.items():
         g = plan.groups[n]
         Q[n], scales[n] = project(p, g.bits, g.per_row)
         U[n] = torch.zeros_like(p, dtype=torch.float32)
-    state = {"rho": admm.rho}
-    distances = [{"step": 0, "rel_dist": _rel_dist(groups, plan, scales)}]
+    # rho and the distances so far are checkpointed with Q, U and the scales
+    state = {"rho": admm.rho, "distance": [{"step": 0, "rel_dist": _rel_dist(groups, plan, scales)}]}
 
     def loss_fn(b):
         loss, lm = objective(forward_with(model, {}, b.inputs, opts.bf16), b, opts, teacher)
         pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in views().items())
+        if rt.distributed:  # every rank adds the same penalty: its share is 1 / world_size
+            pen = pen / rt.world_size
         return loss + 0.5 * state["rho"] * pen, lm
 
     def after_step(step):
@@ -190,42 +261,39 @@ def admm_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
                 g = plan.groups[n]
                 Q[n], scales[n] = project(p + U[n], g.bits, g.per_row, init=scales[n], max_iter=10)
                 U[n] += p - Q[n]
-        distances.append({"step": step + 1, "rel_dist": _rel_dist(views(), plan, scales), "rho": state["rho"]})
+        state["distance"].append({"step": step + 1, "rel_dist": _rel_dist(views(), plan, scales),
+                                  "rho": state["rho"]})
         state["rho"] = min(admm.rho_max, state["rho"] * admm.rho_growth)
 
-    if not 0 <= admm.final_steps <= opts.steps:
-        raise ValueError(f"ADMM final_steps ({admm.final_steps}) must lie within the {opts.steps} fine-tuning steps")
-    stream = batch_stream(train)
     wopts = replace(opts, steps=opts.steps - admm.final_steps, lr=admm.lr or opts.lr)
-    hist = run_steps(model, model.parameters(), train, wopts, loss_fn, after_step, desc="admm", stream=stream)
+    hist = run_steps(model, model.parameters(), train, wopts, loss_fn, after_step, desc="admm", stream=stream,
+                     rt=rt, phase="admm", state=PhaseState({"Q": Q, "U": U, "scale": scales}, state))
+    distances = state["distance"]
     with torch.no_grad():  # final hard quantization: W = Q(W), the nearest point of the set
         for n, p in views().items():
             g = plan.groups[n]
             Q[n], scales[n] = project(p, g.bits, g.per_row)
             p.copy_(Q[n])
-    out = plan.without_scales()
-    for n in groups:
-        out.set_scale(n, scales[n])
-    record = {"train": hist, "distance": distances}
-    if admm.final_steps > 0:
-        fopts = replace(opts, steps=admm.final_steps, lr=admm.final_lr or opts.lr)
-        out, record["final"] = train_frozen_codes(model, out, train, fopts, stream=stream, teacher=teacher)
-    return out, record
+    if rt.checkpoints is not None:
+        rt.checkpoints.finish("admm", {"train": hist, "distance": distances, "stream": stream.position()}, model,
+                              {f"scale/{n}": s for n, s in scales.items()})
+    return hist, distances, scales
 
 
 def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
-                       stream=None, teacher=None) -> tuple[QuantPlan, list[dict]]:
+                       stream=None, teacher=None, rt: Runtime = LOCAL) -> tuple[QuantPlan, list[dict]]:
     """Adapt the 32-bit parameters (LayerNorms, biases) and the scales to a quantized model, codes fixed.
 
     ADMM trains the float parameters alongside the float weights ``W``; once ``W = Q`` they can follow the
     quantized weights. Each group's weights stay ``alpha * codes`` (scales kept positive as ``exp(log alpha)``),
-    so the model remains exactly on its quantization tables and packs without loss."""
+    so the model remains exactly on its quantization tables and packs without loss. Checkpoint phase
+    ``frozen``: its codes and scales are checkpointed with it."""
     plan.validate(model)
     quantized = [n for n, g in plan.groups.items() if g.bits != FLOAT_BITS]
     codes, log_alpha = {}, {}
     for n, p in group_views(model, quantized).items():
         g = plan.groups[n]
-        scale = plan.scale_tensor(n)
+        scale = plan.scale_tensor(n).to(p.device)
         codes[n] = quantize_codes(p, g.bits, scale, g.per_row)
         log_alpha[n] = torch.nn.Parameter(scale.float().reshape(-1, 1).log())
     # a matrix is frozen unless one of its groups is float (that band then trains; the rest of the
@@ -244,7 +312,8 @@ def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneO
     try:
         # the scales move in log space: a learning rate there is a relative step, whatever their magnitude
         hist = run_steps(model, floats, train, opts, loss_fn, desc="frozen codes",
-                         extra_params=list(log_alpha.values()), extra_lr=opts.lr, stream=stream)
+                         extra_params=list(log_alpha.values()), extra_lr=opts.lr, stream=stream, rt=rt,
+                         phase="frozen", state=PhaseState({"codes": codes, "log_alpha": log_alpha}))
     finally:
         for p in frozen:
             p.requires_grad_(True)
