@@ -223,6 +223,22 @@ def check_lattice(lat: Lattice, error, at) -> None:
         raise error("final weight with cost -inf", at)
 
 
+def string_properties(lat: Lattice) -> int:
+    """The property bits of ``lat`` known to be a string (states 0..n in a chain, the last one final)."""
+    il, ol = lat.ilabel, lat.olabel
+    p = (K_EXPANDED | K_MUTABLE | K_IDET | K_ODET | K_ISORTED | K_OSORTED | K_ACYCLIC | K_INIT_ACYCLIC
+         | K_TOPSORTED | K_ACCESSIBLE | K_COACCESSIBLE | K_STRING | K_UNWEIGHTED_CYCLES)
+    acceptor = il is ol or np.array_equal(il, ol)
+    p |= K_ACCEPTOR if acceptor else K_NOT_ACCEPTOR
+    i_eps = bool((il == 0).any())
+    o_eps = i_eps if acceptor else bool((ol == 0).any())
+    both_eps = i_eps if acceptor else bool(((il == 0) & (ol == 0)).any())
+    p |= (K_EPS if both_eps else K_NO_EPS) | (K_IEPS if i_eps else K_NO_IEPS) | (K_OEPS if o_eps else K_NO_OEPS)
+    weighted = (len(lat.ali) > 0 or len(lat.final_ali) > 0 or lat.final_graph[-1] != 0
+                or lat.final_acoustic[-1] != 0 or lat.graph.any() or lat.acoustic.any())
+    return p | (K_WEIGHTED if weighted else K_UNWEIGHTED)
+
+
 def compute_properties(lat: Lattice) -> int:
     """The OpenFst property bits of ``lat`` (all binary properties known), plus kExpanded|kMutable."""
     p = K_EXPANDED | K_MUTABLE
@@ -240,15 +256,7 @@ def compute_properties(lat: Lattice) -> int:
     if (lat.start == 0 and ns == na + 1 and final[-1] and final.sum() == 1 and np.array_equal(src, np.arange(na))
             and np.array_equal(dst, src + 1)):
         # A string (one path: what n-best extraction writes): only the labels and weights need looking at.
-        p |= (K_IDET | K_ODET | K_ISORTED | K_OSORTED | K_ACYCLIC | K_INIT_ACYCLIC | K_TOPSORTED | K_ACCESSIBLE
-              | K_COACCESSIBLE | K_STRING | K_UNWEIGHTED_CYCLES)
-        p |= pick(np.array_equal(il, ol), K_ACCEPTOR, K_NOT_ACCEPTOR)
-        p |= pick(not np.any((il == 0) & (ol == 0)), K_NO_EPS, K_EPS)
-        p |= pick(not np.any(il == 0), K_NO_IEPS, K_IEPS)
-        p |= pick(not np.any(ol == 0), K_NO_OEPS, K_OEPS)
-        weighted = (np.any(lat.graph != 0) or np.any(lat.acoustic != 0) or len(lat.ali) > 0
-                    or lat.final_graph[-1] != 0 or lat.final_acoustic[-1] != 0 or len(lat.final_ali) > 0)
-        return p | pick(weighted, K_WEIGHTED, K_UNWEIGHTED)
+        return string_properties(lat)
 
     p |= pick(np.array_equal(il, ol), K_ACCEPTOR, K_NOT_ACCEPTOR)
     same_src = src[1:] == src[:-1] if na else np.zeros(0, bool)

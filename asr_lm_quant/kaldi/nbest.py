@@ -120,7 +120,10 @@ def path_to_lattice(lat: Lattice, path: LatticePath) -> Lattice:
                   lat.acoustic[arcs], fg, fa, _offsets([len(a) for a in alis]),
                   np.concatenate(alis) if alis else np.zeros(0, np.int32),
                   _offsets([0] * k + [len(fali)]), fali)
-    if not lat.compact:
+    if lat.compact:
+        from asr_lm_quant.kaldi.fst_binary import string_properties
+        out.properties = string_properties(out)  # a string by construction: no graph search when written
+    else:
         from asr_lm_quant.kaldi.lattice import lattice_to_compact
         out = lattice_to_compact(out.replace(compact=False, ilabel=[a[0] if len(a) else 0 for a in alis],
                                              ali_offsets=None, ali=None, final_ali_offsets=None,
