@@ -16,16 +16,19 @@ deletion position happens through the epsilon positions, which is why they are t
 Kaldi details kept here: the start hypothesis is the best path; a super-final state is added (epsilon arcs
 carrying the final weights) unless there is exactly one final state with weight One and no arcs out; a move
 that does not advance ``q`` costs an extra ``1e-5`` (so epsilon arcs prefer to advance); ties between moves
-go to substitution, then insertion, then deletion; ``gamma`` is rounded to float32 and ties in it go to the
-larger word id; at most about 100 iterations.
+go to substitution, then insertion, then deletion (moves within 1e-9 are ties: exact ties are common, as where
+the 1e-5 meets a position that is 1e-5 cheaper, and Kaldi settles them by rounding noise); ``gamma`` is
+rounded to float32 and ties in it go to the larger word id; at most about 100 iterations.
 
 ``score_kaldi_wer.sh --decode-mbr true`` runs ``lattice-scale --inv-acoustic-scale=LMWT |
 lattice-add-penalty --word-ins-penalty=WIP | lattice-prune --beam=6 | lattice-mbr-decode``;
 :func:`mbr_sweep` does that for many settings of one lattice at once (the topological layers are shared).
 
-Each pass is vectorised over the arcs entering one topological layer and over ``q``: the deletion move is
-a chain along ``q`` (``x(q) = min(b(q), x(q-1) + c_q)``), done as a running minimum; in the backward pass
-the chain becomes a segmented suffix sum.
+Each pass is vectorised over the arcs entering one topological layer, over ``q`` and over the settings of
+a sweep (an arc pruned away in one setting carries no probability there; hypotheses of different lengths
+are padded, which is harmless as nothing flows from a position to a lower one in the forward pass or to a
+higher one in the backward pass). The deletion move is a chain along ``q`` (``x(q) = min(b(q), x(q-1) +
+c_q)``), done as a running minimum; in the backward pass it becomes a segmented suffix sum.
 """
 
 from __future__ import annotations
@@ -43,9 +46,8 @@ log = logging.getLogger(__name__)
 DELTA = 1.0e-5  # Kaldi's delta(): the extra cost of a move that does not advance along the hypothesis
 MAX_ITERATIONS = 101  # Kaldi stops after its 102nd pass (counter > 100)
 KALDI_MBR_BEAM = 6.0  # score_kaldi_wer.sh: lattice-prune --beam=6 before lattice-mbr-decode
-# Moves whose expected costs differ by less than this are ties (the running-minimum form of the deletion
-# chain adds and subtracts integers, which can move a value by an ulp).
-_TIE = 1e-9
+_TIE = 1e-9  # expected costs closer than this are ties
+_CHUNK = 4_000_000  # most (arcs x settings x positions) values held per array; settings go in chunks
 
 
 @dataclass
@@ -64,20 +66,6 @@ class MbrResult:
     iterations: int
 
 
-class _Graph:
-    """The word graph MBR runs on for one setting: pruned arcs, one final node, arcs grouped by the
-    topological layer of their destination, and each arc's share of the forward probability of its
-    destination, ``exp(alpha(src) + loglike - alpha(dst))``."""
-
-    def __init__(self, src, dst, word, frac, dst_layer, start, final, num_nodes):
-        self.src, self.dst, self.word, self.frac = src, dst, word, frac
-        self.start, self.final, self.num_nodes = start, final, num_nodes
-        order = np.argsort(dst_layer, kind="stable")
-        self.groups = [g for g in np.split(order, np.flatnonzero(np.diff(dst_layer[order])) + 1) if len(g)]
-        self.vocab = np.unique(np.concatenate([[0], word]))  # sorted; epsilon is index 0
-        self.word_index = np.searchsorted(self.vocab, word)
-
-
 def normalize_eps(words) -> np.ndarray:
     """``w1 .. wK`` (epsilons dropped) -> ``0 w1 0 w2 .. wK 0``, Kaldi's ``NormalizeEps``."""
     w = np.asarray([x for x in words if x != 0], dtype=np.int64)
@@ -86,75 +74,101 @@ def normalize_eps(words) -> np.ndarray:
     return out
 
 
-def _forward(g: _Graph, r: np.ndarray):
-    """``alpha'`` (Kaldi's ``EditDistance``, the paper's Figure 4), plus each arc's chosen moves for the
-    backward pass: ``move[a, q]`` is 1 (substitute/match: from ``q-1``), 2 (insert: from ``q``) or 3
-    (delete ``r_q``: from the same arc's ``q-1``)."""
-    big_q = len(r)
-    r_is_word = (r != 0).astype(np.float64)  # l(0, r_q)
-    chain = np.concatenate([[0.0], np.cumsum(r_is_word)])  # [Q+1]
-    alpha_dash = np.zeros((g.num_nodes, big_q + 1))
+class _Graphs:
+    """The word graphs MBR runs on, one per setting ``k``, over shared nodes: the lattice's states plus a
+    super-final node. ``frac[a, k]`` is arc ``a``'s share of the forward probability of its destination,
+    ``exp(alpha(src) + loglike - alpha(dst))``, 0 where setting ``k`` pruned the arc; ``final[k]`` is the
+    node the paths of setting ``k`` end in. ``groups``: arc indices by the topological layer of their
+    destination."""
+
+    def __init__(self, src, dst, word, frac, groups, start, final, num_nodes):
+        self.src, self.dst, self.word, self.frac = src, dst, word, frac
+        self.groups, self.start, self.final, self.num_nodes = groups, start, final, num_nodes
+        self.vocab = np.unique(np.concatenate([[0], word]))  # sorted; epsilon is index 0
+        self.word_index = np.searchsorted(self.vocab, word)
+
+    def subset(self, ks) -> "_Graphs":
+        return _Graphs(self.src, self.dst, self.word, self.frac[:, ks], self.groups, self.start, self.final[ks],
+                       self.num_nodes)
+
+
+def _forward(g: _Graphs, r: np.ndarray, chain: np.ndarray):
+    """``alpha'[node, k, q]`` (Kaldi's ``EditDistance``, the paper's Figure 4) and each arc's moves for the
+    backward pass: ``move[a, k, q]`` is 1 (substitute/match: from ``q-1``), 2 (insert: from ``q``) or 3
+    (delete ``r_q``: from the same arc's ``q-1``). ``r[k]``: padded hypotheses; ``chain[k, q]``: the number
+    of words in ``r[k, :q]``."""
+    r_is_word = np.diff(chain, axis=1)
+    kk, q1 = chain.shape
+    alpha_dash = np.zeros((g.num_nodes, kk, q1))
     alpha_dash[g.start] = chain  # from the start, only deletions
-    move = np.zeros((len(g.src), big_q + 1), dtype=np.int8)
+    move = np.zeros((len(g.src), kk, q1), dtype=np.int8)
     for idx in g.groups:
-        w = g.word[idx]
+        w = g.word[idx][:, None, None]
         prev = alpha_dash[g.src[idx]]
-        a2 = prev + ((w != 0) + DELTA)[:, None]  # insert the arc's word
-        a1 = prev[:, :-1] + (w[:, None] != r[None, :])  # align the arc's word with r_q
+        a2 = prev + ((w != 0) + DELTA)  # insert the arc's word
+        a1 = prev[:, :, :-1] + (w != r[None])  # align the arc's word with r_q
         best = a2.copy()
-        np.minimum(best[:, 1:], a1, out=best[:, 1:])
+        np.minimum(best[:, :, 1:], a1, out=best[:, :, 1:])
         # x(q) = min(best(q), x(q-1) + l(0, r_q)) as a running minimum
-        x = np.minimum.accumulate(best - chain, axis=1) + chain
-        a3 = x[:, :-1] + r_is_word
-        a2q = a2[:, 1:]
-        m = np.where(a1 <= a2q + _TIE, np.where(a1 <= a3 + _TIE, 1, 3), np.where(a2q <= a3 + _TIE, 2, 3))
-        move[idx, 1:] = m
-        np.add.at(alpha_dash, g.dst[idx], g.frac[idx][:, None] * x)
+        x = np.minimum.accumulate(best - chain, axis=2) + chain
+        a3 = x[:, :, :-1] + r_is_word
+        a2q = a2[:, :, 1:]
+        move[idx, :, 1:] = np.where(a1 <= a2q + _TIE, np.where(a1 <= a3 + _TIE, 1, 3),
+                                    np.where(a2q <= a3 + _TIE, 2, 3))
+        np.add.at(alpha_dash, g.dst[idx], g.frac[idx][:, :, None] * x)
     return alpha_dash, move
 
 
-def _acc_stats(g: _Graph, r: np.ndarray):
-    """Bayes risk and ``gamma[q, vocab index]`` for the normalised hypothesis ``r`` (the paper's
-    Figure 5; ``gamma`` row ``q - 1`` is position ``q``)."""
-    big_q = len(r)
-    alpha_dash, move = _forward(g, r)
-    risk = float(alpha_dash[g.final, big_q])
-    beta_dash = np.zeros((g.num_nodes, big_q + 1))
-    beta_dash[g.final, big_q] = 1.0
-    arc_beta = np.zeros((len(g.src), big_q + 1))
-    cols = np.arange(big_q + 1)
+def _acc_stats(g: _Graphs, hyps: list[np.ndarray]):
+    """Bayes risk ``[K]`` and ``gamma[k, q - 1, vocab index]`` for the normalised hypotheses ``hyps[k]``
+    (the paper's Figure 5)."""
+    kk = len(hyps)
+    lens = np.array([len(h) for h in hyps])
+    q1 = int(lens.max()) + 1
+    r = np.zeros((kk, q1 - 1), dtype=np.int64)
+    for k, h in enumerate(hyps):
+        r[k, :len(h)] = h
+    chain = np.zeros((kk, q1))
+    chain[:, 1:] = np.cumsum(r != 0, axis=1)
+    alpha_dash, move = _forward(g, r, chain)
+    ks = np.arange(kk)
+    risk = alpha_dash[g.final, ks, lens]
+    beta_dash = np.zeros_like(alpha_dash)
+    beta_dash[g.final, ks, lens] = 1.0
+    arc_beta = np.zeros(move.shape)
+    cols = np.arange(q1)
     for idx in reversed(g.groups):
-        v = g.frac[idx][:, None] * beta_dash[g.dst[idx]]
+        m = len(idx)
+        v = g.frac[idx][:, :, None] * beta_dash[g.dst[idx]]
         # arc_beta(q) = v(q) + [move(q+1) == 3] arc_beta(q+1): a suffix sum that restarts wherever the
         # move at q+1 is not a deletion.
-        links = np.zeros((len(idx), big_q + 1), dtype=bool)
-        links[:, :-1] = move[idx, 1:] == 3
-        suffix = np.zeros((len(idx), big_q + 2))
-        suffix[:, :-1] = np.cumsum(v[:, ::-1], axis=1)[:, ::-1]
-        end = np.where(links, big_q + 1, cols)  # the chain from q ends at the first q' >= q without a link
-        end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
-        ab = suffix[:, :-1] - np.take_along_axis(suffix, end + 1, axis=1)
+        links = np.zeros(v.shape, dtype=bool)
+        links[:, :, :-1] = move[idx, :, 1:] == 3
+        suffix = np.zeros((m, kk, q1 + 1))
+        suffix[:, :, :-1] = np.cumsum(v[:, :, ::-1], axis=2)[:, :, ::-1]
+        end = np.where(links, q1, cols)  # the chain from q ends at the first q' >= q without a link
+        end = np.minimum.accumulate(end[:, :, ::-1], axis=2)[:, :, ::-1]
+        ab = suffix[:, :, :-1] - np.take_along_axis(suffix, end + 1, axis=2)
         arc_beta[idx] = ab
         # Mass flows to the source: substitution to q-1, insertion to q, deletion stays on the arc.
-        mv = move[idx, 1:]
-        target = cols[1:] - (mv == 1)
-        rows = np.broadcast_to(g.src[idx][:, None], mv.shape)
+        mv = move[idx, :, 1:]
         keep = mv != 3
-        np.add.at(beta_dash, (rows[keep], target[keep]), ab[:, 1:][keep])
-        np.add.at(beta_dash[:, 0], g.src[idx], ab[:, 0])
+        node = np.broadcast_to(g.src[idx][:, None, None], mv.shape)[keep]
+        setting = np.broadcast_to(ks[None, :, None], mv.shape)[keep]
+        target = (cols[1:] - (mv == 1))[keep]
+        np.add.at(beta_dash, (node, setting, target), ab[:, :, 1:][keep])
+        np.add.at(beta_dash[:, :, 0], g.src[idx], ab[:, :, 0])
     nv = len(g.vocab)
-    gamma = np.zeros((big_q + 1) * nv)
-    mv = move[:, 1:]
-    q_of = np.broadcast_to(cols[1:], mv.shape)
-    sub = mv == 1
-    gamma += np.bincount((q_of * nv + g.word_index[:, None])[sub], weights=arc_beta[:, 1:][sub],
-                         minlength=len(gamma))
-    dele = mv == 3
-    gamma += np.bincount((q_of * nv)[dele], weights=arc_beta[:, 1:][dele], minlength=len(gamma))
-    gamma = gamma.reshape(big_q + 1, nv)
+    size = kk * q1 * nv
+    mv = move[:, :, 1:]
+    base = (ks[None, :, None] * q1 + cols[None, None, 1:]) * nv
+    sub, dele = mv == 1, mv == 3
+    flat = np.bincount((base + g.word_index[:, None, None])[sub], weights=arc_beta[:, :, 1:][sub], minlength=size)
+    flat += np.bincount(np.broadcast_to(base, mv.shape)[dele], weights=arc_beta[:, :, 1:][dele], minlength=size)
+    gamma = flat.reshape(kk, q1, nv)
     # Positions still open at the start state are deletions of r_q (epsilon aligned to them).
-    gamma[1:, 0] += np.cumsum(beta_dash[g.start, 1:][::-1])[::-1]
-    return risk, gamma[1:]
+    gamma[:, 1:, 0] += np.cumsum(beta_dash[g.start, :, 1:][:, ::-1], axis=1)[:, ::-1]
+    return risk, [gamma[k, 1:lens[k] + 1] for k in range(kk)]
 
 
 def _sausage(vocab, gamma32) -> list[list[tuple[int, float]]]:
@@ -166,43 +180,58 @@ def _sausage(vocab, gamma32) -> list[list[tuple[int, float]]]:
     return out
 
 
-def _decode(g: _Graph, start_words, do_mbr: bool = True) -> MbrResult:
-    """Kaldi's ``MbrDecode`` (the paper's Figure 6) from ``start_words``."""
-    vocab = g.vocab
-    words = list(start_words)
-    risk, gamma32, r = 0.0, None, None
-    iterations = 0
-    while True:
-        r = normalize_eps(words)
-        prev_risk = risk
-        risk, gamma = _acc_stats(g, r)
-        iterations += 1
-        if iterations > 1 and risk > prev_risk + 1e-6:
-            log.debug("MBR: edit distance increased from %g to %g", prev_risk, risk)
-        gamma32 = gamma.astype(np.float32)  # Kaldi keeps gamma as float
-        if not do_mbr:
-            break
-        nv = len(vocab)
-        # Highest gamma, ties to the larger word id; a position with no mass keeps epsilon.
-        best = nv - 1 - np.argmax(gamma32[:, ::-1], axis=1)
-        best[gamma32.max(axis=1) <= 0] = 0
-        pos = np.arange(len(r))
-        at = np.minimum(np.searchsorted(vocab, r), nv - 1)
-        old = np.where(vocab[at] == r, gamma32[pos, at], 0.0)  # a given word the lattice lacks has none
-        new = gamma32[pos, best]
-        r = vocab[best]
-        words = [int(w) for w in r if w != 0]
-        if np.all(old == new):  # Kaldi's delta_Q == 0
-            break
-        if iterations > MAX_ITERATIONS:
-            log.warning("MBR decoding iterated %d times without settling; stopping", iterations)
-            break
-    return MbrResult(words=[int(w) for w in r if w != 0], bayes_risk=risk, sausage=_sausage(vocab, gamma32),
-                     map_words=[int(w) for w in start_words if w != 0], iterations=iterations)
+def _update(vocab, r, gamma32):
+    """Kaldi's update of ``R``: the highest ``gamma`` at each position (ties to the larger word id; a
+    position with no mass keeps epsilon). Returns the new words and whether anything changed
+    (``delta_Q != 0``)."""
+    nv = len(vocab)
+    best = nv - 1 - np.argmax(gamma32[:, ::-1], axis=1)
+    best[gamma32.max(axis=1) <= 0] = 0
+    pos = np.arange(len(r))
+    at = np.minimum(np.searchsorted(vocab, r), nv - 1)
+    old = np.where(vocab[at] == r, gamma32[pos, at], 0.0)  # a given word the lattice lacks has none
+    new = gamma32[pos, best]
+    return [int(w) for w in vocab[best] if w != 0], bool(np.any(old != new))
+
+
+def _decode(g: _Graphs, start_words: list[list[int]], do_mbr: bool = True) -> list[MbrResult]:
+    """Kaldi's ``MbrDecode`` (the paper's Figure 6) for every setting of ``g``, from ``start_words[k]``."""
+    kk = len(start_words)
+    words = [[w for w in ws if w != 0] for ws in start_words]
+    hyps = [normalize_eps(ws) for ws in words]
+    risk = np.zeros(kk)
+    gammas: list = [None] * kk
+    iterations = np.zeros(kk, dtype=np.int64)
+    active = list(range(kk))
+    while active:
+        still = []
+        per = max(1, _CHUNK // max(1, len(g.src) * (2 + max(len(hyps[k]) for k in active))))
+        for lo in range(0, len(active), per):
+            ks = active[lo:lo + per]
+            rk, gk = _acc_stats(g.subset(ks), [hyps[k] for k in ks])
+            for j, k in enumerate(ks):
+                iterations[k] += 1
+                if iterations[k] > 1 and rk[j] > risk[k] + 1e-6:
+                    log.debug("MBR: edit distance increased from %g to %g", risk[k], rk[j])
+                risk[k] = rk[j]
+                gammas[k] = gk[j].astype(np.float32)  # Kaldi keeps gamma as float
+                if not do_mbr:
+                    continue
+                new_words, changed = _update(g.vocab, hyps[k], gammas[k])
+                words[k] = new_words
+                if changed and iterations[k] > MAX_ITERATIONS:
+                    log.warning("MBR decoding iterated %d times without settling; stopping", iterations[k])
+                elif changed:
+                    hyps[k] = normalize_eps(new_words)
+                    still.append(k)
+        active = still
+    return [MbrResult(words=words[k], bayes_risk=float(risk[k]), sausage=_sausage(g.vocab, gammas[k]),
+                      map_words=[int(w) for w in start_words[k] if w != 0], iterations=int(iterations[k]))
+            for k in range(kk)]
 
 
 class _PreparedLattice:
-    """What a sweep shares between settings: the lattice's topological layers and arc groupings."""
+    """A lattice ready for MBR at any settings: its topological layers and arc groupings."""
 
     def __init__(self, lat, *, path=None, key=None):
         if not lat.compact:
@@ -211,12 +240,11 @@ class _PreparedLattice:
         self.lat = lat
         self.path, self.key = path, key
         ns = lat.num_states
-        layers = _layers(lat, path=path, key=key)
+        layers = _layers(lat, path=path, key=key) if ns else []
         self.layer_of = np.empty(ns, dtype=np.int64)
         for i, states in enumerate(layers):
             self.layer_of[states] = i
         self.num_layers = len(layers)
-        self.arc_offsets = lat.arc_offsets()
         self.is_final = lat.is_final()
         # Kaldi's One() final weight: no cost and no transition-ids.
         self.final_is_one = (self.is_final & (lat.final_graph == 0) & (lat.final_acoustic == 0)
@@ -228,19 +256,21 @@ class _PreparedLattice:
         self.src_bounds = np.searchsorted(sl[self.by_src], np.arange(self.num_layers + 1))
 
     def costs(self, graph_scale, acoustic_scale, penalty):
-        """Arc and final costs after lattice-scale and lattice-add-penalty (float32 weights, as Kaldi's)."""
+        """Arc ``[A, K]`` and final ``[S, K]`` costs after lattice-scale and lattice-add-penalty (float32
+        scaled weights, as Kaldi's files hold them)."""
         lat = self.lat
-        cost = (lat.graph * graph_scale).astype(np.float32).astype(np.float64)
-        cost = cost + (lat.acoustic * acoustic_scale).astype(np.float32)
-        cost = cost + penalty * (lat.olabel != 0)
+        gs, ac, wp = (np.asarray(x, dtype=np.float64) for x in (graph_scale, acoustic_scale, penalty))
+        cost = (lat.graph[:, None] * gs).astype(np.float32).astype(np.float64)
+        cost += (lat.acoustic[:, None] * ac).astype(np.float32)
+        cost += (lat.olabel != 0)[:, None] * wp
         with np.errstate(invalid="ignore"):
-            fcost = lat.final_graph * graph_scale + lat.final_acoustic * acoustic_scale
-        fcost[~self.is_final | np.isnan(fcost)] = np.inf
+            fcost = lat.final_graph[:, None] * gs + lat.final_acoustic[:, None] * ac
+        fcost[~self.is_final | np.isnan(fcost).any(axis=1)] = np.inf
         return cost, fcost
 
     def _tropical(self, cost, fcost):
         lat = self.lat
-        fwd = np.full(lat.num_states, np.inf)
+        fwd = np.full(fcost.shape, np.inf)
         fwd[lat.start] = 0.0
         for i in range(1, self.num_layers):
             idx = self.by_dst[self.dst_bounds[i]:self.dst_bounds[i + 1]]
@@ -251,81 +281,67 @@ class _PreparedLattice:
             np.minimum.at(bwd, lat.src[idx], cost[idx] + bwd[lat.dst[idx]])
         return fwd, bwd
 
-    def _best_words(self, cost, fcost, bwd):
-        """Words of the cheapest path (Kaldi's ShortestPath; the first arc wins a tie)."""
+    def graphs(self, graph_scale, acoustic_scale, penalty, beam=KALDI_MBR_BEAM):
+        """``(graphs, MAP words per setting, ok[K])`` for the settings; ``ok[k]`` is False where no final
+        state is reachable (that setting's graph is empty)."""
         lat = self.lat
-        s, words = lat.start, []
-        for _ in range(lat.num_states):
-            lo, hi = self.arc_offsets[s], self.arc_offsets[s + 1]
-            if hi > lo:
-                tot = cost[lo:hi] + bwd[lat.dst[lo:hi]]
-                k = int(np.argmin(tot))
-                if tot[k] < fcost[s]:
-                    if lat.olabel[lo + k]:
-                        words.append(int(lat.olabel[lo + k]))
-                    s = int(lat.dst[lo + k])
-                    continue
-            break
-        return words
-
-    def graph(self, graph_scale=1.0, acoustic_scale=1.0, penalty=0.0, beam=KALDI_MBR_BEAM):
-        """``(graph, MAP words)`` for one setting, or ``None`` if no final state is reachable."""
-        lat = self.lat
+        gs, ac, wp = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (graph_scale, acoustic_scale,
+                                                                                penalty))
+        kk = len(gs)
         if lat.start < 0 or lat.num_states == 0:
-            return None
-        cost, fcost = self.costs(graph_scale, acoustic_scale, penalty)
+            return None, [None] * kk, np.zeros(kk, bool)
+        cost, fcost = self.costs(gs, ac, wp)
         fwd, bwd = self._tropical(cost, fcost)
         best = bwd[lat.start]
-        if not np.isfinite(best):
-            return None
-        map_words = self._best_words(cost, fcost, bwd)
+        ok = np.isfinite(best)
+        from asr_lm_quant.scoring.bestpath import best_paths
+        map_words = [None if p is None else p.words
+                     for p in best_paths(lat, gs, ac, wp, path=self.path, key=self.key)]
         if beam is None or not np.isfinite(beam):
-            limit = np.inf
+            limit = np.full(kk, np.inf)
         else:  # lattice-prune; a little slack so the best path survives beam 0
-            limit = best + beam + 1e-9 * max(1.0, abs(best))
+            limit = best + beam + 1e-9 * np.maximum(1.0, np.abs(best))
         with np.errstate(invalid="ignore"):
-            keep = fwd[lat.src] + cost + bwd[lat.dst] <= limit
-            keep_final = (fwd + fcost <= limit) & np.isfinite(fcost)
-        arcs = np.flatnonzero(keep)
-        finals = np.flatnonzero(keep_final)
-        src, dst = lat.src[arcs].astype(np.int64), lat.dst[arcs].astype(np.int64)
-        word, c = lat.olabel[arcs].astype(np.int64), cost[arcs]
-        dst_layer = self.layer_of[dst]
-        num_nodes = lat.num_states
-        if len(finals) == 1 and self.final_is_one[finals[0]] and not np.any(src == finals[0]):
-            final = int(finals[0])
-        else:  # CreateSuperFinal: epsilon arcs carrying the final weights into one new state
-            final = num_nodes
-            num_nodes += 1
-            src = np.concatenate([src, finals])
-            dst = np.concatenate([dst, np.full(len(finals), final)])
-            word = np.concatenate([word, np.zeros(len(finals), np.int64)])
-            c = np.concatenate([c, fcost[finals]])
-            dst_layer = np.concatenate([dst_layer, np.full(len(finals), self.num_layers)])
-        # Log-semiring forward probabilities, layer by layer.
-        alpha = np.full(num_nodes, -np.inf)
-        alpha[lat.start] = 0.0
+            keep = (fwd[lat.src] + cost + bwd[lat.dst] <= limit) & ok
+            keep_final = (fwd + fcost <= limit) & np.isfinite(fcost) & ok
+        ns = lat.num_states
+        # CreateSuperFinal: epsilon arcs carrying the final weights into one new node, unless the setting has
+        # one final state, of weight One, with no arcs out.
+        own = np.zeros(kk, dtype=bool)
+        final = np.full(kk, ns, dtype=np.int64)
+        has_out = np.zeros((ns, kk), dtype=bool)
+        np.logical_or.at(has_out, lat.src, keep)
+        for k in np.flatnonzero(keep_final.sum(axis=0) == 1):
+            s = int(np.flatnonzero(keep_final[:, k])[0])
+            if self.final_is_one[s] and not has_out[s, k]:
+                own[k], final[k] = True, s
+        fin = np.flatnonzero(keep_final.any(axis=1))
+        src = np.concatenate([lat.src, fin]).astype(np.int64)
+        dst = np.concatenate([lat.dst, np.full(len(fin), ns)]).astype(np.int64)
+        word = np.concatenate([lat.olabel, np.zeros(len(fin), np.int64)]).astype(np.int64)
+        c = np.concatenate([cost, fcost[fin]])
+        keep = np.concatenate([keep, keep_final[fin] & ~own], axis=0)
+        dst_layer = np.concatenate([self.layer_of[lat.dst], np.full(len(fin), self.num_layers)])
         order = np.argsort(dst_layer, kind="stable")
-        for grp in np.split(order, np.flatnonzero(np.diff(dst_layer[order])) + 1):
-            if not len(grp):
-                continue
-            x = alpha[src[grp]] - c[grp]
-            d = dst[grp]
-            top = np.full(num_nodes, -np.inf)
-            np.maximum.at(top, d, x)
-            tot = np.zeros(num_nodes)
-            np.add.at(tot, d, np.exp(x - top[d]))
-            nodes = np.unique(d)
-            alpha[nodes] = top[nodes] + np.log(tot[nodes])
-        with np.errstate(invalid="ignore", over="ignore"):
-            frac = np.exp(alpha[src] - c - alpha[dst])
+        groups = [grp for grp in np.split(order, np.flatnonzero(np.diff(dst_layer[order])) + 1)
+                  if len(grp) and keep[grp].any()]
+        # Log-semiring forward probabilities of the pruned graphs, layer by layer.
+        num_nodes = ns + 1
+        alpha = np.full((num_nodes, kk), -np.inf)
+        alpha[lat.start] = 0.0
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for grp in groups:
+                x = np.where(keep[grp], alpha[src[grp]] - c[grp], -np.inf)
+                d = dst[grp]
+                top = np.full((num_nodes, kk), -np.inf)
+                np.maximum.at(top, d, x)
+                tot = np.zeros((num_nodes, kk))
+                np.add.at(tot, d, np.nan_to_num(np.exp(x - top[d])))
+                nodes = np.unique(d)
+                alpha[nodes] = top[nodes] + np.log(tot[nodes])
+            frac = np.where(keep, np.exp(alpha[src] - c - alpha[dst]), 0.0)
         frac = np.nan_to_num(frac)
-        return _Graph(src, dst, word, frac, dst_layer, lat.start, final, num_nodes), map_words
-
-
-def _check_words(words, path, key):
-    if any(int(w) < 0 for w in words):
-        raise InputError(path, "hypothesis word ids must be non-negative", key=key)
+        return _Graphs(src, dst, word, frac, groups, lat.start, final, num_nodes), map_words, ok
 
 
 def mbr_decode(lat, acoustic_scale: float = 1.0, lm_scale: float = 1.0, word_ins_penalty: float = 0.0, *,
@@ -340,22 +356,25 @@ def mbr_decode(lat, acoustic_scale: float = 1.0, lm_scale: float = 1.0, word_ins
     final state is reachable.
     """
     prep = _PreparedLattice(lat, path=path, key=key)
-    got = prep.graph(lm_scale, acoustic_scale, word_ins_penalty, beam)
-    if got is None:
+    g, map_words, ok = prep.graphs(lm_scale, acoustic_scale, word_ins_penalty, beam)
+    if not ok[0]:
         return None
-    g, map_words = got
-    start = map_words if hypothesis is None else [int(w) for w in hypothesis]
-    _check_words(start, path, key)
-    return _decode(g, start, do_mbr)
+    start = map_words[0] if hypothesis is None else [int(w) for w in hypothesis]
+    if any(w < 0 for w in start):
+        raise InputError(path, "hypothesis word ids must be non-negative", key=key)
+    return _decode(g, [start], do_mbr)[0]
 
 
 def mbr_sweep(lat, graph_scale, acoustic_scale, penalty, *, beam: float | None = KALDI_MBR_BEAM, path=None,
               key=None) -> list[MbrResult | None]:
     """:func:`mbr_decode` for each setting ``k`` = ``(graph_scale[k], acoustic_scale[k], penalty[k])``
-    after ``lattice-prune --beam`` (Kaldi's scoring pipeline); ``None`` where no final state is reachable."""
+    after ``lattice-prune --beam`` (Kaldi's scoring pipeline), all settings in one batch; ``None`` where no
+    final state is reachable."""
     prep = _PreparedLattice(lat, path=path, key=key)
-    out = []
-    for gs, ac, wp in zip(graph_scale, acoustic_scale, penalty):
-        got = prep.graph(float(gs), float(ac), float(wp), beam)
-        out.append(None if got is None else _decode(got[0], got[1]))
+    g, map_words, ok = prep.graphs(graph_scale, acoustic_scale, penalty, beam)
+    out: list[MbrResult | None] = [None] * len(ok)
+    ks = np.flatnonzero(ok)
+    if len(ks):
+        for k, res in zip(ks, _decode(g.subset(ks), [map_words[k] for k in ks])):
+            out[k] = res
     return out
