@@ -163,7 +163,8 @@ def _acc_stats(g: _Graphs, hyps: list[np.ndarray]):
     mv = move[:, :, 1:]
     base = (ks[None, :, None] * q1 + cols[None, None, 1:]) * nv
     sub, dele = mv == 1, mv == 3
-    flat = np.bincount((base + g.word_index[:, None, None])[sub], weights=arc_beta[:, :, 1:][sub], minlength=size)
+    flat = np.zeros(size)
+    flat += np.bincount((base + g.word_index[:, None, None])[sub], weights=arc_beta[:, :, 1:][sub], minlength=size)
     flat += np.bincount(np.broadcast_to(base, mv.shape)[dele], weights=arc_beta[:, :, 1:][dele], minlength=size)
     gamma = flat.reshape(kk, q1, nv)
     # Positions still open at the start state are deletions of r_q (epsilon aligned to them).
