@@ -24,11 +24,6 @@ if [ -n "$inv_acwt" ]; then  # Kaldi's --inv-acwt: the acoustic scale is its inv
   acwt=$(awk -v x="$inv_acwt" 'BEGIN { if (x + 0 <= 0) exit 1; print 1.0 / x }') || {
     echo "$0: --inv-acwt must be a positive number, got '$inv_acwt'" >&2; exit 1; }
 fi
-if [ "$decode_mbr" = true ]; then
-  echo "$0: --decode-mbr true: MBR decoding (Kaldi's lattice-mbr-decode) is not implemented here; score with" \
-       "--decode-mbr false, or run Kaldi's own scoring on <out-decode-dir> (an ordinary Kaldi decode dir)" >&2
-  exit 1
-fi
 
 . "$(dirname "$0")/job_runner.sh"
 aq=asr-lm-quant
@@ -76,6 +71,7 @@ lmrescore_score() {
       [ -n "$min_lmwt" ] && sopts+=(--min-lmwt "$min_lmwt")
       [ -n "$max_lmwt" ] && sopts+=(--max-lmwt "$max_lmwt")
       [ -n "$word_ins_penalty" ] && sopts+=(--word-ins-penalty "$word_ins_penalty")
+      sopts+=(--decode-mbr "$decode_mbr")
       "$(dirname "$0")/score_kaldi.sh" --cmd "$cmd" "${sopts[@]}" $scoring_opts "$data" "$(dirname "$words")" \
         "$dir" || exit 1
     else

@@ -49,7 +49,7 @@ Options:
   --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
   --min-lmwt, --max-lmwt <int>, --word-ins-penalty <list>
                             passed to steps/score_kaldi.sh (default: its own, 7, 17, 0.0,0.5,1.0)
-  --decode-mbr <bool>       Kaldi's MBR scoring: not implemented, true is refused (default: false)
+  --decode-mbr <bool>       score with minimum Bayes risk decoding (passed to steps/score_kaldi.sh; default: false)
   --scoring-opts <opts>     more options for steps/score_kaldi.sh"
 
 . "$(dirname "$0")/parse_options.sh" || exit 1

@@ -4,7 +4,8 @@
 # scaled by 1/LMWT, the penalty added per word), WER against <data-dir>/text. Writes <decode-dir>/wer_LMWT_WIP,
 # <decode-dir>/scoring_kaldi/{penalty_WIP/LMWT.txt,best_wer,wer_details/,sweep.json,sweep.md,wer_vs_lmwt.png},
 # log in <decode-dir>/scoring_kaldi/log/score.log. Executable local/wer_{hyp,ref,output}_filter in the
-# current directory are used as Kaldi uses them.
+# current directory are used as Kaldi uses them. --decode-mbr true takes the minimum Bayes risk hypothesis
+# instead of the best path, as Kaldi's lattice-prune --beam=$beam | lattice-mbr-decode.
 
 cmd=run.pl
 stage=0
@@ -15,6 +16,7 @@ stats=true
 hyp_filter=none
 hyp=
 decode_mbr=false
+beam=6
 help_message="Usage: $0 [options] <data-dir> <lang-dir|graph-dir> <decode-dir>
 e.g.: $0 data/eval2000 data/lang_sw1_tg exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg
 Options:
@@ -25,7 +27,8 @@ Options:
   --stats <bool>                    write scoring_kaldi/wer_details (default: true)
   --hyp-filter <none|hub5>          built-in hypothesis filter (default: none, as Kaldi)
   --hyp <LMWT:WIP:FILE>             score a hypothesis text instead of lat.*.gz (e.g. n-best rescoring output)
-  --decode-mbr <bool>               Kaldi's MBR decoding: not implemented, true is refused (default: false)
+  --decode-mbr <bool>               minimum Bayes risk decoding, as Kaldi's lattice-mbr-decode (default: false)
+  --beam <float>                    with --decode-mbr true: lattice-prune beam before MBR (default: 6)
   --stage <int>                     accepted for compatibility (the scoring is one stage)"
 
 . "$(dirname "$0")/parse_options.sh" || exit 1
@@ -37,9 +40,8 @@ fi
 data=$1
 lang_or_graph=$2
 dir=$3
-if [ "$decode_mbr" = true ]; then
-  echo "$0: --decode-mbr true: MBR decoding (Kaldi's lattice-mbr-decode) is not implemented here; use" \
-       "--decode-mbr false (best path, as score_kaldi.sh by default), or Kaldi's own scoring" >&2
+if [ "$decode_mbr" = true ] && [ -n "$hyp" ]; then
+  echo "$0: --decode-mbr true needs the lattices of the decode dir; it cannot be used with --hyp" >&2
   exit 1
 fi
 
@@ -54,6 +56,7 @@ done
 opts=(--min-lmwt "$min_lmwt" --max-lmwt "$max_lmwt" --word-ins-penalty "$word_ins_penalty"
       --hyp-filter "$hyp_filter" --recipe-filters --overwrite)
 [ "$stats" = true ] || opts+=(--no-stats)
+[ "$decode_mbr" = true ] && opts+=(--decode-mbr --mbr-beam "$beam")
 if [ -n "$hyp" ]; then
   opts+=(--hyp "$hyp")
 else

@@ -40,6 +40,11 @@ def _hyp_settings(specs):
 
 def cmd_score_kaldi(args) -> int:
     from asr_lm_quant.scoring.kaldi_sweep import sweep_decode_dir, sweep_texts
+    if args.mbr_beam is not None and not args.mbr_beam >= 0:
+        raise InputError(None, f"--mbr-beam must be a non-negative number, not {args.mbr_beam}")
+    if args.hyp and args.decode_mbr:
+        raise InputError(None, "--decode-mbr needs the lattices of the decode dir; it cannot be used with --hyp "
+                               "(hypothesis texts have no alternatives to take the risk over)")
     data = Path(args.data_dir)
     if not (data / "text").is_file():
         raise InputError(data / "text", "reference text does not exist")
@@ -57,7 +62,8 @@ def cmd_score_kaldi(args) -> int:
                                    max_lmwt=args.max_lmwt, wips=args.word_ins_penalty,
                                    hyp_filter=args.hyp_filter, hyp_filter_cmd=args.hyp_filter_cmd,
                                    ref_filter_cmd=args.ref_filter_cmd, recipe_filters=args.recipe_filters,
-                                   stats=not args.no_stats, plot=not args.no_plot)
+                                   stats=not args.no_stats, plot=not args.no_plot, decode_mbr=args.decode_mbr,
+                                   mbr_beam=args.mbr_beam)
     print(summary["best"]["best_wer"])
     return 0
 
@@ -172,6 +178,11 @@ def register(sub) -> None:
     p.add_argument("--recipe-filters", action="store_true",
                    help="use ./local/wer_{hyp,ref,output}_filter when executable, as Kaldi does")
     p.add_argument("--no-stats", action="store_true", help="skip scoring_kaldi/wer_details")
+    p.add_argument("--decode-mbr", action="store_true",
+                   help="minimum Bayes risk decoding instead of the best path (Kaldi's --decode-mbr true: "
+                        "lattice-prune --beam=MBR_BEAM | lattice-mbr-decode, per LM weight and penalty)")
+    p.add_argument("--mbr-beam", type=float, default=6.0,
+                   help="with --decode-mbr: prune the scaled lattice to this beam first (default 6, Kaldi's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier scoring of the decode dir (steps/score_kaldi.sh always does, as Kaldi)")
     p.set_defaults(func=cmd_score_kaldi)

@@ -9,6 +9,7 @@ from pathlib import Path
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring.bestpath import best_paths
 from asr_lm_quant.scoring.filters import WORD_FILTERS, kaldi_recipe_filters
+from asr_lm_quant.scoring.mbr import KALDI_MBR_BEAM, mbr_sweep
 from asr_lm_quant.scoring.sweep import (DEFAULT_WIPS, Setting, load_reference, make_settings, score_sweep,
                                         write_details)
 from asr_lm_quant.scoring.textfile import read_text, read_utt2spk, read_words_txt, words_txt_of
@@ -31,12 +32,13 @@ def lattice_files(decode_dir) -> list[Path]:
 
 
 def lattice_hyps(files, symbols: dict[int, str], settings: list[Setting], *, kaldi_semantics: bool = True,
-                 words_name=None):
+                 words_name=None, decode_mbr: bool = False, mbr_beam: float | None = KALDI_MBR_BEAM):
     """``(utt, {setting: words})`` for every lattice of ``files``, one lattice in memory at a time.
 
     ``kaldi_semantics``: acoustic scaled by 1/LMWT (score_kaldi_wer.sh); otherwise graph scaled by LMWT
     (local/score_sclite.sh). A lattice with no path to a final state gets no hypothesis (as
-    lattice-best-path, which skips it).
+    lattice-best-path, which skips it). ``decode_mbr``: the MBR hypothesis after ``lattice-prune
+    --beam=mbr_beam`` instead of the best path (score_kaldi_wer.sh --decode-mbr true).
     """
     from asr_lm_quant.kaldi.archive import read_lattices
     if kaldi_semantics:
@@ -48,7 +50,10 @@ def lattice_hyps(files, symbols: dict[int, str], settings: list[Setting], *, kal
     wp = [s.penalty for s in settings]
     for f in files:
         for key, lat in read_lattices(f"ark:{f}"):
-            paths = best_paths(lat, gs, ac, wp, path=f, key=key)
+            if decode_mbr:
+                paths = mbr_sweep(lat, gs, ac, wp, beam=mbr_beam, path=f, key=key)
+            else:
+                paths = best_paths(lat, gs, ac, wp, path=f, key=key)
             if any(p is None for p in paths):
                 log.warning("%s: lattice %s has no successful path; it gets no hypothesis", f, key)
                 continue
@@ -65,13 +70,15 @@ def lattice_hyps(files, symbols: dict[int, str], settings: list[Setting], *, kal
 def sweep_decode_dir(data_dir, lang_or_words, decode_dir, *, min_lmwt: int = 7, max_lmwt: int = 17,
                      wips=DEFAULT_WIPS, hyp_filter: str = "none", hyp_filter_cmd: str | None = None,
                      ref_filter_cmd: str | None = None, recipe_filters: bool = False, stats: bool = True,
-                     plot: bool = True, progress: bool = True) -> dict:
+                     plot: bool = True, progress: bool = True, decode_mbr: bool = False,
+                     mbr_beam: float | None = KALDI_MBR_BEAM) -> dict:
     """Kaldi's ``steps/scoring/score_kaldi_wer.sh`` on ``decode_dir/lat.*.gz``; returns the summary dict.
 
     ``{"settings": [{"lmwt", "wip", "wer", "errors", "ref_words", "ins", "del", "sub", ...}, ...],
     "best": {... , "best_wer": "<the best_wer line>"}}``. ``hyp_filter``: ``none`` (Kaldi's default) or
     ``hub5``; ``recipe_filters`` picks up ``local/wer_{hyp,ref,output}_filter`` from the working directory
-    as the Kaldi script does.
+    as the Kaldi script does. ``decode_mbr``: minimum Bayes risk hypotheses (``--decode-mbr true``:
+    ``lattice-prune --beam=mbr_beam | lattice-mbr-decode``) instead of best paths.
     """
     data_dir, decode_dir_p = Path(data_dir), Path(decode_dir)
     words_path = words_txt_of(lang_or_words)
@@ -87,9 +94,12 @@ def sweep_decode_dir(data_dir, lang_or_words, decode_dir, *, min_lmwt: int = 7, 
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(desc="best paths", unit="utt", total=len(ref), mininterval=2.0)
+        bar = tqdm(desc="MBR decoding" if decode_mbr else "best paths", unit="utt", total=len(ref),
+                   mininterval=2.0)
     try:
-        return score_sweep(ref, lattice_hyps(files, symbols, settings, words_name=words_path), settings,
+        hyps = lattice_hyps(files, symbols, settings, words_name=words_path, decode_mbr=decode_mbr,
+                            mbr_beam=mbr_beam)
+        return score_sweep(ref, hyps, settings,
                            decode_dir, utt2spk=utt2spk, word_filter=_word_filter(hyp_filter),
                            hyp_filter_cmd=hyp_filter_cmd, test_filt_text=ref_content, stats=stats, plot=plot,
                            progress=bar)
