@@ -70,7 +70,8 @@ def record(out):
 
     def strip(x):  # timings differ from run to run
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in ("tokens_per_s", "train_seconds")}
+            return {k: strip(v) for k, v in x.items()
+                    if k not in ("tokens_per_s", "train_seconds", "sensitivity_seconds", "seconds")}
         return [strip(v) for v in x] if isinstance(x, list) else x
     return strip(res)
 
