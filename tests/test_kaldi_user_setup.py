@@ -71,6 +71,7 @@ def test_corrupt_g_fst_or_g_carpa_as_the_old_lm(tmp_path, capsys):
     g.write_bytes(OPENFST_MAGIC + bytes(range(256)) * 4)
     carpa = tmp_path / "G.carpa"
     carpa.write_bytes(b"\0B<ConstArpaLm> " + bytes(range(256)))
+    (tmp_path / "x.tsv").write_text("utterance\trank\ttext\tacoustic_cost\tlm_cost\nu1\t1\ta\t1.0\t2.0\n")
     for path, what in ((g, "bad fst type length"), (carpa, "expected the token <LmInfo> here")):
         rc = main(["rescore-nbest", "--old-lm", str(path), "--lm-dir", str(tmp_path), "--nbest",
                    str(tmp_path / "x.tsv"), "--out-nbest", str(tmp_path / "o.tsv")])
