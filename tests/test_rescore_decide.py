@@ -77,10 +77,12 @@ def test_no_matching_references_is_an_error(tmp_path, capsys):
     assert "none of the 1 utterances" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, capsys):
+@pytest.mark.parametrize("form", ["tsv", "generic-json"])
+def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, capsys, form):
     # N-best lists written as Kaldi decode-dir lattices (each list the union of its one-path lattices, as
     # nbest-to-lattice makes them): score-kaldi's sweep over LMWT with no penalty and decide-nbest's over
-    # lm_scale = LMWT give the same WER at every weight and pick the same one.
+    # lm_scale = LMWT give the same WER at every weight and pick the same one; the lists given to decide-nbest
+    # as our TSV, or in the generic JSON form with separate acoustic and LM scores and the references inside.
     from asr_lm_quant.kaldi.archive import write_lattices
     from asr_lm_quant.kaldi.lattice import linear_lattice, union_lattices
     from asr_lm_quant.kaldi.symbols import SymbolTable
@@ -103,8 +105,20 @@ def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, caps
             ac = float(np.float32(100 * len(ref) + rng.normal(0, 15) + 20 * sum(a != b for a, b in zip(h, ref))))
             lm = float(np.float32(5 * len(h) + rng.normal(0, 3)))
             hyps.append(NbestHyp(utt, len([x for x in hyps if x.utterance == utt]) + 1, h, ac, lm))
-    write_nbest(tmp_path / "nb.tsv", hyps)
     (tmp_path / "text").write_text("".join(f"{u} {' '.join(r)}\n" for u, r in refs.items()))
+    if form == "tsv":
+        nbest, ref_opt = tmp_path / "nb.tsv", ["--dev-ref", str(tmp_path / "text")]
+        write_nbest(nbest, hyps)
+    else:
+        nbest, ref_opt = tmp_path / "nb.json", []
+        items = {}
+        for h in hyps:
+            it = items.setdefault(h.utterance, {"id": h.utterance, "hypotheses": [], "scores": [], "lm_scores": [],
+                                                "reference": " ".join(refs[h.utterance])})
+            it["hypotheses"].append(" ".join(h.words))
+            it["scores"].append(-h.acoustic_cost)
+            it["lm_scores"].append(-h.lm_cost)
+        nbest.write_text(json.dumps(list(items.values())))
     dec = tmp_path / "decode"
     dec.mkdir()
     by_utt = {}
@@ -118,7 +132,7 @@ def test_same_decision_and_wer_as_kaldi_scoring_of_the_same_lists(tmp_path, caps
     kaldi = {int(p.name.split("_")[1]): [x for x in p.read_text().splitlines() if x.startswith("%WER")][0]
              for p in dec.glob("wer_*_0.0")}
     capsys.readouterr()
-    assert main(["decide-nbest", "--dev", str(tmp_path / "nb.tsv"), "--dev-ref", str(tmp_path / "text"),
+    assert main(["decide-nbest", "--dev", str(nbest), *ref_opt,
                  "--lm-scales", "7:17:1", "--penalties", "0", "--out", str(tmp_path / "out")]) == 0
     d = json.loads((tmp_path / "out" / "decision.json").read_text())
     ours = {int(r["lm_scale"]): r for r in d["sweep"]}

@@ -227,7 +227,8 @@ def check_per_token(path, fmt: str, per_token_costs: str) -> None:
 
 # --- generic JSON list ----------------------------------------------------------------------------------------
 GENERIC_KEYS = {"id": ("id", "utterance", "utt"), "hypotheses": ("hypotheses", "input", "nbest"),
-                "scores": ("scores", "score"), "reference": ("reference", "output", "ref")}
+                "scores": ("scores", "score"), "lm_scores": ("lm_scores", "lm_score"),
+                "reference": ("reference", "output", "ref")}
 
 
 def is_generic_json(path) -> bool:
@@ -249,8 +250,10 @@ def read_generic_json(path):
     "reference": "the reference"}`` (also spelt ``utterance``/``utt``, ``input``/``nbest``, ``score``,
     ``output``/``ref``, the shape several published n-best corpora use). ``scores`` are the recogniser's
     log-probabilities (natural log, higher is better): they become acoustic costs (:func:`cost_from_log_prob`)
-    with no LM cost; without scores the order of the list is the ranking (equal costs). ``references`` maps
-    ids to reference texts where items have them."""
+    with no LM cost; without scores the order of the list is the ranking (equal costs). Optional
+    ``"lm_scores"``: the first pass's LM log-probabilities (natural log), kept apart so that the LM scale can be
+    tuned (they become LM costs, and ``scores`` then holds the acoustic part only). ``references`` maps ids to
+    reference texts where items have them."""
     path = Path(path)
     items = read_json_file(path, "n-best file")
     if not isinstance(items, list) or not items:
@@ -274,12 +277,18 @@ def read_generic_json(path):
         if not isinstance(scores, list) or len(scores) != len(hyps) or not all(map(_is_number, scores)):
             raise InputError(path, f"{where}: scores must be {len(hyps)} finite numbers, one per hypothesis",
                              key=utt)
+        lm_scores = _generic_field(item, "lm_scores")
+        if lm_scores is None:
+            lm_scores = [0.0] * len(hyps)
+        if not isinstance(lm_scores, list) or len(lm_scores) != len(hyps) or not all(map(_is_number, lm_scores)):
+            raise InputError(path, f"{where}: lm_scores must be {len(hyps)} finite numbers, one per hypothesis",
+                             key=utt)
         if ref is not None:
             if not isinstance(ref, str):
                 raise InputError(path, f"{where}: the reference must be a string", key=utt)
             refs[utt] = ref.split()
-        groups.append([NbestHyp(utt, r, h.split(), cost_from_log_prob(sc), 0.0)
-                       for r, (h, sc) in enumerate(zip(hyps, scores), 1)])
+        groups.append([NbestHyp(utt, r, h.split(), cost_from_log_prob(sc), cost_from_log_prob(lm))
+                       for r, (h, sc, lm) in enumerate(zip(hyps, scores, lm_scores), 1)])
     return groups, refs
 
 
