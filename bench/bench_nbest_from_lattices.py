@@ -181,18 +181,19 @@ def quantize_cli(args: list[str], threads: int) -> None:
         raise SystemExit(f"quantize failed: {' '.join(cmd)}\n{res.stderr[-3000:]}")
 
 
-def build_models(root: Path, vocab, variants, threads: int, log=print) -> dict:
-    """Model dirs by name (``fp32`` and the packed ones ``variants`` need), built once under ``root``."""
+def build_models(root: Path, vocab, variants, threads: int, log=print, config: Path = SWBD_CONFIG) -> dict:
+    """Model dirs by name (``fp32`` and the packed ones ``variants`` need), built once under ``root`` with the
+    ``model`` section of the LM config file ``config``."""
     import torch
     from asr_lm_quant.lm.files import SELF_NORM_KEY, save_lm
     from asr_lm_quant.lm.model import LMConfig, TransformerLM
     root.mkdir(parents=True, exist_ok=True)
     dirs = {"fp32": root / "fp32"}
-    stamp = {"vocab_size": len(vocab), "vocab_head": vocab.words[:50], "config": SWBD_CONFIG.read_text()}
+    stamp = {"vocab_size": len(vocab), "vocab_head": vocab.words[:50], "config": Path(config).read_text()}
     stamp_file = root / "models.json"
     if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp and
             (dirs["fp32"] / "config.json").exists()):
-        cfg = json.loads(SWBD_CONFIG.read_text())["model"]
+        cfg = json.loads(Path(config).read_text())["model"]
         torch.manual_seed(0)
         model = TransformerLM(LMConfig.from_dict({**cfg, "vocab_size": len(vocab), "dropout": 0.0})).eval()
         save_lm(dirs["fp32"], model, vocab, extra={SELF_NORM_KEY: SELF_NORM_ALPHA})
@@ -231,6 +232,11 @@ def model_facts(dirs: dict) -> dict:
                        plan_bits=sorted(set((r.get("plan_bits") or {}).values())))
         out[name] = row
     return out
+
+
+def config_name(path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
 
 
 def child_env(threads: int) -> dict:
@@ -324,6 +330,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=4096, help="NNScorer token budget (default 4096)")
     ap.add_argument("--max-row", type=int, default=256, help="NNScorer packed row size (default 256)")
     ap.add_argument("--vocab", type=int, default=30000, help="model vocabulary size (default 30000)")
+    ap.add_argument("--config", default=str(SWBD_CONFIG),
+                    help="LM config whose model section is used (default: recipes/swbd/conf/lm_swbd.json; "
+                         "recipes/mini/conf/lm.json for the mini model)")
     ap.add_argument("--decode-dir", help="a Kaldi decode dir whose lat.*.gz give the N-best lists (default: "
                                          "synthetic decoder-shaped lattices)")
     ap.add_argument("--words", help="words.txt of --decode-dir (default DIR/../graph/words.txt)")
@@ -359,11 +368,11 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         root = Path(a.work_dir) if a.work_dir else tmp / "models"
         t0 = time.perf_counter()
-        dirs = build_models(root, vocab, variants, a.threads, log=say)
+        dirs = build_models(root, vocab, variants, a.threads, log=say, config=Path(a.config))
         say(f"models ready ({time.perf_counter() - t0:.0f} s)")
         results = {"benchmark": "NN n-best scoring, N-best lists from lattices", "machine": info,
                    "threads": a.threads, "source": source, "acoustic_scale": ACOUSTIC_SCALE,
-                   "model": {"config": str(SWBD_CONFIG.relative_to(REPO)), "vocab_size": len(vocab),
+                   "model": {"config": config_name(a.config), "vocab_size": len(vocab),
                              "weights": "random", "declared_self_norm_alpha": SELF_NORM_ALPHA,
                              "files": model_facts(dirs)},
                    "scorer": {"token_budget": a.budget, "max_row": a.max_row, "attention_block": 32},
