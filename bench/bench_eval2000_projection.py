@@ -22,7 +22,7 @@ otherwise idle cores would take: each job is single-threaded). The naive baselin
 same 100-best lists (read from the fp32 run's TSV), also as two processes at once; only its NN scoring is
 timed, not reading, n-gram or writing, which favours it. ``--full`` also runs the whole set once (measured).
 
-    PYTHONPATH=. python bench/bench_eval2000_projection.py [--subset 60] [--variants fp32,selfnorm,ptq8]
+    PYTHONPATH=. python bench/bench_eval2000_projection.py [--subset 60] [--variants fp32,selfnorm,mixed16x]
         [--work-dir /tmp/bench_models] [--full] [--out bench/results/eval2000_projection.json --md ...]
 """
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--utts", type=int, default=EVAL2000_UTTS, help="utterances of the whole set (default 4459)")
     ap.add_argument("--subset", type=int, default=60, help="utterances measured, both jobs together (default 60)")
-    ap.add_argument("--variants", default="fp32,selfnorm,ptq8,ptq8+selfnorm",
+    ap.add_argument("--variants", default="fp32,selfnorm,mixed16x,mixed16x+selfnorm",
                     help=f"rescore-nbest variants (default %(default)s; of {', '.join(VARIANTS)})")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     ap.add_argument("--full", action="store_true", help="also run the whole set once, measured")
