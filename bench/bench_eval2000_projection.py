@@ -72,7 +72,8 @@ def rescore_job(model_dir, arpa, words, decode: Path, job: int, out: Path, extra
     return [sys.executable, "-m", "asr_lm_quant.cli", "rescore-nbest", "--overwrite", "--old-lm", str(arpa),
             "--lm-dir", str(model_dir), "--words", str(words), "--n", str(N), "--acwt", "0.1",
             "--weight", WEIGHT, "--device", "cpu", "--token-budget", "4096", "--threads", str(threads), *extra,
-            "--lattices", f"ark:gunzip -c {decode}/lat.{job}.gz|", "--out-lattices", f"ark:|gzip -c >{out}/lat.{job}.gz",
+            "--lattices", f"ark:gunzip -c {decode}/lat.{job}.gz|",
+            "--out-lattices", f"ark:|gzip -c >{out}/lat.{job}.gz",
             "--out-tables", f"{out}/archives.{job}", "--out-nbest", f"{out}/nbest.{job}.tsv",
             "--json", f"{out}/rescore.{job}.json"]
 
@@ -268,7 +269,8 @@ def markdown(r: dict) -> str:
     nb = r.get("naive_baseline")
     if nb:
         p = nb["projected_full"]
-        lines.append(f"| naive baseline (NN scoring only) | - | - | {max(j['scoring_wall_s'] for j in nb['jobs']):.1f} | "
+        slowest = max(j["scoring_wall_s"] for j in nb["jobs"])
+        lines.append(f"| naive baseline (NN scoring only) | - | - | {slowest:.1f} | "
                      f"{sum(j['scoring_cpu_s'] for j in nb['jobs']):.1f} | {p['wall_s'] / 60:.1f} min | "
                      f"{p['idle_2_cores_s'] / 60:.1f} min | - | 1.00 |")
     for v, row in r["variants"].items():
