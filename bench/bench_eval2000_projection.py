@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""100-best rescoring of an eval2000-sized set on 2 CPU cores: measured on a subset, projected to the whole.
+
+The set: 4,459 utterances (``--utts``) of decoder-shaped lattices (``bench_nbest_from_lattices.py``
+explains the shape: ~12 words per 1-best, hypotheses that differ in length and early as well as late), in
+two archives ``lat.1.gz``, ``lat.2.gz`` as a decode dir of ``--nj 2``. The model is the Switchboard
+configuration (6 x 512, 30k words, random weights), the old LM a 3-gram ARPA trained on random text of the
+model's words (queried through kenlm, as a real ARPA is).
+
+What runs is the real path: two ``asr-lm-quant rescore-nbest`` processes at once, one per archive, each
+with one thread, with the options ``steps/lmrescore_nbest.sh --nj 2 --N 100`` gives them (lattices read
+and turned into 100-best lists, old n-gram costs, NN costs, rescored lattices, Kaldi n-best tables and the
+TSV written). Measured on a ``--subset`` of utterances (the first ones of each archive; utterances are drawn
+independently, so they are a random sample), and once on a single utterance for the fixed start-up cost
+(imports, model and ARPA loading). The whole set is projected as
+
+    start-up + (subset time - start-up) * (utterances per job, whole set) / (utterances per job, subset)
+
+from wall time (as measured, with whatever else the machine ran) and from each job's CPU time (what 2
+otherwise idle cores would take: each job is single-threaded). The naive baseline (Kaldi's
+``compute_sentence_scores.py``: each utterance's N-best as one padded fp32 batch, full softmax) scores the
+same 100-best lists (read from the fp32 run's TSV), also as two processes at once; only its NN scoring is
+timed, not reading, n-gram or writing, which favours it. ``--full`` also runs the whole set once (measured).
+
+    PYTHONPATH=. python bench/bench_eval2000_projection.py [--subset 60] [--variants fp32,selfnorm,mixed16x]
+        [--work-dir /tmp/bench_models] [--full] [--out bench/results/eval2000_projection.json --md ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_nbest_from_lattices as lat_bench  # noqa: E402
+
+EVAL2000_UTTS = 4459
+N = 100
+WEIGHT = "0.8"
+GOAL_SECONDS = 300
+# rescore-nbest options of each variant (all: steps/lmrescore_nbest.sh's own)
+VARIANTS = {"fp32": [], "selfnorm": ["--self-normalized"], "bf16": ["--bf16"]}
+for _name in lat_bench.PACKED:
+    VARIANTS[_name] = []
+    VARIANTS[_name + "+selfnorm"] = ["--self-normalized"]
+
+
+def write_decode_dir(d: Path, lattices, jobs: int = 2) -> list[int]:
+    """``lat.1.gz .. lat.<jobs>.gz`` with the utterances split in contiguous halves; utterances per job."""
+    from asr_lm_quant.kaldi.archive import write_lattices
+    d.mkdir(parents=True, exist_ok=True)
+    per = -(-len(lattices) // jobs)
+    counts = []
+    for j in range(jobs):
+        part = lattices[j * per:(j + 1) * per]
+        write_lattices(f"ark:| gzip -c > {d}/lat.{j + 1}.gz", part)
+        counts.append(len(part))
+    (d / "num_jobs").write_text(f"{jobs}\n")
+    return counts
+
+
+def rescore_job(model_dir, arpa, words, decode: Path, job: int, out: Path, extra, threads: int = 1):
+    """The command ``steps/lmrescore_nbest.sh`` runs for one job."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "asr_lm_quant.cli", "rescore-nbest", "--overwrite", "--old-lm", str(arpa),
+            "--lm-dir", str(model_dir), "--words", str(words), "--n", str(N), "--acwt", "0.1",
+            "--weight", WEIGHT, "--device", "cpu", "--token-budget", "4096", "--threads", str(threads), *extra,
+            "--lattices", f"ark:gunzip -c {decode}/lat.{job}.gz|",
+            "--out-lattices", f"ark:|gzip -c >{out}/lat.{job}.gz",
+            "--out-tables", f"{out}/archives.{job}", "--out-nbest", f"{out}/nbest.{job}.tsv",
+            "--json", f"{out}/rescore.{job}.json"]
+
+
+def run_concurrently(cmds, threads: int = 1) -> dict:
+    """Start every command at once; wall time of the whole and each one's wall and CPU time (user + system,
+    its children included: the gzip pipes)."""
+    t0 = time.perf_counter()
+    procs = []
+    for c in cmds:
+        procs.append((subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       env=lat_bench.child_env(threads)), time.perf_counter()))
+    jobs = [None] * len(procs)
+    left = {p.pid: i for i, (p, _) in enumerate(procs)}
+    while left:
+        pid, status, ru = os.wait4(-1, 0)
+        if pid not in left:
+            continue
+        i = left.pop(pid)
+        p, start = procs[i]
+        p.returncode = os.waitstatus_to_exitcode(status)
+        jobs[i] = {"wall_s": time.perf_counter() - start, "cpu_s": ru.ru_utime + ru.ru_stime,
+                   "max_rss_mb": ru.ru_maxrss / 1024}
+    wall = time.perf_counter() - t0
+    for i, (p, _) in enumerate(procs):
+        err = p.stderr.read().decode(errors="replace")
+        p.stdout.close()
+        p.stderr.close()
+        if p.returncode:
+            raise SystemExit(f"failed: {' '.join(map(str, cmds[i]))}\n{err[-3000:]}")
+    return {"wall_s": wall, "jobs": jobs}
+
+
+def project(measured: dict, startup: dict, utts_per_job: list[int], full_per_job: list[int]) -> dict:
+    """The whole set's time from the subset's: the fixed start-up, then the rest scaled by utterances."""
+    walls, cpus = [], []
+    for job, n, full in zip(measured["jobs"], utts_per_job, full_per_job):
+        scale = full / n
+        walls.append(startup["wall_s"] + max(0.0, job["wall_s"] - startup["wall_s"]) * scale)
+        cpus.append(startup["cpu_s"] + max(0.0, job["cpu_s"] - startup["cpu_s"]) * scale)
+    return {"wall_s": max(walls), "idle_2_cores_s": max(cpus)}
+
+
+def make_arpa(path: Path, vocab, lines: int = 5000) -> None:
+    import contextlib
+    import io
+    from asr_lm_quant.ngram import train_arpa
+    text = path.with_suffix(".txt")
+    lat_bench.random_text(text, vocab, lines, seed=1)
+    with contextlib.redirect_stderr(io.StringIO()):  # the trainer's progress bars
+        train_arpa(text, path, order=3)
+
+
+def naive_pair(a, out: Path, model_dir: Path, tmp: Path) -> dict:
+    """The naive baseline on the lists one fp32 run wrote (``nbest.J.tsv``), two processes at once."""
+    from asr_lm_quant.kaldi.nbest import group_by_utterance, read_nbest
+    files = []
+    for job in (1, 2):
+        groups = group_by_utterance(read_nbest(out / f"nbest.{job}.tsv"))
+        f = tmp / f"naive_lists.{job}.json"
+        f.write_text(json.dumps([[h.words for h in g] for g in groups.values()]))
+        files.append(f)
+    args = argparse.Namespace(threads=1, budget=4096, max_row=256)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        res = list(pool.map(lambda f: lat_bench.run_variant(args, "naive", f, model_dir, 1,
+                                                            f.with_suffix(".npy")), files))
+        wall = time.perf_counter() - t0
+    for r in res:
+        if "error" in r:
+            raise SystemExit(f"naive baseline failed: {r['error']}")
+    return {"wall_s_processes": wall, "jobs": [{"scoring_wall_s": r["seconds"], "scoring_cpu_s": r["cpu_seconds"],
+                                                "words": r["words"]} for r in res]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--utts", type=int, default=EVAL2000_UTTS, help="utterances of the whole set (default 4459)")
+    ap.add_argument("--subset", type=int, default=60, help="utterances measured, both jobs together (default 60)")
+    ap.add_argument("--variants", default="fp32,selfnorm,mixed16x,mixed16x+selfnorm",
+                    help=f"rescore-nbest variants (default %(default)s; of {', '.join(VARIANTS)})")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    ap.add_argument("--full", action="store_true", help="also run the whole set once, measured")
+    ap.add_argument("--seed", type=int, default=2000)
+    ap.add_argument("--vocab", type=int, default=30000, help="model vocabulary size (default 30000)")
+    ap.add_argument("--config", default=str(lat_bench.SWBD_CONFIG), help="LM config (default: the Switchboard one)")
+    ap.add_argument("--work-dir", help="keep built models here and reuse them (default: a temporary dir)")
+    ap.add_argument("--out", help="write the JSON here")
+    ap.add_argument("--md", help="write a markdown table here")
+    a = ap.parse_args(argv)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    variants = [v for v in a.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r} (one of {', '.join(VARIANTS)})")
+    if "fp32" not in variants and not a.no_naive:
+        variants.insert(0, "fp32")  # the naive baseline scores the lists the fp32 run wrote
+    V = a.vocab
+    symbols = lat_bench.synthetic_symbols(V)
+    vocab = lat_bench.model_vocabulary(lat_bench.synthetic_words(V), V)
+    info = lat_bench.machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = Path(a.work_dir) if a.work_dir else tmp / "models"
+        dirs = lat_bench.build_models(root, vocab, [v.split("+")[0] for v in variants], 1, log=say,
+                                      config=Path(a.config))
+        words = tmp / "words.txt"
+        symbols.save(words)
+        arpa = tmp / "old.arpa"
+        make_arpa(arpa, vocab)
+        # The whole set's lattices are the first `utts` of one seeded stream; the subset is each job's first.
+        per_job_full = [-(-a.utts // 2), a.utts - -(-a.utts // 2)]
+        t0 = time.perf_counter()
+        sub_per_job = [min(-(-a.subset // 2), per_job_full[0]), min(a.subset // 2, per_job_full[1])]
+        lats = lat_bench.synthetic_lattices(a.seed, per_job_full[0] if a.full else sub_per_job[0], V, "sw_a")
+        lats2 = lat_bench.synthetic_lattices(a.seed + 1, per_job_full[1] if a.full else sub_per_job[1], V, "sw_b")
+        sub = tmp / "decode_subset"
+        write_decode_dir(sub, lats[:sub_per_job[0]] + lats2[:sub_per_job[1]])
+        one = tmp / "decode_one"
+        write_decode_dir(one, lats[:1], jobs=1)
+        say(f"lattices ready ({time.perf_counter() - t0:.0f} s)")
+        results = {"benchmark": "eval2000-sized 100-best rescoring, 2 jobs x 1 thread", "machine": info,
+                   "set": {"utterances": a.utts, "n": N, "jobs": 2, "utterances_per_job": per_job_full,
+                           "lattices": "synthetic, decoder-shaped (bench_nbest_from_lattices.py)"},
+                   "subset": {"utterances_per_job": sub_per_job},
+                   "model": {"config": lat_bench.config_name(a.config), "vocab_size": V,
+                             "files": lat_bench.model_facts(dirs)},
+                   "goal_seconds": GOAL_SECONDS, "variants": {}}
+        for v in variants:
+            name = v.split("+")[0]
+            model_dir = dirs[name] if name in lat_bench.PACKED else dirs["fp32"]
+            extra = VARIANTS[v]
+            out = tmp / f"out_{v}"
+            startup = run_concurrently([rescore_job(model_dir, arpa, words, one, 1, tmp / f"one_{v}", extra)])
+            startup = startup["jobs"][0]
+            measured = run_concurrently([rescore_job(model_dir, arpa, words, sub, j, out, extra) for j in (1, 2)])
+            summaries = [json.loads((out / f"rescore.{j}.json").read_text()) for j in (1, 2)]
+            row = {"measured_subset": {**measured, "utterances": sum(s["utterances"] for s in summaries),
+                                       "hypotheses": sum(s["hypotheses"] for s in summaries),
+                                       "words": sum(s["words"] for s in summaries),
+                                       "nn_seconds": [s["nn_seconds"] for s in summaries]},
+                   "measured_startup_one_utterance": startup,
+                   "projected_full": project(measured, startup, sub_per_job, per_job_full)}
+            m = row["measured_subset"]
+            m["words_per_s_wall"] = m["words"] / measured["wall_s"]
+            m["words_per_cpu_s"] = m["words"] / sum(j["cpu_s"] for j in measured["jobs"])
+            say(f"{v}: subset {measured['wall_s']:.1f} s wall, projected {row['projected_full']}")
+            if a.full:
+                full = tmp / "decode_full"
+                if not (full / "num_jobs").exists():
+                    write_decode_dir(full, lats + lats2)
+                fm = run_concurrently([rescore_job(model_dir, arpa, words, full, j, tmp / f"full_{v}", extra)
+                                       for j in (1, 2)])
+                row["measured_full"] = fm
+                say(f"{v}: whole set {fm['wall_s']:.1f} s wall")
+            if v == "fp32" and not a.no_naive:
+                nv = naive_pair(a, out, dirs["fp32"], tmp)
+                scale = [f / s for f, s in zip(per_job_full, sub_per_job)]
+                nv["projected_full"] = {
+                    "wall_s": max(j["scoring_wall_s"] * k for j, k in zip(nv["jobs"], scale)),
+                    "idle_2_cores_s": max(j["scoring_cpu_s"] * k for j, k in zip(nv["jobs"], scale))}
+                results["naive_baseline"] = nv
+                say(f"naive: projected {nv['projected_full']}")
+            results["variants"][v] = row
+    for v, row in results["variants"].items():
+        p = row["projected_full"]
+        p["meets_goal_idle_2_cores"] = p["idle_2_cores_s"] < GOAL_SECONDS
+        if "naive_baseline" in results:
+            nb = results["naive_baseline"]["projected_full"]
+            p["x_naive_idle_2_cores"] = nb["idle_2_cores_s"] / p["idle_2_cores_s"]
+    text = json.dumps(results, indent=2)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    if a.md:
+        Path(a.md).write_text(markdown(results))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    s = r["set"]
+    lines = [f"eval2000-sized 100-best rescoring ({s['utterances']} utterances, 2 jobs x 1 thread), "
+             f"{r['model']['config']} with {r['model']['vocab_size']} words; {m['cpu']}, {m['cpu_count']} cores, "
+             f"avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load average at start "
+             f"{m['load_average_at_start'][0]:.1f}; {m['date']}. Subset measured: "
+             f"{sum(r['subset']['utterances_per_job'])} utterances.\n",
+             "| system | subset: hyps | words/hyp | wall s (measured) | CPU s, 2 jobs (measured) | "
+             "whole set, wall (projected) | whole set, 2 idle cores (projected) | whole set (measured) | "
+             "x naive |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    nb = r.get("naive_baseline")
+    if nb:
+        p = nb["projected_full"]
+        slowest = max(j["scoring_wall_s"] for j in nb["jobs"])
+        lines.append(f"| naive baseline (NN scoring only) | - | - | {slowest:.1f} | "
+                     f"{sum(j['scoring_cpu_s'] for j in nb['jobs']):.1f} | {p['wall_s'] / 60:.1f} min | "
+                     f"{p['idle_2_cores_s'] / 60:.1f} min | - | 1.00 |")
+    for v, row in r["variants"].items():
+        ms, p = row["measured_subset"], row["projected_full"]
+        full = row.get("measured_full")
+        full_text = f"{full['wall_s'] / 60:.1f} min" if full else "-"
+        lines.append(f"| rescore-nbest {v} | {ms['hypotheses']} | {ms['words'] / ms['hypotheses']:.1f} | "
+                     f"{ms['wall_s']:.1f} | {sum(j['cpu_s'] for j in ms['jobs']):.1f} | "
+                     f"{p['wall_s'] / 60:.1f} min | {p['idle_2_cores_s'] / 60:.1f} min | "
+                     f"{full_text} | "
+                     f"{p.get('x_naive_idle_2_cores', float('nan')):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
