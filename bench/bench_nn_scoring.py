@@ -13,7 +13,7 @@ Variants, each in its own process (so ``ru_maxrss`` is its own peak), on the sam
 - ``naive``: each utterance's N-best as one padded fp32 batch with a full log-softmax, no sharing (how
   Kaldi's ``compute_sentence_scores.py`` scores).
 - ``bucket_fp32`` / ``bucket_bf16``: NNScorer without prefix sharing (length-sorted rows, token budget).
-- ``trie_fp32`` / ``trie_bf16``: NNScorer with packed prefix tries (the default is ``trie_bf16`` on CPU).
+- ``trie_fp32`` / ``trie_bf16``: NNScorer with packed prefix tries, fp32 (the default of ``rescore-nbest``) or bf16 (``--bf16``).
 - Options after ``+`` (``--variants trie_fp32,trie_fp32+selfnorm``): ``selfnorm`` skips the normaliser (the
   scored words' output rows only), ``dense_attention`` attends over whole rows (no query blocks).
 Reported: median wall and CPU seconds over repeats, words/s, ratios to ``naive`` (wall and CPU time:
