@@ -76,6 +76,8 @@ def load_config(model_dir) -> LMConfig | LSTMConfig:
 def declared_self_norm_alpha(model_dir) -> float:
     """The self-normalisation weight ``config.json`` declares the model was trained with (0 when absent)."""
     path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise InputError(model_dir, f"not a model directory: it has no {CONFIG}")
     try:
         value = json.loads(path.read_text()).get(SELF_NORM_KEY, 0.0)
     except (OSError, json.JSONDecodeError, AttributeError) as e:
