@@ -16,6 +16,8 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from asr_lm_quant.lm.model import config_from_dict
+
 ARCH = "lstm"
 
 
@@ -45,11 +47,7 @@ class LSTMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LSTMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown LSTM config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "LSTM")
 
 
 class LSTMLayer(nn.Module):

@@ -17,6 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def config_from_dict(cls, d: dict, what: str):
+    """A configuration dataclass from its dict, refusing keys it does not have (a typo, or another model's)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+    return cls(**d)
+
+
 @dataclass
 class LMConfig:
     vocab_size: int
@@ -48,11 +56,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown LM config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "LM")
 
 
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
