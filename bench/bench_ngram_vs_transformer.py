@@ -7,7 +7,11 @@ the same command continues an interrupted measurement.
 
     .venv/bin/python bench/bench_ngram_vs_transformer.py --work exp/bench_wt2 [--threads 2]
 
-Prints (and writes to <work>/result.json) both perplexities and the relative reduction.
+Small corpora: ``--train-words 1000000`` trains both on the first sentences of WikiText-2 train up to a
+million words, with the vocabulary chosen from those sentences (valid and test as before);
+``--set model.dropout=0.2`` (repeatable) changes the configuration.
+
+Prints (and writes to <work>/result.json) both perplexities (valid and test) and the relative reduction.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-epochs", type=int, help="override the configuration's epochs")
     ap.add_argument("--max-steps-this-run", type=int, default=0, help="stop training early (resume later)")
+    ap.add_argument("--train-words", type=int, help="train on the first sentences up to this many words")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="change the configuration, e.g. model.dropout=0.2 or train.weight_decay=0.1")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -52,6 +59,33 @@ def main(argv=None):
         prepare_plain(wt / "train.txt.xz", wt / "valid.txt.xz", wt / "test.txt.xz", text,
                       max_size=args.max_vocab, normalize="asr")
         timings["prepare_text_s"] = time.perf_counter() - t
+    if args.train_words:  # a prefix of the corpus, with its own vocabulary
+        small = work / f"text_{args.train_words}"
+        if not (small / "words.txt").exists():
+            small.mkdir(parents=True, exist_ok=True)
+            n = 0
+            with open(text / "train.txt", encoding="utf-8") as f, \
+                    open(small / "train_source.txt", "w", encoding="utf-8") as out:
+                for line in f:
+                    if n >= args.train_words:
+                        break
+                    out.write(line)
+                    n += len(line.split())
+            prepare_plain(small / "train_source.txt", text / "valid.txt", text / "test.txt", small,
+                          max_size=args.max_vocab)
+        text = small
+    config = Path(args.config)
+    if args.set:
+        cfg = json.loads(config.read_text())
+        for item in args.set:
+            key, _, value = item.partition("=")
+            section, _, name = key.partition(".")
+            if section not in ("model", "train") or not name or not value:
+                raise SystemExit(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+            cfg[section][name] = json.loads(value)
+        config = work / "config.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(cfg, indent=1))
     vocab = Vocabulary.load(text / "words.txt")
     arpa = work / f"kn{args.order}.arpa"
     if not arpa.exists():
@@ -59,23 +93,28 @@ def main(argv=None):
         train_arpa(text / "train.txt", arpa, order=args.order, vocab=vocab)
         timings["ngram_train_s"] = time.perf_counter() - t
     ngram = ArpaLM(arpa).perplexity_file(text / "valid.txt")
+    ngram_test = ArpaLM(arpa).perplexity_file(text / "test.txt")
 
     t = time.perf_counter()
     overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
-    res = train(args.config, text / "train.txt", text / "valid.txt", text / "words.txt", work / "transformer",
+    res = train(config, text / "train.txt", text / "valid.txt", text / "words.txt", work / "transformer",
                 overrides=overrides, max_steps_this_run=args.max_steps_this_run)
     timings["transformer_train_s_this_run"] = time.perf_counter() - t
-    out = {"data": "WikiText-2 valid (ASR-normalised)", "vocab_size": len(vocab), "ngram_order": args.order,
-           "ngram": ngram, "config": str(args.config), "timings": timings}
+    out = {"data": "WikiText-2 valid and test (ASR-normalised)", "vocab_size": len(vocab),
+           "ngram_order": args.order, "train_words": sum(len(x.split()) for x in open(text / "train.txt")),
+           "ngram": ngram, "ngram_test": ngram_test, "config": str(args.config), "set": args.set,
+           "timings": timings}
     if res.get("done"):
         model, _ = load_lm(work / "transformer")
         nn = perplexity(model, vocab, text / "valid.txt", progress=False)
         if nn["tokens_scored"] != ngram["tokens_scored"]:
             raise SystemExit(f"token counts differ: transformer {nn['tokens_scored']} vs n-gram "
                              f"{ngram['tokens_scored']}")
-        out.update(transformer=nn, transformer_training=res,
+        nn_test = perplexity(model, vocab, text / "test.txt", progress=False)
+        out.update(transformer=nn, transformer_test=nn_test, transformer_training=res,
                    ppl_reduction=1 - nn["ppl"] / ngram["ppl"],
-                   target_met=nn["ppl"] <= 0.8 * ngram["ppl"])
+                   test_ppl_reduction=1 - nn_test["ppl"] / ngram_test["ppl"],
+                   target_met=nn_test["ppl"] <= 0.8 * ngram_test["ppl"])
     else:
         out.update(transformer=None, transformer_training=res,
                    note="training interrupted; re-run the same command to continue")

@@ -8,8 +8,9 @@ the layers at 2 and 3 bits: about 2.2 bits per weight, ~14x). Each variant runs 
 n-best set, one thread:
 
 - ``rss_mb``: resident memory after loading, over the same process after importing torch and the toolkit and
-  running a tiny model once (torch's one-time costs); the vocabulary's Python strings included (target: at
-  most 1.25x the file);
+  running a tiny model once (torch's one-time costs); the vocabulary included (target: at most 1.25x the
+  file). ``rss_over_file`` divides by the safetensors file alone, ``rss_over_dir`` by the whole model
+  directory (with ``words.txt``, config and plan);
 - ``load_s``: median load time (target: no longer than the float32 model's);
 - ``words_per_s`` with ``bf16`` and ``fp32`` products (target: the packed models' bf16 at least the float32
   model's bf16), and ``max_cost_diff`` from the model they stand for (the dequantized one), on the first 200
@@ -90,8 +91,8 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from asr_lm_quant.quant.packed import load_lm_for_inference, load_any_lm
 from asr_lm_quant.rescore.nnscore import NNScorer
-def rss():
-    return int([x for x in open("/proc/self/status") if x.startswith("VmRSS")][0].split()[1]) / 1024
+def rss():  # MB (10^6 bytes, as file_mb)
+    return int([x for x in open("/proc/self/status") if x.startswith("VmRSS")][0].split()[1]) * 1024 / 1e6
 d, hyps_file, ref_file, loads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 hyps = [h.split() for h in open(hyps_file).read().splitlines()]
 # Warm-up: torch's one-time costs of making and running a first model (kernels, tables; ~8 MB) count for no
@@ -154,6 +155,9 @@ def main() -> int:
             files = [f for f in dirs[name].iterdir() if f.suffix == ".safetensors"]
             r["file_mb"] = sum(f.stat().st_size for f in files) / 1e6
             r["rss_over_file"] = r["rss_mb"] / r["file_mb"]
+            # The whole directory (with words.txt, config and plan): what a user copies to use the model.
+            r["dir_mb"] = sum(f.stat().st_size for f in dirs[name].iterdir()) / 1e6
+            r["rss_over_dir"] = r["rss_mb"] / r["dir_mb"]
             r["avg_bits"] = avg[name]
             rows[name] = r
         # The dequantized model of each packed one, for the cost differences.

@@ -15,7 +15,7 @@ from asr_lm_quant.quant.packed_modules import PackedEmbedding, PackedLinear, dec
 from asr_lm_quant.quant.plan import QuantPlan, group_names, group_view
 from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.rescore.nnscore import NNScorer
-from asr_lm_quant.text.vocab import Vocabulary
+from asr_lm_quant.text.vocab import CompactVocabulary, Vocabulary
 
 V = 400
 VOCAB = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(V - 2)])
@@ -41,8 +41,10 @@ def _hyps(n=200, seed=0):
 @pytest.mark.parametrize("tie,per_row,bands", [(True, False, 3), (False, True, 2), (True, True, None)])
 def test_costs_equal_the_dequantized_model(tmp_path, tie, per_row, bands):
     d = _packed_dir(tmp_path, tie=tie, per_row=per_row, bands=bands)
-    float_model, _, plan = load_packed(d)
-    packed, _, _ = load_packed_for_inference(d)
+    float_model, vocab, plan = load_packed(d)
+    packed, compact, _ = load_packed_for_inference(d)
+    # Scoring holds the vocabulary compactly; it answers as the plain one.
+    assert isinstance(compact, CompactVocabulary) and list(compact.words) == vocab.words
     # The quantized matrices are modules over codes, not parameters: no float copy of them exists.
     assert isinstance(packed.embed, PackedEmbedding) and isinstance(packed.out, PackedLinear)
     assert all(isinstance(m, PackedLinear) for m in (packed.layers[0].attn.in_proj, packed.layers[1].ff.fc2))
@@ -51,10 +53,10 @@ def test_costs_equal_the_dequantized_model(tmp_path, tie, per_row, bands):
         param = name.split("[")[0].rsplit(".", 1)[0]
         mod = packed.embed if param == "embed" else packed.get_submodule(param)
         assert torch.equal(mod.matrix.dense()[_rows(name, mod.matrix.rows)], group_view(float_model, name))
-    hyps = _hyps()
+    hyps = _hyps() + [["w3", "not-a-word", "w7"]]
     for bf16, tol in ((False, 1e-5), (True, 1e-5)):
-        a = NNScorer(float_model, VOCAB, bf16=bf16).costs(hyps)
-        b = NNScorer(packed, VOCAB, bf16=bf16).costs(hyps)
+        a = NNScorer(float_model, vocab, bf16=bf16).costs(hyps)
+        b = NNScorer(packed, compact, bf16=bf16).costs(hyps)
         assert np.abs(a - b).max() <= tol * np.abs(a).max(), (bf16, np.abs(a - b).max())
     tok = torch.randint(0, V, (3, 9))
     with torch.inference_mode():

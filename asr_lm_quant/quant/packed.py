@@ -34,7 +34,7 @@ from asr_lm_quant.lm.lstm import LSTMLM
 from asr_lm_quant.lm.model import TransformerLM
 from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_view, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, kmax, quantize_codes
-from asr_lm_quant.text.vocab import Vocabulary
+from asr_lm_quant.text.vocab import CompactVocabulary, Vocabulary
 
 PACKED = "model.packed.safetensors"
 PLAN = "plan.json"
@@ -65,6 +65,8 @@ def unpack_codes(buf: np.ndarray, bits: int, numel: int) -> torch.Tensor:
 
 
 def vocab_text(vocab: Vocabulary) -> str:
+    if isinstance(vocab, CompactVocabulary):
+        return vocab.text()
     return "\n".join(vocab.words)
 
 
@@ -183,10 +185,13 @@ def _skeleton(cfg) -> TransformerLM | LSTMLM:
             c.reset_parameters = f
 
 
-def _open_packed(model_dir: Path):
-    """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path, skeleton model)``."""
+def _open_packed(model_dir: Path, compact_vocab: bool = False):
+    """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path, skeleton model)``;
+    ``compact_vocab``: the vocabulary as a :class:`CompactVocabulary` (for scoring)."""
     path = model_dir / PACKED
     vocab = Vocabulary.load(model_dir / VOCAB)
+    if compact_vocab:  # before anything else is allocated, so the plain one's heap can go back
+        vocab = CompactVocabulary(vocab.words)
     meta, tensors = _read_packed(path, vocab)
     cfg = load_config(model_dir)
     try:
@@ -260,7 +265,7 @@ def load_packed_for_inference(model_dir, device="cpu") -> tuple[TransformerLM, V
     from asr_lm_quant.quant.plan import split_group, weight_groups
 
     model_dir = Path(model_dir)
-    cfg, vocab, plan, tensors, path, model = _open_packed(model_dir)
+    cfg, vocab, plan, tensors, path, model = _open_packed(model_dir, compact_vocab=True)
     dev = torch.device(device)
     params = weight_groups(model)
     segments: dict[str, list] = {n: [] for n in params}

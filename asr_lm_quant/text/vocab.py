@@ -7,6 +7,8 @@ pytorchnn models); ``<unk>`` stands for every out-of-vocabulary word.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Mapping, Sequence
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
@@ -81,3 +83,163 @@ class Vocabulary:
             return cls(words)
         except ValueError as e:
             raise InputError(path, str(e)) from None
+
+
+class CompactVocabulary(Vocabulary):
+    """The same vocabulary in three flat arrays instead of a list and a dict of Python strings: the UTF-8 words
+    end to end, their offsets, and an open-addressing hash table of ids (15-30 bytes a word against about
+    230; a 30k-word vocabulary takes 0.6 MB instead of ~7 MB of heap). Loaded with packed models for scoring,
+    where the vocabulary would otherwise be most of a 2-bit model's memory beside its codes. Lookups cost
+    about a microsecond instead of ~50 ns, which is nothing beside scoring a word."""
+
+    def __init__(self, words):
+        from array import array
+
+        encoded = [w.encode("utf-8", "surrogatepass") for w in words]
+        self._blob = b"".join(encoded)
+        self._offsets = array("i" if len(self._blob) < 1 << 31 else "q", [0])
+        end = 0
+        for b in encoded:
+            end += len(b)
+            self._offsets.append(end)
+        size = 1 << max(4, (2 * len(encoded)).bit_length())  # load factor at most 1/2: short probes
+        self._mask = size - 1
+        self._slots = array("i", [-1]) * size
+        for i, b in enumerate(encoded):
+            h = zlib.crc32(b) & self._mask
+            while self._slots[h] >= 0:
+                if encoded[self._slots[h]] == b:
+                    raise ValueError(f"duplicate word {b.decode('utf-8', 'replace')!r} in vocabulary "
+                                     f"(ids {self._slots[h]} and {i})")
+                h = (h + 1) & self._mask
+            self._slots[h] = i
+        del encoded
+        for required in (BOS, UNK):
+            if self._find(required) < 0:
+                raise ValueError(f"vocabulary lacks {required!r}")
+        self.bos, self.eos, self.unk = self._find(BOS), self._find(EOS), self._find(UNK)
+
+    def _find(self, word: str) -> int:
+        b = word.encode("utf-8", "surrogatepass")
+        slots, offsets, blob, mask = self._slots, self._offsets, self._blob, self._mask
+        h = zlib.crc32(b) & mask
+        while True:
+            i = slots[h]
+            if i < 0:
+                return -1
+            if offsets[i + 1] - offsets[i] == len(b) and blob[offsets[i]:offsets[i + 1]] == b:
+                return i
+            h = (h + 1) & mask
+
+    def _word(self, i: int) -> str:
+        return self._blob[self._offsets[i]:self._offsets[i + 1]].decode("utf-8", "surrogatepass")
+
+    def text(self) -> str:
+        """The words joined by newlines (as ``"\\n".join(words)``), without a string per word."""
+        out = bytearray(len(self._blob) + len(self) - 1)
+        offsets, pos = self._offsets, 0
+        for i in range(len(self)):
+            if i:
+                out[pos] = 10
+                pos += 1
+            n = offsets[i + 1] - offsets[i]
+            out[pos:pos + n] = self._blob[offsets[i]:offsets[i + 1]]
+            pos += n
+        return out.decode("utf-8", "surrogatepass")
+
+    @property
+    def words(self) -> "_CompactWords":
+        return _CompactWords(self)
+
+    @property
+    def index(self) -> "_CompactIndex":
+        return _CompactIndex(self)
+
+    def __len__(self):
+        return len(self._offsets) - 1
+
+    def __contains__(self, word):
+        return isinstance(word, str) and self._find(word) >= 0
+
+    def id(self, word: str) -> int:
+        i = self._find(word)
+        return self.unk if i < 0 else i
+
+    def encode(self, words) -> list[int]:
+        find, unk = self._find, self.unk
+        return [i if i >= 0 else unk for i in map(find, words)]
+
+    def decode(self, ids) -> list[str]:
+        n = len(self)
+        out = []
+        for i in ids:
+            if not 0 <= i < n:
+                raise IndexError(f"word id {i} out of range (vocabulary of {n})")
+            out.append(self._word(i))
+        return out
+
+    @classmethod
+    def load(cls, path) -> "CompactVocabulary":
+        """As :meth:`Vocabulary.load` (the same checks and messages), held compactly."""
+        words = Vocabulary.load(path).words
+        try:
+            return cls(words)
+        except ValueError as e:  # cannot happen after the checks above; kept for a clear message
+            raise InputError(path, str(e)) from None
+
+
+class _CompactWords(Sequence):
+    """``CompactVocabulary.words``: the words by id, decoded on access."""
+
+    def __init__(self, vocab: CompactVocabulary):
+        self._v = vocab
+
+    def __len__(self):
+        return len(self._v)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._v._word(k) for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("word id out of range")
+        return self._v._word(i)
+
+    def __iter__(self):
+        blob, offsets = self._v._blob, self._v._offsets
+        for k in range(len(self)):
+            yield blob[offsets[k]:offsets[k + 1]].decode("utf-8", "surrogatepass")
+
+    def __eq__(self, other):
+        return isinstance(other, (list, tuple, Sequence)) and len(self) == len(other) and all(
+            a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+
+class _CompactIndex(Mapping):
+    """``CompactVocabulary.index``: word -> id, as the dict of :class:`Vocabulary`."""
+
+    def __init__(self, vocab: CompactVocabulary):
+        self._v = vocab
+
+    def __getitem__(self, word):
+        i = self._v._find(word) if isinstance(word, str) else -1
+        if i < 0:
+            raise KeyError(word)
+        return i
+
+    def get(self, word, default=None):
+        i = self._v._find(word) if isinstance(word, str) else -1
+        return default if i < 0 else i
+
+    def __contains__(self, word):
+        return word in self._v
+
+    def __iter__(self):
+        return iter(self._v.words)
+
+    def __len__(self):
+        return len(self._v)
