@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The mini recipe: the whole toolkit on data anyone can get, with a real recogniser.
 #
-#   ./run.sh                      # everything (make demo): about 2.5 hours on 2 idle CPU cores
+#   ./run.sh                      # everything (make demo): about 2.7 hours on 2 idle CPU cores
 #   ./run.sh --lm-epochs 1        # about an hour less, with weaker LMs
 #   ./run.sh --quick              # a tiny version (CI): a few minutes
 #   ./run.sh --stage 5 --stop-stage 6
@@ -110,8 +110,8 @@ if [ "$quick" = true ]; then
   log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
 else
   log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, two Transformer LMs, the"
-  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2.5 hours on 2"
-  log "idle CPU cores (stage 2 ~12 min, 3 ~85 min, 4 ~30 min, 5 ~15 min); later runs reuse cached audio/lattices."
+  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2.7 hours on 2"
+  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~75, 4 ~55, 5 ~15); later runs reuse cached audio/lattices."
 fi
 
 # ------------------------------------------------------------------------------------------------
