@@ -87,7 +87,7 @@ def main(argv=None):
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(cfg, indent=1))
     vocab = Vocabulary.load(text / "words.txt")
-    arpa = work / f"kn{args.order}.arpa"
+    arpa = text / f"kn{args.order}.arpa"  # beside the text it was trained on
     if not arpa.exists():
         t = time.perf_counter()
         train_arpa(text / "train.txt", arpa, order=args.order, vocab=vocab)
