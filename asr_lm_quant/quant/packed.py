@@ -65,9 +65,7 @@ def unpack_codes(buf: np.ndarray, bits: int, numel: int) -> torch.Tensor:
 
 
 def vocab_text(vocab: Vocabulary) -> str:
-    if isinstance(vocab, CompactVocabulary):
-        return vocab.text()
-    return "\n".join(vocab.words)
+    return vocab.text()
 
 
 # ---- saving
@@ -189,9 +187,8 @@ def _open_packed(model_dir: Path, compact_vocab: bool = False):
     """Read and check a packed directory: ``(config, vocabulary, plan, tensors, path, skeleton model)``;
     ``compact_vocab``: the vocabulary as a :class:`CompactVocabulary` (for scoring)."""
     path = model_dir / PACKED
-    vocab = Vocabulary.load(model_dir / VOCAB)
-    if compact_vocab:  # before anything else is allocated, so the plain one's heap can go back
-        vocab = CompactVocabulary(vocab.words)
+    # Compact first, before anything else is allocated, so the plain one's heap can go back.
+    vocab = (CompactVocabulary if compact_vocab else Vocabulary).load(model_dir / VOCAB)
     meta, tensors = _read_packed(path, vocab)
     cfg = load_config(model_dir)
     try:

@@ -60,6 +60,10 @@ class Vocabulary:
     def decode(self, ids) -> list[str]:
         return [self.words[i] for i in ids]
 
+    def text(self) -> str:
+        """The words joined by newlines (what a model file's checksum covers)."""
+        return "\n".join(self.words)
+
     def save(self, path):
         with atomic_open(path) as f:
             for i, w in enumerate(self.words):
@@ -208,9 +212,7 @@ class _CompactWords(Sequence):
         return self._v._word(i)
 
     def __iter__(self):
-        blob, offsets = self._v._blob, self._v._offsets
-        for k in range(len(self)):
-            yield blob[offsets[k]:offsets[k + 1]].decode("utf-8", "surrogatepass")
+        return map(self._v._word, range(len(self)))
 
     def __eq__(self, other):
         return isinstance(other, (list, tuple, Sequence)) and len(self) == len(other) and all(
