@@ -82,7 +82,10 @@ def main(argv=None):
             section, _, name = key.partition(".")
             if section not in ("model", "train") or not name or not value:
                 raise SystemExit(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
-            cfg[section][name] = json.loads(value)
+            try:
+                cfg[section][name] = json.loads(value)
+            except json.JSONDecodeError:
+                raise SystemExit(f"--set {item!r}: the value must be JSON (a number, true/false, \"text\")")
         config = work / "config.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(cfg, indent=1))
