@@ -51,6 +51,21 @@ def main(argv=None):
     from asr_lm_quant.text.vocab import Vocabulary
 
     work = Path(args.work)
+    config = Path(args.config)
+    if args.set:
+        cfg = json.loads(config.read_text())
+        for item in args.set:
+            key, _, value = item.partition("=")
+            section, _, name = key.partition(".")
+            if section not in ("model", "train") or not name or not value:
+                raise SystemExit(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+            try:
+                cfg[section][name] = json.loads(value)
+            except json.JSONDecodeError:
+                raise SystemExit(f"--set {item!r}: the value must be JSON (a number, true/false, \"text\")")
+        config = work / "config.json"
+        work.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(cfg, indent=1))
     text = work / "text"
     wt = Path(args.wikitext)
     timings = {}
@@ -74,21 +89,6 @@ def main(argv=None):
             prepare_plain(small / "train_source.txt", text / "valid.txt", text / "test.txt", small,
                           max_size=args.max_vocab)
         text = small
-    config = Path(args.config)
-    if args.set:
-        cfg = json.loads(config.read_text())
-        for item in args.set:
-            key, _, value = item.partition("=")
-            section, _, name = key.partition(".")
-            if section not in ("model", "train") or not name or not value:
-                raise SystemExit(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
-            try:
-                cfg[section][name] = json.loads(value)
-            except json.JSONDecodeError:
-                raise SystemExit(f"--set {item!r}: the value must be JSON (a number, true/false, \"text\")")
-        config = work / "config.json"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(json.dumps(cfg, indent=1))
     vocab = Vocabulary.load(text / "words.txt")
     arpa = text / f"kn{args.order}.arpa"  # beside the text it was trained on
     if not arpa.exists():
