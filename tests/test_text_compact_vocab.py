@@ -78,3 +78,49 @@ def test_far_smaller_than_the_plain_vocabulary():
         del v
     assert sizes["CompactVocabulary"] < 30 * n  # bytes a word
     assert sizes["CompactVocabulary"] * 4 < sizes["Vocabulary"]
+
+
+PLAIN = "<s> 0\n<unk> 1\nab 2\nc\u00a0d 3\n"  # a no-break space is part of a word, as Kaldi splits
+
+
+@pytest.mark.parametrize("text", [
+    PLAIN, PLAIN.rstrip("\n"), PLAIN + "\n", PLAIN.replace("ab 2", "ab 02"), PLAIN.replace("ab 2", "ab\t2"),
+    PLAIN.replace("\n", "\r\n"), PLAIN.replace("ab 2", "ab  2"), PLAIN.replace("ab 2", " ab 2"),
+    "\n" + PLAIN, PLAIN.replace("ab 2", "<s> 2"), PLAIN.replace("<unk> 1", "x 1"), PLAIN.replace("ab 2", "ab 4"),
+    PLAIN.replace("ab 2", "ab 2 3"), PLAIN.replace("ab 2", "ab x"), "", "\n",
+])
+def test_direct_reading_agrees_with_the_plain_reader(tmp_path, text):
+    """Every form of words.txt loads to the same words, or fails with the same message, as Vocabulary.load."""
+    path = tmp_path / "words.txt"
+    path.write_bytes(text.encode())
+    try:
+        expected = Vocabulary.load(path).words
+    except InputError as e:
+        with pytest.raises(InputError) as got:
+            CompactVocabulary.load(path)
+        assert str(got.value) == str(e)
+    else:
+        assert list(CompactVocabulary.load(path).words) == expected
+
+
+def test_bad_utf8_and_compressed_files_go_through_the_plain_reader(tmp_path):
+    import gzip
+
+    (tmp_path / "bad.txt").write_bytes(b"<s> 0\n<unk> 1\n\xff 2\n")
+    with pytest.raises(InputError, match="line 3.*UTF-8|UTF-8.*line 3|not valid UTF-8"):
+        CompactVocabulary.load(tmp_path / "bad.txt")
+    with gzip.open(tmp_path / "words.txt.gz", "wt") as f:
+        f.write(PLAIN)
+    assert list(CompactVocabulary.load(tmp_path / "words.txt.gz").words) == ["<s>", "<unk>", "ab", "c\u00a0d"]
+
+
+def test_a_plain_file_is_read_without_a_list_of_words(tmp_path, monkeypatch):
+    words = _words(2000, seed=5)
+    Vocabulary(words).save(tmp_path / "words.txt")
+
+    def refuse(*a, **k):
+        raise AssertionError("the plain reader was used")
+
+    monkeypatch.setattr(Vocabulary, "load", refuse)
+    compact = CompactVocabulary.load(tmp_path / "words.txt")
+    assert list(compact.words) == words and compact.encode(words[::7]) == list(range(0, 2000, 7))

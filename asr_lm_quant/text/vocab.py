@@ -97,27 +97,36 @@ class CompactVocabulary(Vocabulary):
     about five times a dict's (2 us a word measured on a loaded 2-core VM), nothing beside scoring the word."""
 
     def __init__(self, words):
+        words = list(words)
+        self._fill((w.encode("utf-8", "surrogatepass") for w in words), len(words))
+
+    def _fill(self, encoded, n: int) -> None:
+        """Build the arrays from ``n`` UTF-8 words, one at a time (no list of them is ever held)."""
         from array import array
 
-        encoded = [w.encode("utf-8", "surrogatepass") for w in words]
-        self._blob = b"".join(encoded)
-        self._offsets = array("i" if len(self._blob) < 1 << 31 else "q", [0])
-        end = 0
-        for b in encoded:
-            end += len(b)
-            self._offsets.append(end)
-        size = 1 << max(4, (2 * len(encoded)).bit_length())  # load factor at most 1/2: short probes
-        self._mask = size - 1
-        self._slots = array("i", [-1]) * size
+        blob = bytearray()
+        self._offsets = offsets = array("q", [0]) * (n + 1)
+        size = 1 << max(4, (2 * n).bit_length())  # load factor at most 1/2: short probes
+        self._mask = mask = size - 1
+        self._slots = slots = array("i", [-1]) * size
+        count = 0
         for i, b in enumerate(encoded):
-            h = zlib.crc32(b) & self._mask
-            while self._slots[h] >= 0:
-                if encoded[self._slots[h]] == b:
+            h = zlib.crc32(b) & mask
+            while (j := slots[h]) >= 0:
+                if blob[offsets[j]:offsets[j + 1]] == b:
                     raise ValueError(f"duplicate word {b.decode('utf-8', 'replace')!r} in vocabulary "
-                                     f"(ids {self._slots[h]} and {i})")
-                h = (h + 1) & self._mask
-            self._slots[h] = i
-        del encoded
+                                     f"(ids {j} and {i})")
+                h = (h + 1) & mask
+            slots[h] = i
+            blob += b
+            offsets[i + 1] = len(blob)
+            count += 1
+        if count != n:
+            raise ValueError(f"{count} words where {n} were announced")
+        self._blob = bytes(blob)
+        del blob
+        if len(self._blob) < 1 << 31:  # 4-byte offsets for every real vocabulary
+            self._offsets = array("i", offsets)
         for required in (BOS, UNK):
             if self._find(required) < 0:
                 raise ValueError(f"vocabulary lacks {required!r}")
@@ -184,12 +193,62 @@ class CompactVocabulary(Vocabulary):
 
     @classmethod
     def load(cls, path) -> "CompactVocabulary":
-        """As :meth:`Vocabulary.load` (the same checks and messages), held compactly."""
+        """As :meth:`Vocabulary.load` (the same checks and messages), held compactly. A plain ``word id`` file
+        with ids 0..N-1 in order is read straight into the arrays, one line at a time: going through a list
+        and a dict of the words would leave most of a megabyte of them in the heap for good (Python's
+        small-object arenas are given back only when empty). Anything else goes through the plain reader,
+        which names what is wrong."""
+        fast = cls._load_plain_file(path)
+        if fast is not None:
+            return fast
         words = Vocabulary.load(path).words
         try:
             return cls(words)
         except ValueError as e:  # cannot happen after the checks above; kept for a clear message
             raise InputError(path, str(e)) from None
+
+    @classmethod
+    def _load_plain_file(cls, path) -> "CompactVocabulary | None":
+        """The vocabulary of an uncompressed, well-formed ``words.txt`` (``word id`` lines, one space, ids
+        0..N-1 written plainly, a word of no ASCII whitespace, valid UTF-8), or None for anything else."""
+        from pathlib import Path
+
+        path = Path(path)
+        if path.suffix in (".gz", ".xz", ".bz2") or not path.is_file():
+            return None
+        try:
+            data = path.read_bytes()
+            data.decode("utf-8")  # the check only: strict, as the plain reader decodes
+        except (OSError, UnicodeDecodeError):
+            return None
+        n = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if not data or n == 0:
+            return None
+        bad = (b"\t", b"\r", b"\f", b"\v")
+
+        def lines():
+            pos, i = 0, 0
+            while pos < len(data):
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    end = len(data)
+                line = data[pos:end]
+                sp = line.find(b" ")
+                if sp <= 0 or line[sp + 1:] != str(i).encode() or any(c in line for c in bad):
+                    raise _NotPlain
+                yield line[:sp]
+                pos, i = end + 1, i + 1
+
+        v = cls.__new__(cls)
+        try:
+            v._fill(lines(), n)
+        except (_NotPlain, ValueError):
+            return None
+        return v
+
+
+class _NotPlain(Exception):
+    """A words.txt line outside the fast reader's plain form."""
 
 
 class _CompactWords(Sequence):
