@@ -241,3 +241,38 @@ def test_bf16_auto_follows_the_cpu(monkeypatch):
         assert cfg.finetune.bf16 is native
     with pytest.raises(InputError, match="bf16: true, false or \"auto\""):
         QuantConfig.from_dict({"model": "m", "out": "o", "method": "ptq", "finetune": {"bf16": "yes"}}, "q.json")
+
+
+@pytest.mark.slow
+def test_sweep_workers_share_the_systems_and_match_one_job(wiki, tmp_path):
+    """Two `quant-sweep --worker` processes at once, then the tabulating pass: every system runs once, in one
+    of them, and the table equals that of a single job."""
+    import subprocess
+    import sys
+
+    d, _ = wiki
+    systems = {"defaults": {"tokens_per_batch": 256, "finetune": {"steps": 3, "warmup": 1},
+                            "hessian_max_samples": 3, "hessian_batches": 1},
+               "systems": [{"name": "fp", "method": "fp"}, {"name": "ptq-4", "method": "ptq", "bits": 4},
+                           {"name": "ste-2", "method": "ste", "bits": 2},
+                           {"name": "ste-4", "method": "ste", "bits": 4},
+                           {"name": "hess-2", "method": "hessian", "budget_bits": 2}]}
+    (tmp_path / "systems.json").write_text(json.dumps(systems))
+    args = ["quant-sweep", "--systems", str(tmp_path / "systems.json"), "--model", f"base={d / 'lm'}",
+            "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), "--threads", "1"]
+    assert main(args + [str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "asr_lm_quant.cli"] + args + ["--worker", str(tmp_path / "par")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert not (tmp_path / "par" / "results.json").exists()  # workers write no table
+    ran = [ln.split("system ")[1].split(":")[0] for _, err in logs for ln in err.splitlines() if " system " in ln]
+    assert sorted(ran) == ["hess-2", "ptq-4", "ste-2", "ste-4"]  # each once, in one worker or the other
+    assert all((tmp_path / "par" / n / "results.json").exists() for n in ("fp", "ptq-4", "ste-2", "ste-4", "hess-2"))
+    assert main(args + [str(tmp_path / "par")]) == 0
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    par = json.loads((tmp_path / "par" / "results.json").read_text())
+    assert [r["name"] for r in par] == [r["name"] for r in one]
+    for a, b in zip(one, par):
+        assert a["valid_ppl"] == pytest.approx(b["valid_ppl"], rel=1e-9), a["name"]
+        assert a["avg_bits"] == b["avg_bits"]

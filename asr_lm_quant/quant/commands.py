@@ -86,6 +86,10 @@ def register(sub):
     p.add_argument("--valid", help="validation text")
     p.add_argument("--test", help="test text")
     p.add_argument("--only", help="comma-separated system names to run")
+    p.add_argument("--worker", action="store_true",
+                   help="one of several parallel jobs (e.g. run.pl JOB=1:N ...): run the systems no other job "
+                        "holds, costliest first, and write no table; then run once more without --worker to "
+                        "tabulate")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("out", help="output directory")
     p.set_defaults(func=cmd_sweep)
@@ -146,5 +150,5 @@ def cmd_sweep(args):
         models[k] = v
     rows = run_sweep(args.systems, args.out, models=models,
                      texts={"train": args.train, "valid": args.valid, "test": args.test},
-                     only=args.only.split(",") if args.only else None)
+                     only=args.only.split(",") if args.only else None, worker=args.worker)
     print(results_table(rows), end="")

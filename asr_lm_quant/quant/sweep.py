@@ -11,10 +11,17 @@ Systems file::
 ``method: "fp"`` evaluates the unquantized model. ``budget_size_of: NAME`` sets the size budget to the 32-bit
 size of model NAME (a deeper model compressed to the size of a shallower full-precision one). A system whose
 directory already has results.json is not run again (re-running the stage resumes).
+
+Parallel jobs (``quant-sweep --worker``, e.g. ``run.pl JOB=1:N``): each worker takes the systems no other
+worker holds, the costliest first, holding an exclusive lock on ``OUT/.claims/<system>`` while it runs one, and
+writes no table; a last plain ``quant-sweep`` waits for any system still held, runs what is left and tabulates.
+The locks are the kernel's (``flock``): a worker that dies frees its systems, and their checkpoints resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 from pathlib import Path
@@ -41,12 +48,14 @@ def fp_results(model_dir, cfg: QuantConfig) -> dict:
 
 
 def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, texts: dict[str, str] | None = None,
-              only: list[str] | None = None) -> list[dict]:
+              only: list[str] | None = None, worker: bool = False) -> list[dict]:
+    """Run the systems (all, or ``only`` these) and write the table; ``worker``: run those no other worker
+    holds and return their rows, writing no table (see the module's docstring)."""
     conf = load_systems(systems_file)
     out_dir = Path(out_dir)
     models = {**conf.get("models", {}), **(models or {})}
     defaults = {**conf.get("defaults", {}), **{f"{k}_text": v for k, v in (texts or {}).items() if v}}
-    rows = []
+    jobs = []
     for s in conf["systems"]:
         if only and s["name"] not in only:
             continue
@@ -56,27 +65,69 @@ def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, te
         if model_name not in models:
             raise InputError(systems_file, f"model {model_name!r} is not defined (give --model {model_name}=DIR)",
                              key=name)
-        size_of = s.pop("budget_size_of", None)
-        sdir = out_dir / name
-        if size_of is not None:
-            m, _ = load_any_lm(models[size_of])
-            s["budget_mb"] = QuantPlan.uniform(m, 32).size_report(m)["fp32_bytes"] / 1e6
-        cfg = QuantConfig.from_dict({**defaults, **s, "model": models[model_name], "out": str(sdir),
-                                     "method": "ptq" if method == "fp" else method}, source=systems_file)
-        if (sdir / RESULTS).exists():
-            res = json.loads((sdir / RESULTS).read_text())
-            log.info("%s: already done", name)
-        elif method == "fp":
-            res = fp_results(models[model_name], cfg)
-            sdir.mkdir(parents=True, exist_ok=True)
-            with atomic_open(sdir / RESULTS) as f:
-                json.dump(res, f, indent=1)
-        else:
-            log.info("system %s: %s", name, method)
-            res = run(cfg)
-        rows.append({"name": name, "model": model_name, **res})
+        jobs.append((name, method, model_name, s))
+    order = sorted(jobs, key=lambda j: -_cost(j[1], models[j[2]])) if worker else jobs
+    rows = {}
+    for name, method, model_name, s in order:
+        with _claim(out_dir, name, wait=not worker) as held:
+            if held:
+                rows[name] = {"name": name, "model": model_name,
+                              **_run_system(systems_file, out_dir, name, method, models, model_name, s, defaults)}
+    if worker:
+        return [rows[j[0]] for j in jobs if j[0] in rows]
+    rows = [rows[j[0]] for j in jobs]
     write_report(rows, out_dir)
     return rows
+
+
+def _run_system(systems_file, out_dir: Path, name, method, models, model_name, s, defaults) -> dict:
+    size_of = s.pop("budget_size_of", None)
+    sdir = out_dir / name
+    if size_of is not None:
+        m, _ = load_any_lm(models[size_of])
+        s["budget_mb"] = QuantPlan.uniform(m, 32).size_report(m)["fp32_bytes"] / 1e6
+    cfg = QuantConfig.from_dict({**defaults, **s, "model": models[model_name], "out": str(sdir),
+                                 "method": "ptq" if method == "fp" else method}, source=systems_file)
+    if (sdir / RESULTS).exists():
+        log.info("%s: already done", name)
+        return json.loads((sdir / RESULTS).read_text())
+    if method == "fp":
+        res = fp_results(models[model_name], cfg)
+        sdir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(sdir / RESULTS) as f:
+            json.dump(res, f, indent=1)
+        return res
+    log.info("system %s: %s", name, method)
+    return run(cfg)
+
+
+def _cost(method: str, model_dir) -> float:
+    """What a system roughly costs, for running the costliest first: its model's size, a twentieth of it for
+    systems that do not train."""
+    size = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+    return size * (0.05 if method in ("fp", "ptq") else 1.0)
+
+
+@contextlib.contextmanager
+def _claim(out_dir: Path, name: str, wait: bool):
+    """Hold ``OUT/.claims/<name>`` exclusively: yields True once held; without ``wait``, False at once when
+    another process holds it."""
+    d = out_dir / ".claims"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        f = open(d / name, "a")
+    except OSError as e:
+        raise InputError(d, f"cannot create the claim of system {name!r}: {e.strerror}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_report(rows: list[dict], out_dir):

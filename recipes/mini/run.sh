@@ -226,9 +226,16 @@ if run_stage 4; then
   if [ ! -f "$quant_conf" ]; then
     echo "$0: $quant_conf is missing: no quantization systems to run" >&2; exit 1
   fi
+  sweep_opts=(--systems "$quant_conf" --model base=exp/lm --model deep=exp/lm_deep
+              --train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt)
+  if [ "$nj" -gt 1 ]; then
+    # $nj jobs share the systems (each takes the next one no other job holds) with the threads split
+    # between them: small models use two single-thread jobs far better than one two-thread job.
+    $train_cmd JOB=1:$nj exp/quant/log/quant_sweep.JOB.log \
+      asr-lm-quant quant-sweep --worker "${sweep_opts[@]}" --threads $(( threads / nj > 0 ? threads / nj : 1 )) exp/quant
+  fi
   $train_cmd exp/quant/log/quant_sweep.log \
-    asr-lm-quant quant-sweep --systems "$quant_conf" --model base=exp/lm --model deep=exp/lm_deep \
-      --train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt --threads "$threads" exp/quant
+    asr-lm-quant quant-sweep "${sweep_opts[@]}" --threads "$threads" exp/quant
 fi
 
 # ------------------------------------------------------------------------------------------------
