@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -55,9 +54,7 @@ def lm_loss(model, batch: Batch, device="cpu", bf16: bool = False) -> tuple[torc
     inputs = batch.inputs.to(device, non_blocking=True)
     targets = batch.targets.to(device, non_blocking=True)
     with autocast(device, bf16):
-        logits = model(inputs)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=PAD_TARGET, reduction="sum")
+        loss = model(inputs, targets=targets)  # fused with the output layer: no [tokens, vocab] logits
     return loss, batch.tokens
 
 

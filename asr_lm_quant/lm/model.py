@@ -162,12 +162,16 @@ class TransformerLM(nn.Module):
         if not self.cfg.tie_embeddings:
             nn.init.uniform_(self.out.weight, -0.1, 0.1)
 
-    def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False):
+    def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False, targets=None):
         """``tokens`` [B, T] int64. ``past``: the list of per-layer (k, v) that a previous call returned
         with ``return_past=True``; the new tokens continue those sequences. ``attn_mask`` (bool
         [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask; an
-        object with ``attend(q, k, v) -> [B, H, T, d_head]`` computes the attention instead (no ``past``)."""
+        object with ``attend(q, k, v) -> [B, H, T, d_head]`` computes the attention instead (no ``past``).
+        ``targets`` [B, T] (``-100`` at padding): the summed cross entropy instead of the logits, computed
+        without ever holding them all (:mod:`asr_lm_quant.lm.output_loss`)."""
         x, new_past = self._trunk(tokens, past, attn_mask)
+        if targets is not None:
+            return output_loss(self.out, x, targets)
         logits = self.out(x)
         return (logits, new_past) if return_past else logits
 
@@ -223,3 +227,15 @@ def target_logits(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -
     if out.bias is not None:
         logit = logit + out.bias[targets].float()
     return logit
+
+
+def output_loss(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross entropy of the output layer ``out`` on ``hidden`` [..., d] against ``targets`` [...]
+    (``-100`` at padding): fused and chunked for a ``nn.Linear``, through the logits for any other layer."""
+    from asr_lm_quant.lm.output_loss import linear_cross_entropy
+
+    if isinstance(out, nn.Linear):
+        return linear_cross_entropy(hidden, out.weight, out.bias, targets)
+    logits = out(hidden)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
