@@ -3,6 +3,7 @@ import lzma
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from asr_lm_quant.cli import main
@@ -202,19 +203,29 @@ def test_distillation_objective(wiki):
     logits = model(b.inputs)
     ce = token_loss(logits, b.targets)
     plain = FinetuneOptions(distill=0.0)
-    assert torch.equal(objective(logits, b, plain, other)[0], ce)
+    loss, lm = objective(model, {}, b, plain, other)
+    assert float(loss) == pytest.approx(float(ce), rel=1e-6) and float(lm) == pytest.approx(float(ce), rel=1e-6)
     half = FinetuneOptions(distill=0.5)
-    same, lm = objective(logits, b, half, model)  # teacher == student: KL 0
-    assert float(same) == pytest.approx(0.5 * float(ce), rel=1e-5) and torch.equal(lm, ce.detach())
-    diff, _ = objective(logits, b, half, other)
+    same, lm = objective(model, {}, b, half, model)  # teacher == student: KL 0
+    assert float(same) == pytest.approx(0.5 * float(ce), rel=1e-5) and float(lm) == pytest.approx(float(ce), rel=1e-6)
+    assert not lm.requires_grad and same.requires_grad
+    diff, _ = objective(model, {}, b, half, other)
     kl = float(diff) / 0.5 - float(ce)
     # the KL term by hand, over real target tokens
     t = other(b.inputs).log_softmax(-1)
     s = logits.log_softmax(-1)
-    from asr_lm_quant.lm.data import PAD_TARGET
     mask = b.targets != PAD_TARGET
     want = float((t.exp() * (t - s)).sum(-1)[mask].mean())
     assert kl == pytest.approx(want, rel=1e-4) and want > 0
+    # its gradient: that of the same loss through the whole logits
+    q = 0.5 * t.exp().detach()
+    q[mask] += 0.5 * F.one_hot(b.targets[mask], t.shape[-1])
+    ref = (-(q * s).sum(-1)[mask].sum() + (0.5 * t.exp() * t).sum(-1)[mask].sum()) / mask.sum()
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    got = torch.autograd.grad(objective(model, {}, b, half, other)[0], list(model.parameters()))
+    assert float(ref) == pytest.approx(float(diff), rel=1e-5)
+    for g, r in zip(got, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def test_cli_plan_trainer_and_distill(wiki, tmp_path):

@@ -113,13 +113,13 @@ class LSTMLM(nn.Module):
             new_state.append(hc)
         return self.drop(x), new_state
 
-    def forward(self, tokens, state=None, return_state: bool = False, targets=None):
-        """Logits; with ``targets`` (``-100`` at padding) the summed cross entropy instead (as
-        :meth:`TransformerLM.forward`)."""
+    def forward(self, tokens, state=None, return_state: bool = False, targets=None, teacher=None):
+        """Logits; with ``targets`` (``-100`` at padding) the summed cross entropy instead, and with
+        ``teacher`` the distillation loss too (as :meth:`TransformerLM.forward`)."""
         x, new_state = self.hidden(tokens, state)
         if targets is not None:
             from asr_lm_quant.lm.model import output_loss
-            return output_loss(self.out, x, targets)
+            return output_loss(self.out, x, targets, teacher)
         logits = self.out(x)
         return (logits, new_state) if return_state else logits
 

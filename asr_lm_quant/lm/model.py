@@ -162,16 +162,17 @@ class TransformerLM(nn.Module):
         if not self.cfg.tie_embeddings:
             nn.init.uniform_(self.out.weight, -0.1, 0.1)
 
-    def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False, targets=None):
+    def forward(self, tokens, past=None, attn_mask=None, return_past: bool = False, targets=None, teacher=None):
         """``tokens`` [B, T] int64. ``past``: the list of per-layer (k, v) that a previous call returned
         with ``return_past=True``; the new tokens continue those sequences. ``attn_mask`` (bool
         [T, past+T] or broadcastable to [B, H, T, past+T], True = may attend) overrides the causal mask; an
         object with ``attend(q, k, v) -> [B, H, T, d_head]`` computes the attention instead (no ``past``).
         ``targets`` [B, T] (``-100`` at padding): the summed cross entropy instead of the logits, computed
-        without ever holding them all (:mod:`asr_lm_quant.lm.output_loss`)."""
+        without ever holding them all (:mod:`asr_lm_quant.lm.output_loss`); with ``teacher`` (see
+        :func:`output_loss`), ``(summed distillation loss, summed cross entropy)``."""
         x, new_past = self._trunk(tokens, past, attn_mask)
         if targets is not None:
-            return output_loss(self.out, x, targets)
+            return output_loss(self.out, x, targets, teacher)
         logits = self.out(x)
         return (logits, new_past) if return_past else logits
 
@@ -229,13 +230,22 @@ def target_logits(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -
     return logit
 
 
-def output_loss(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def output_loss(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, teacher=None):
     """Summed cross entropy of the output layer ``out`` on ``hidden`` [..., d] against ``targets`` [...]
-    (``-100`` at padding): fused and chunked for a ``nn.Linear``, through the logits for any other layer."""
-    from asr_lm_quant.lm.output_loss import linear_cross_entropy
+    (``-100`` at padding), fused and chunked. ``teacher``: ``(teacher model's hidden states, its output
+    layer, d)``: then ``(summed (1 - d) CE + d KL(teacher || model), summed CE)`` (see
+    :func:`asr_lm_quant.lm.output_loss.linear_distill_loss`)."""
+    from asr_lm_quant.lm.output_loss import linear_distill_loss
 
-    if isinstance(out, nn.Linear):
-        return linear_cross_entropy(hidden, out.weight, out.bias, targets)
-    logits = out(hidden)
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                           reduction="sum")
+    if not isinstance(out, nn.Linear) and teacher is None:  # a packed layer: through its logits
+        logits = out(hidden)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=-100, reduction="sum")
+    soft = None if teacher is None else (teacher[0], teacher[1].weight, teacher[1].bias, teacher[2])
+    loss, ce = linear_distill_loss(hidden, out.weight, out.bias, targets, soft)
+    return loss if teacher is None else (loss, ce)
+
+
+def final_hidden(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The output layer's input for ``tokens``, of a Transformer or an LSTM LM."""
+    return model.hidden_states(tokens) if hasattr(model, "hidden_states") else model.hidden(tokens)[0]

@@ -19,7 +19,7 @@ from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
 from asr_lm_quant.quant.quantizers import fake_quant
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import PhaseState
-from asr_lm_quant.quant.train import FinetuneOptions, forward_with, objective, run_steps
+from asr_lm_quant.quant.train import FinetuneOptions, objective, run_steps
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,
@@ -59,7 +59,7 @@ def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: 
                 w = w + pr[i] * q
             weights[n] = w
             size = size + (pr * costs[n]).sum()
-        loss, lm = objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
+        loss, lm = objective(model, assemble(model, weights), b, opts, teacher)
         penalty = sopts.gamma * size / budget
         if rt.distributed:  # every rank adds the same penalty: its share is 1 / world_size
             penalty = penalty / rt.world_size

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
 from asr_lm_quant.lm.loop import TrainingInterrupted, _StopSignal, autocast, step_seed
+from asr_lm_quant.lm.model import final_hidden
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import BatchStream, PhaseState
 from asr_lm_quant.quant.plan import QuantPlan, assemble, group_views, split_group
@@ -43,43 +44,30 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            ignore_index=PAD_TARGET)
 
 
-def objective(logits: torch.Tensor, b, opts: FinetuneOptions, teacher=None):
-    """``(training loss, LM cross entropy)``: the cross entropy, or with a ``teacher`` (the full-precision
-    model) and ``opts.distill = d``, ``(1 - d) CE + d KL(teacher || model)`` per real target token: the whole
+def objective(model, weights: dict, b, opts: FinetuneOptions, teacher=None):
+    """``(training loss, LM cross entropy)`` of ``model`` with ``weights`` in place of its own (see
+    ``functional_call``) on batch ``b``: the cross entropy, or with a ``teacher`` (the full-precision model)
+    and ``opts.distill = d``, ``(1 - d) CE + d KL(teacher || model)`` per real target token: the whole
     next-word distribution of the teacher is a richer signal per token than the one observed word.
 
-    Both terms come from one log-softmax of the model against the mixed target ``(1 - d) onehot + d p_teacher``
-    (less the teacher's entropy, a constant); padding rows get a zero target rather than being selected out,
-    which would copy the [tokens, vocabulary] matrices. Under data parallelism the training loss is this
-    rank's share of the global batch's (``parallel``); the cross entropy stays this rank's mean."""
-    loss, ce = _objective(logits, b, opts, teacher)
+    Both terms come from the model's output layer fused with its loss, a chunk of positions at a time
+    (:mod:`asr_lm_quant.lm.output_loss`), against the mixed target ``(1 - d) onehot + d p_teacher``; the
+    teacher's logits are made chunk by chunk beside them, so no ``[tokens, vocabulary]`` matrix is ever whole.
+    Under data parallelism the training loss is this rank's share of the global batch's (``parallel``); the
+    cross entropy stays this rank's mean."""
+    soft = None
+    if teacher is not None and opts.distill > 0:
+        with torch.no_grad(), autocast(b.inputs.device, opts.bf16):
+            soft = (final_hidden(teacher, b.inputs), teacher.out, opts.distill)
+    with autocast(b.inputs.device, opts.bf16):
+        out = functional_call(model, weights, (b.inputs,), {"targets": b.targets, "teacher": soft},
+                              tie_weights=True)
+    loss, ce = out if soft is not None else (out, out.detach())
+    n = max(1, b.tokens)
+    loss, ce = loss / n, ce / n
     if b.tokens != b.global_tokens:
         loss = loss * (b.tokens / b.global_tokens)
     return loss, ce
-
-
-def _objective(logits, b, opts, teacher):
-    if teacher is None or opts.distill <= 0:
-        ce = token_loss(logits, b.targets)
-        return ce, ce.detach()
-    d = opts.distill
-    y = b.targets.reshape(-1)
-    real = y != PAD_TARGET
-    n = int(real.sum())
-    rows = torch.arange(len(y), device=y.device)
-    ls = logits.reshape(len(y), -1).float().log_softmax(-1)
-    with torch.no_grad():
-        lt = forward_with(teacher, {}, b.inputs, opts.bf16).reshape(len(y), -1).float().log_softmax(-1)
-        q = lt.exp().mul_(real.unsqueeze(1) * d)
-        entropy = -(q * lt).sum() / n  # d times the teacher's mean entropy
-        q[rows, y.clamp(min=0)] += (1 - d) * real
-        ce = -(ls[rows, y.clamp(min=0)] * real).sum() / n
-    return -(q * ls).sum() / n - entropy, ce
-
-
-def forward_with(model, weights: dict, inputs, bf16: bool = False):
-    with autocast(inputs.device, bf16):
-        return functional_call(model, weights, (inputs,), tie_weights=True)
 
 
 @torch.no_grad()
@@ -193,7 +181,7 @@ def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
             weights[n], s = fake_quant(p, g.bits, g.per_row, init=scales.get(n))
             if s is not None:
                 scales[n] = s
-        return objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
+        return objective(model, assemble(model, weights), b, opts, teacher)
 
     hist = run_steps(model, model.parameters(), train, opts, loss_fn, desc="ste", rt=rt, phase="ste",
                      state=PhaseState({"scale": scales}))
@@ -247,7 +235,7 @@ def _admm_steps(model, plan, names, views, train, opts, admm, teacher, rt, strea
     state = {"rho": admm.rho, "distance": [{"step": 0, "rel_dist": _rel_dist(groups, plan, scales)}]}
 
     def loss_fn(b):
-        loss, lm = objective(forward_with(model, {}, b.inputs, opts.bf16), b, opts, teacher)
+        loss, lm = objective(model, {}, b, opts, teacher)
         pen = sum(((p - Q[n] + U[n]) ** 2).sum() for n, p in views().items())
         if rt.distributed:  # every rank adds the same penalty: its share is 1 / world_size
             pen = pen / rt.world_size
@@ -306,7 +294,7 @@ def train_frozen_codes(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneO
     def loss_fn(b):
         weights = {n: dequantize(codes[n], log_alpha[n].exp(), plan.groups[n].per_row) for n in quantized}
         weights.update(group_views(model, [n for n in plan.groups if n not in codes]))
-        return objective(forward_with(model, assemble(model, weights), b.inputs, opts.bf16), b, opts, teacher)
+        return objective(model, assemble(model, weights), b, opts, teacher)
 
     floats = [p for p in model.parameters() if p.requires_grad]
     try:
