@@ -75,22 +75,28 @@ def _chunks(h, weight, bias, t, soft, dtype, chunk, grads: bool):
         e = min(len(t), s + chunk)
         rows = torch.arange(e - s, device=dev)
         logits = _logits(hc, wc, b, s, e)
-        lse = logits.logsumexp(-1)
-        ce_rows = lse - logits[rows, t[s:e]]
+        target = logits[rows, t[s:e]]
+        if soft is not None:
+            th, tw, tb, d = soft
+            tl = _logits(th, tw, tb, s, e)
+            p = tl.sub_(tl.logsumexp(-1, keepdim=True)).exp_()  # the teacher's probabilities, in place
+            cross = (p * logits).sum(-1)  # sum_v p_v logit_v
+            neg_entropy = torch.xlogy(p, p).sum(-1)  # sum_v p_v log p_v
+        # One exp pass serves the log normaliser and the softmax (the gradient): the logits become exp(l - max).
+        top = logits.amax(-1, keepdim=True)
+        ex = logits.sub_(top).exp_()
+        sums = ex.sum(-1)
+        lse = top.squeeze(1) + sums.log()
+        ce_rows = lse - target
         ce += ce_rows.sum(dtype=torch.float64)
         if soft is None:
             loss += ce_rows.sum(dtype=torch.float64)
         else:
-            th, tw, tb, d = soft
-            tl = _logits(th, tw, tb, s, e)
-            p = tl.sub_(tl.logsumexp(-1, keepdim=True)).exp_()  # the teacher's probabilities, in place
             # (1 - d) CE + d KL(p || q), with KL = sum p log p - sum p (logit - lse)
-            cross = (p * logits).sum(-1)  # sum_v p_v logit_v
-            neg_entropy = torch.xlogy(p, p).sum(-1)  # sum_v p_v log p_v
             loss += ((1 - d) * ce_rows + d * (lse - cross + neg_entropy)).sum(dtype=torch.float64)
         if not grads:
             continue
-        g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the gradient is softmax - target
+        g = ex.div_(sums[:, None])  # softmax, in place: the gradient is softmax - target
         if soft is None:
             g[rows, t[s:e]] -= 1.0
         else:
