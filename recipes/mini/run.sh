@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The mini recipe: the whole toolkit on data anyone can get, with a real recogniser.
 #
-#   ./run.sh                      # everything (make demo): about 2.7 hours on 2 idle CPU cores
-#   ./run.sh --lm-epochs 1        # about an hour less, with weaker LMs
+#   ./run.sh                      # everything (make demo): about 2 hours on 2 idle CPU cores
+#   ./run.sh --lm-epochs 1        # about 40 minutes less, with weaker LMs
 #   ./run.sh --quick              # a tiny version (CI): a few minutes
 #   ./run.sh --stage 5 --stop-stage 6
 #
@@ -110,8 +110,8 @@ if [ "$quick" = true ]; then
   log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
 else
   log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, two Transformer LMs, the"
-  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2.7 hours on 2"
-  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~75, 4 ~55, 5 ~15); later runs reuse cached audio/lattices."
+  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2 hours on 2"
+  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~57, 4 ~32, 5 ~11); later runs reuse cached audio/lattices."
 fi
 
 # ------------------------------------------------------------------------------------------------
@@ -243,6 +243,9 @@ if run_stage 5; then
   log "Stage 5: N-best ($nbest-best) and lattice rescoring; weights $weights tuned on dev, reported on eval"
   src=exp/ngram/decode_test
   python3 local/systems.py exp > exp/rescore_systems.txt
+  # The two jobs run at once: each gets half the threads (OpenMP threads that outnumber the cores wait on
+  # each other and run several times slower).
+  export OMP_NUM_THREADS=$(( threads / 2 > 0 ? threads / 2 : 1 ))
   while read -r name model <&3; do
     out=exp/rescore/$name
     if [ -f $out/nbest.json ] && [ -f $out/lattice.json ]; then log "  $name: done"; continue; fi
@@ -260,6 +263,7 @@ if run_stage 5; then
       log "  $name $method: $(cat $out/log/tune_$method.log)"
     done
   done 3< exp/rescore_systems.txt
+  export OMP_NUM_THREADS=$threads
 fi
 
 # ------------------------------------------------------------------------------------------------
