@@ -287,3 +287,18 @@ def test_sweep_workers_share_the_systems_and_match_one_job(wiki, tmp_path):
     for a, b in zip(one, par):
         assert a["valid_ppl"] == pytest.approx(b["valid_ppl"], rel=1e-9), a["name"]
         assert a["avg_bits"] == b["avg_bits"]
+
+
+def test_sweep_checks_every_system_before_running_any(wiki, tmp_path, capsys):
+    d, _ = wiki
+    for bad, msg in (({"name": "x", "method": "nope"}, "system 'x': method: unknown method 'nope'"),
+                     ({"name": "x", "method": "ste", "bits": 40}, "system 'x': bits: precision 40"),
+                     ({"name": "x", "method": "hessian", "budget_size_of": "big"}, "model 'big', which is not")):
+        systems = {"systems": [{"name": "fp", "method": "fp"}, {"name": "ptq-4", "method": "ptq", "bits": 4}, bad]}
+        (tmp_path / "systems.json").write_text(json.dumps(systems))
+        out = tmp_path / "out"
+        rc = main(["quant-sweep", "--systems", str(tmp_path / "systems.json"), "--model", f"base={d / 'lm'}",
+                   "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), str(out)])
+        err = capsys.readouterr().err
+        assert rc == 1 and msg in err and "systems.json" in err, err
+        assert not (out / "fp").exists() and not (out / "ptq-4").exists()  # nothing ran

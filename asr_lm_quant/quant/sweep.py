@@ -31,7 +31,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.quant import plots
 from asr_lm_quant.quant.options import MIXED_METHODS
 from asr_lm_quant.quant.packed import load_any_lm
-from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, evaluate_texts, run
+from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, check_config, evaluate_texts, run
 from asr_lm_quant.quant.plan import QuantPlan
 from asr_lm_quant.quant.systems_file import load_systems
 
@@ -65,14 +65,15 @@ def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, te
         if model_name not in models:
             raise InputError(systems_file, f"model {model_name!r} is not defined (give --model {model_name}=DIR)",
                              key=name)
-        jobs.append((name, method, model_name, s))
+        # Every system's configuration is checked before the first one runs.
+        jobs.append((name, method, model_name, _config(systems_file, out_dir, name, method, models, model_name, s,
+                                                       defaults)))
     order = sorted(jobs, key=lambda j: -_cost(j[1], models[j[2]])) if worker else jobs
     rows = {}
-    for name, method, model_name, s in order:
+    for name, method, model_name, cfg in order:
         with _claim(out_dir, name, wait=not worker) as held:
             if held:
-                rows[name] = {"name": name, "model": model_name,
-                              **_run_system(systems_file, out_dir, name, method, models, model_name, s, defaults)}
+                rows[name] = {"name": name, "model": model_name, **_run_system(name, method, cfg)}
     if worker:
         return [rows[j[0]] for j in jobs if j[0] in rows]
     rows = [rows[j[0]] for j in jobs]
@@ -80,19 +81,33 @@ def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, te
     return rows
 
 
-def _run_system(systems_file, out_dir: Path, name, method, models, model_name, s, defaults) -> dict:
+def _config(systems_file, out_dir: Path, name, method, models, model_name, s, defaults) -> QuantConfig:
     size_of = s.pop("budget_size_of", None)
-    sdir = out_dir / name
     if size_of is not None:
+        if size_of not in models:
+            raise InputError(systems_file, f"budget_size_of names model {size_of!r}, which is not defined (give "
+                                           f"--model {size_of}=DIR)", key=name)
         m, _ = load_any_lm(models[size_of])
         s["budget_mb"] = QuantPlan.uniform(m, 32).size_report(m)["fp32_bytes"] / 1e6
-    cfg = QuantConfig.from_dict({**defaults, **s, "model": models[model_name], "out": str(sdir),
+    cfg = QuantConfig.from_dict({**defaults, **s, "model": models[model_name], "out": str(out_dir / name),
                                  "method": "ptq" if method == "fp" else method}, source=systems_file)
+    try:
+        if method != "fp":  # fp only evaluates
+            check_config(cfg)
+    except InputError as e:
+        where = f"{e.key}: " if e.key else ""
+        raise InputError(e.path or systems_file, f"system {name!r}: {where}{e.message}",
+                         key=None if e.path else name) from None
+    return cfg
+
+
+def _run_system(name, method, cfg: QuantConfig) -> dict:
+    sdir = Path(cfg.out)
     if (sdir / RESULTS).exists():
         log.info("%s: already done", name)
         return json.loads((sdir / RESULTS).read_text())
     if method == "fp":
-        res = fp_results(models[model_name], cfg)
+        res = fp_results(cfg.model, cfg)
         sdir.mkdir(parents=True, exist_ok=True)
         with atomic_open(sdir / RESULTS) as f:
             json.dump(res, f, indent=1)
