@@ -199,3 +199,47 @@ def test_stage1_imports_a_kaldi_pytorchnn_model(recipe, repo_dir, tmp_path, kind
     assert len(words) == n + 1 and words[-1] == "<unk>"
     ppl = json.loads((lm / "ppl_test.json").read_text())["ppl"]
     assert 1 < ppl < 10 * (n + 1)  # an untrained model: about uniform over the vocabulary
+
+
+def _stage1_outputs(recipe):
+    """What stages 0 and 1 leave, as far as stage 2 needs it: texts and a tiny LM in exp/lm."""
+    import torch
+
+    from asr_lm_quant.lm.files import save_lm
+    from asr_lm_quant.lm.model import LMConfig, TransformerLM
+    from asr_lm_quant.text.vocab import Vocabulary
+
+    text = recipe / "data" / "lm"
+    text.mkdir(parents=True)
+    lines = [ln.split(" ", 1)[1] for ln in TRAIN_NODEV.splitlines()]
+    (text / "train.txt").write_text("\n".join(lines * 4) + "\n")
+    (text / "valid.txt").write_text("so what do you think\n")
+    (text / "test.txt").write_text("he is a police officer\n")
+    torch.manual_seed(0)
+    vocab = Vocabulary(["<s>", "<unk>"] + VOCAB)
+    save_lm(recipe / "exp" / "lm", TransformerLM(LMConfig(vocab_size=len(vocab), d_model=16, n_layers=1,
+                                                            n_heads=2, d_ff=16, dropout=0.0)), vocab)
+
+
+def test_stage2_builds_systems_in_parallel_and_reports_failures(recipe, repo_dir):
+    _stage1_outputs(recipe)
+    systems = {"defaults": {"tokens_per_batch": 64, "finetune": {"steps": 2, "warmup": 1}},
+               "systems": [{"name": "ptq8", "method": "ptq", "bits": 8}, {"name": "ptq4", "method": "ptq", "bits": 4},
+                           {"name": "ste2", "method": "ste", "bits": 2}]}
+    (recipe / "conf" / "quant.json").write_text(json.dumps(systems))
+    p = run(recipe, repo_dir, "--stage", "2", "--stop-stage", "2", "--quant-conf", "conf/quant.json",
+            "--quant-nj", "2", "--quant-threads", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for name, bits in (("ptq8", 8), ("ptq4", 4), ("ste2", 2)):
+        res = json.loads((recipe / "exp" / f"lm_{name}" / "results.json").read_text())
+        assert res["avg_bits"] == bits
+        assert (recipe / "exp" / f"lm_{name}" / "log" / "quantize.log").exists()
+    # A system that fails stops none of the others; the stage fails at the end and names it.
+    systems["systems"] = [{"name": "bad", "method": "ste", "bits": 40}, {"name": "ptq2", "method": "ptq", "bits": 2}]
+    (recipe / "conf" / "quant.json").write_text(json.dumps(systems))
+    p = run(recipe, repo_dir, "--stage", "2", "--stop-stage", "2", "--quant-conf", "conf/quant.json",
+            "--quant-nj", "2")
+    assert p.returncode != 0 and "quantizing bad failed" in p.stderr, p.stdout + p.stderr
+    assert (recipe / "exp" / "lm_ptq2" / "results.json").exists()
+    p = run(recipe, repo_dir, "--stage", "2", "--stop-stage", "2", "--quant-nj", "0")
+    assert p.returncode != 0 and "--quant-nj must be a positive integer" in p.stderr

@@ -44,6 +44,7 @@ kaldi_nnlm_type=Transformer  # its --model in Kaldi's train.py: Transformer or L
 quant_conf=conf/quant_systems.json   # quantization systems of stage 2 (each into <lm-dir>_<system>)
 quant_systems=           # comma-separated subset of them (default: all)
 quant_threads=           # torch CPU threads per quantization job (default: torch's choice)
+quant_nj=1               # quantization systems built at once (each its own job: a GPU or CPU slot of --cmd)
 decode_dirs=exp/chain/tdnn7q_sp/decode_eval2000_sw1_fsh_fg   # first-pass decode dirs (relative to --kaldi-swbd-dir)
 old_lm=                  # LM in those lattices: ARPA (.gz is fine), G.fst, G.carpa or Kaldi lang dir
                          # (default: <kaldi-swbd-dir>/data/local/lm/sw1_fsh.o4g.kn.gz)
@@ -86,6 +87,7 @@ Options:
   --quant-conf <json>      quantization systems of stage 2 (default: $quant_conf)
   --quant-systems <a,b>    only these systems of it (default: all)
   --quant-threads <n>      torch CPU threads per quantization job
+  --quant-nj <n>           quantization systems built at once (default: $quant_nj)
   --decode-dirs <dirs>     first-pass decode dirs, space separated, relative to --kaldi-swbd-dir
                            (default: $decode_dirs)
   --old-lm <lm>            the LM in those lattices: ARPA, G.fst, G.carpa or lang dir (default:
@@ -117,6 +119,11 @@ if [ $# -ne 0 ]; then
   printf '%b\n' "$help_message" >&2
   exit 1
 fi
+for opt in nj quant_nj; do  # checked before any stage runs
+  if ! [[ "${!opt}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "$0: --${opt//_/-} must be a positive integer, not '${!opt}'" >&2; exit 1
+  fi
+done
 
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
@@ -202,19 +209,37 @@ if run_stage 2; then
   systems=$(quant_names) || exit 1
   thread_opt=()
   [ -n "$quant_threads" ] && thread_opt=(--threads "$quant_threads")
+  quantize_one() {  # <system>: one job, its log in <lm-dir>_<system>/log/quantize.log
+    local out=${lm_dir}_$1
+    # The quantization pipeline runs on the CPU; $train_cmd gives it a CPU slot.
+    $train_cmd "$out/log/quantize.log" \
+      python3 local/quant_systems.py run "$quant_conf" "$1" --model base="$lm_dir" --out "$out" \
+        --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" --test "$text_dir/test.txt" \
+        ${thread_opt[@]+"${thread_opt[@]}"}
+  }
+  # Up to $quant_nj systems at once; a failed one stops none of the others, and the stage fails at the end.
+  pids=(); names=(); failed=()
   for sys in $systems; do
     out=${lm_dir}_$sys
     if [ -f "$out/results.json" ]; then
       log "  $sys: done before ($out/results.json)"
       continue
     fi
-    # The quantization pipeline runs on the CPU; $train_cmd gives it a CPU slot.
-    $train_cmd "$out/log/quantize.log" \
-      python3 local/quant_systems.py run "$quant_conf" "$sys" --model base="$lm_dir" --out "$out" \
-        --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" --test "$text_dir/test.txt" \
-        ${thread_opt[@]+"${thread_opt[@]}"} || die "quantizing $sys failed; see $out/log/quantize.log"
-    log "  $(grep -v '^#' "$out/log/quantize.log" | tail -n 1)"
+    quantize_one "$sys" &
+    pids+=($!); names+=("$sys")
+    if [ ${#pids[@]} -ge "$quant_nj" ]; then
+      if wait "${pids[0]}"; then log "  $(grep -v '^#' "${lm_dir}_${names[0]}/log/quantize.log" | tail -n 1)"
+      else failed+=("${names[0]}"); fi
+      pids=(${pids[@]+"${pids[@]:1}"}); names=(${names[@]+"${names[@]:1}"})
+    fi
   done
+  for i in ${!pids[@]}; do
+    if wait "${pids[$i]}"; then log "  $(grep -v '^#' "${lm_dir}_${names[$i]}/log/quantize.log" | tail -n 1)"
+    else failed+=("${names[$i]}"); fi
+  done
+  if [ ${#failed[@]} -gt 0 ]; then
+    die "quantizing ${failed[*]} failed; see ${lm_dir}_<system>/log/quantize.log"
+  fi
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 3 ]; then
