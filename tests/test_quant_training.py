@@ -302,3 +302,28 @@ def test_sweep_checks_every_system_before_running_any(wiki, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 1 and msg in err and "systems.json" in err, err
         assert not (out / "fp").exists() and not (out / "ptq-4").exists()  # nothing ran
+
+
+def test_sweep_claim_errors_are_named(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from asr_lm_quant.errors import InputError
+    from asr_lm_quant.quant import sweep
+
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(InputError, match="cannot lock the claim of system 'ste-2': No locks available"):
+        with sweep._claim(tmp_path, "ste-2", wait=False):
+            pass
+    monkeypatch.undo()
+    (tmp_path / "ro").write_text("a file where the directory would go")
+    with pytest.raises(InputError, match="cannot create the claim of system 'x'"):
+        with sweep._claim(tmp_path / "ro", "x", wait=True):
+            pass
+    with sweep._claim(tmp_path, "y", wait=False) as held:  # free: held at once
+        assert held
+        with sweep._claim(tmp_path, "y", wait=False) as again:  # another open file description: refused
+            assert not again

@@ -139,6 +139,9 @@ def _claim(out_dir: Path, name: str, wait: bool):
         except BlockingIOError:
             yield False
             return
+        except OSError as e:  # e.g. a network file system without locks
+            raise InputError(d / name, f"cannot lock the claim of system {name!r}: {e.strerror}; run quant-sweep "
+                                       "without --worker there") from None
         try:
             yield True
         finally:
