@@ -111,7 +111,7 @@ if [ "$quick" = true ]; then
 else
   log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, two Transformer LMs, the"
   log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2 hours on 2"
-  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~57, 4 ~32, 5 ~11); later runs reuse cached audio/lattices."
+  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~53, 4 ~32, 5 ~11); later runs reuse cached audio/lattices."
 fi
 
 # ------------------------------------------------------------------------------------------------
