@@ -106,6 +106,67 @@ def test_tune_keeps_the_eval_one_best_at_the_choice(tmp_path):
         tune_main(["--out", str(out), f"0.5={tmp_path / 'a_dev'},{tmp_path / 'a_eval'}"])
 
 
+def _scored_eval(d: Path, wers: dict):
+    """An eval dir as steps/score_kaldi.sh leaves it: the sweep, the reference and each setting's 1-best
+    (utterance u2's hypothesis names the setting, so a test can tell which file was taken)."""
+    _sweep(d, wers)
+    sk = d / "scoring_kaldi"
+    (sk / "test_filt.txt").write_text("u1 a b c\nu2 d e\n")
+    for lmwt, wip in wers:
+        (sk / f"penalty_{wip}").mkdir(exist_ok=True)
+        (sk / f"penalty_{wip}" / f"{lmwt}.txt").write_text(f"u1 a b c\nu2 {d.name}_{lmwt}_{wip}\n")
+
+
+def test_tune_at_a_reference_systems_choice(tmp_path):
+    from tune import main as tune_main
+    from asr_lm_quant.scoring.significance import read_per_utt
+    grid = [(8, "0.0"), (9, "0.5")]
+    for sys_, dev_best in (("fp", {"0.9": (9, "0.5")}), ("q", {"0.5": (8, "0.0")})):
+        for w in ("0.5", "0.9"):
+            best = dev_best.get(w)
+            _sweep(tmp_path / sys_ / f"dev_w{w}", {s: (5.0 if s == best else 9.0) for s in grid})
+            _scored_eval(tmp_path / sys_ / f"eval_w{w}",
+                         {(l, p): 20 + l / 10 + float(p) + float(w) + (sys_ == "q") for l, p in grid})
+    pairs = {s: [f"{w}={tmp_path / s / f'dev_w{w}'},{tmp_path / s / f'eval_w{w}'}" for w in ("0.5", "0.9")]
+             for s in ("fp", "q")}
+    fp_out, q_out = tmp_path / "fp.json", tmp_path / "q" / "nbest.json"
+    tune_main(["--out", str(fp_out), *pairs["fp"]])
+    assert json.loads(fp_out.read_text())["chosen"] == {"weight": "0.9", "lmwt": 9.0, "wip": 0.5}
+    tune_main(["--reference", str(fp_out), "--out", str(q_out), *pairs["q"]])
+    res = json.loads(q_out.read_text())
+    # Its own choice stays what dev says for it (w 0.5, LMWT 8, penalty 0.0) ...
+    assert res["chosen"] == {"weight": "0.5", "lmwt": 8.0, "wip": 0.0} and res["eval_wer"] == pytest.approx(22.3)
+    # ... and at_reference is the eval half at the reference's choice (w 0.9, LMWT 9, penalty 0.5).
+    at = res["at_reference"]
+    assert at["chosen"] == {"weight": "0.9", "lmwt": 9.0, "wip": 0.5} and at["tuning"] == str(fp_out)
+    assert at["eval_wer"] == pytest.approx(20 + 0.9 + 0.5 + 0.9 + 1)
+    assert at["eval_hyp"] == "nbest.eval_hyp_at_reference.txt"
+    assert (q_out.parent / at["eval_hyp"]).read_text() == "u1 a b c\nu2 eval_w0.9_9_0.5\n"
+    assert list(read_per_utt(q_out.parent / at["eval_per_utt"]).errors) == [0, 2]
+    assert (q_out.parent / "nbest.eval_hyp.txt").read_text() == "u1 a b c\nu2 eval_w0.5_8_0.0\n"
+
+
+def test_tune_reference_errors(tmp_path):
+    from tune import main as tune_main
+    _sweep(tmp_path / "dev", {(8, "0.0"): 5.0})
+    _scored_eval(tmp_path / "eval", {(8, "0.0"): 6.0})
+    pair = f"0.5={tmp_path / 'dev'},{tmp_path / 'eval'}"
+    out = tmp_path / "q.json"
+    with pytest.raises(SystemExit, match=r"--reference .*missing.json: No such file .*tune the reference"):
+        tune_main(["--reference", str(tmp_path / "missing.json"), "--out", str(out), pair])
+    ref = tmp_path / "ref.json"
+    ref.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a tuning result of this script"):
+        tune_main(["--reference", str(ref), "--out", str(out), pair])
+    ref.write_text(json.dumps({"chosen": {"weight": "0.7", "lmwt": 8.0, "wip": 0.0}}))
+    with pytest.raises(SystemExit, match=r"chose weight 0.7, which is not among the weights given here \(0.5\)"):
+        tune_main(["--reference", str(ref), "--out", str(out), pair])
+    ref.write_text(json.dumps({"chosen": {"weight": "0.5", "lmwt": 11.0, "wip": 0.0}}))
+    with pytest.raises(SystemExit, match="has no LMWT 11 with penalty 0.0"):
+        tune_main(["--reference", str(ref), "--out", str(out), pair])
+    assert not out.exists()  # nothing written when the reference cannot be honoured
+
+
 def test_check_outputs_lists_problems_and_fails(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()

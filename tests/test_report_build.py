@@ -134,6 +134,34 @@ def test_report_significance_table(tmp_path):
     assert res["significance"]["comparisons"][0]["system"] == "lm"
 
 
+def test_report_compares_quantized_systems_at_full_precision_settings(tmp_path):
+    exp = make_exp(tmp_path)
+    add_per_utt(exp)
+    # At lm's own settings q_hessian-16x makes lm's errors and three more (at its own: one more).
+    t = json.loads((exp / "rescore" / "q_hessian-16x" / "nbest.json").read_text())
+    t["at_reference"] = {"chosen": {"weight": "0.7", "lmwt": 11.0, "wip": 0.5}, "eval_wer": 5.5,
+                         "eval_per_utt": "nbest.eval_per_utt_at_reference"}
+    _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", t)
+    _per_utt(exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt_at_reference", lambda i: i % 5 == 0 or i in (1, 2, 3))
+    res = build_report(exp)
+    shared = [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
+    assert len(shared) == 1 and shared[0]["system"] == "q_hessian-16x" and shared[0]["baseline_system"] == "lm"
+    assert shared[0]["wer_a"] == pytest.approx(4.0) and shared[0]["wer_b"] == pytest.approx(5.5)
+    assert shared[0]["mapsswe"]["segments"] == 11  # the 8 utterances both get wrong and the 3 it adds
+    md = (exp / "results.md").read_text()
+    table = md.split("The same comparison with full precision at shared settings")[1]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| q_")]
+    assert rows == [["q_hessian-16x", "nbest", "lm 4.00", "5.50", "+1.50 ~",
+                     f"{shared[0]['mapsswe']['p']:.3f}", rows[0][6]]]
+    # A system without at_reference (and the first pass, full precision) is not in that table.
+    (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt_at_reference").unlink()
+    res = build_report(exp)
+    assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
+    assert any("q_hessian-16x nbest at full-precision settings" in n and "missing" in n
+               for n in res["significance"]["notes"])
+    assert "at shared settings" not in (exp / "results.md").read_text()
+
+
 def test_report_significance_with_missing_or_mismatched_files(tmp_path):
     exp = make_exp(tmp_path)
     add_per_utt(exp)

@@ -72,11 +72,21 @@ def check_decode_dir(c: Checker, data: Path, dec: Path, words: Path, *, oracle=T
 
 
 def _kept_files(c, tuned: Path):
-    """A tune.py result and the eval 1-best files it names (for the report's significance tests)."""
+    """A tune.py result and the eval 1-best files it names (for the report's significance tests); a
+    quantized system's also at its full-precision LM's settings."""
     res = c.json(tuned, ("chosen", "dev_wer", "eval_wer"))
-    for key in ("eval_hyp", "eval_per_utt"):
-        if isinstance(res, dict) and key in res:
-            c.exists(tuned.parent / res[key])
+    if not isinstance(res, dict):
+        return
+    parts = [res]
+    if tuned.parent.name.startswith("q_") and tuned.parent.parent.name == "rescore":
+        if not isinstance(res.get("at_reference"), dict):
+            c.fail(tuned, "no 'at_reference' (the eval half at the full-precision LM's settings)")
+        else:
+            parts.append(res["at_reference"])
+    for part in parts:
+        for key in ("eval_hyp", "eval_per_utt"):
+            if key in part:
+                c.exists(tuned.parent / part[key])
 
 
 def main(argv=None):

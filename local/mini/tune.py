@@ -9,7 +9,14 @@ scoring_kaldi/sweep.json in each); WEIGHT may be 'none' (the first pass). Writes
 Beside it go the eval half's 1-best at the choice (<out>.eval_hyp.txt, a Kaldi text) and its
 per-utterance errors (<out>.eval_per_utt, Kaldi's per_utt), which the report's significance tests read.
 
+--reference REF_JSON (another system's output of this script, e.g. the full-precision model's) adds
+"at_reference": the eval half at *that* system's dev choice of weight, LMWT and penalty, with its 1-best
+and per_utt (<out>.eval_hyp_at_reference.txt, <out>.eval_per_utt_at_reference). Tuning each system on its
+own moves eval WER by a few tenths when two settings are a word or two apart on dev; at shared settings
+the difference is the model's alone.
+
   tune.py --out exp/rescore/lm/nbest.json 0.5=dirA_dev,dirA_eval 0.7=dirB_dev,dirB_eval
+  tune.py --reference exp/rescore/lm/nbest.json --out exp/rescore/q_ptq-8/nbest.json 0.5=... 0.7=...
 """
 
 import argparse
@@ -52,8 +59,23 @@ def tune(pairs: dict) -> dict:
             "eval_dir": str(eval_dir), "eval_setting": {"lmwt": ev["lmwt"], "wip": ev["wip"]}}
 
 
+def at_setting(pairs: dict, weight: str, lmwt: float, wip) -> dict:
+    """The eval half's sweep entry at one given weight, LMWT and penalty (another system's choice)."""
+    if weight not in pairs:
+        sys.exit(f"tune.py: error: --reference chose weight {weight}, which is not among the weights given "
+                 f"here ({', '.join(pairs)}): rescore with the same weights")
+    eval_dir = pairs[weight][1]
+    settings = {setting_key(s): s for s in load_sweep(eval_dir)["settings"]}
+    ev = settings.get((float(lmwt), float(wip)))
+    if ev is None:
+        sys.exit(f"tune.py: error: {Path(eval_dir) / 'scoring_kaldi' / 'sweep.json'} has no LMWT {lmwt:g} "
+                 f"with penalty {wip} (the --reference choice): score with the same LMWT and penalty ranges")
+    return {"eval_wer": ev["wer"], "eval_wer_line": ev.get("wer_line"), "eval_ref_words": ev.get("ref_words"),
+            "eval_dir": str(eval_dir), "eval_setting": {"lmwt": ev["lmwt"], "wip": ev["wip"]}}
+
+
 def eval_one_best(res: dict) -> tuple[Path, Path]:
-    """The eval half's 1-best text at the chosen setting and the reference it was scored against
+    """The eval half's 1-best text at ``res``'s setting and the reference it was scored against
     (what steps/score_kaldi.sh left in scoring_kaldi/)."""
     from asr_lm_quant.scoring.sweep import Setting
     sk = Path(res["eval_dir"]) / "scoring_kaldi"
@@ -65,25 +87,39 @@ def eval_one_best(res: dict) -> tuple[Path, Path]:
     return hyp, ref
 
 
-def keep_eval_one_best(res: dict, out: Path) -> dict:
-    """Copy the chosen eval 1-best beside ``out`` and write its per-utterance errors; returns the names."""
+def keep_eval_one_best(res: dict, out: Path, suffix: str = "") -> dict:
+    """Write the eval 1-best at ``res``'s setting beside ``out`` and its per-utterance errors; returns the
+    names (``eval_hyp``, ``eval_per_utt``, each ending in ``suffix``)."""
     from asr_lm_quant.scoring.details import per_utt_text
     from asr_lm_quant.scoring.textfile import read_text, write_text
     from asr_lm_quant.scoring.wer import score_texts
     hyp_file, ref_file = eval_one_best(res)
     hyp = read_text(hyp_file)
     scored = score_texts(read_text(ref_file), hyp, mode="present", align=True)  # as the sweep scored it
-    names = {"eval_hyp": out.name.removesuffix(".json") + ".eval_hyp.txt",
-             "eval_per_utt": out.name.removesuffix(".json") + ".eval_per_utt"}
+    stem = out.name.removesuffix(".json")
+    names = {"eval_hyp": f"{stem}.eval_hyp{suffix}.txt", "eval_per_utt": f"{stem}.eval_per_utt{suffix}"}
     write_text(out.parent / names["eval_hyp"], hyp)
     with atomic_open(out.parent / names["eval_per_utt"]) as f:
         f.write(per_utt_text(scored))
     return names
 
 
+def read_reference(path: str) -> dict:
+    try:
+        ref = json.loads(Path(path).read_text())
+        chosen = ref["chosen"]
+        return {"weight": str(chosen["weight"]), "lmwt": float(chosen["lmwt"]), "wip": chosen["wip"]}
+    except OSError as e:
+        sys.exit(f"tune.py: error: --reference {path}: {e.strerror} (tune the reference system first)")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        sys.exit(f"tune.py: error: --reference {path}: not a tuning result of this script ({e})")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
+    p.add_argument("--reference", metavar="REF_JSON",
+                   help="also report the eval half at this tuning result's choice (see above)")
     p.add_argument("pairs", nargs="+", metavar="WEIGHT=DEV_DIR,EVAL_DIR")
     a = p.parse_args(argv)
     pairs = {}
@@ -93,8 +129,13 @@ def main(argv=None):
         if not dev or not ev:
             sys.exit(f"tune.py: error: expected WEIGHT=DEV_DIR,EVAL_DIR, got {item!r}")
         pairs[w] = (dev, ev)
+    ref = read_reference(a.reference) if a.reference else None
     res = tune(pairs)
     res.update(keep_eval_one_best(res, Path(a.out)))
+    if ref is not None:
+        at = at_setting(pairs, ref["weight"], ref["lmwt"], ref["wip"])
+        at.update(keep_eval_one_best(at, Path(a.out), suffix="_at_reference"))
+        res["at_reference"] = {"tuning": str(a.reference), "chosen": ref, **at}
     with atomic_open(a.out) as f:
         json.dump(res, f, indent=2)
     print(json.dumps({k: res[k] for k in ("chosen", "dev_wer", "eval_wer")}))

@@ -99,6 +99,26 @@ if [ "$quick" = true ]; then
   nbest=10
 fi
 
+# Options are checked before any stage runs (a typo must not surface an hour later, in stage 5).
+for opt in stage stop_stage seed; do
+  [[ "${!opt}" =~ ^[0-9]+$ ]] || { echo "$0: --${opt//_/-} must be a non-negative integer, not '${!opt}'" >&2; exit 1; }
+done
+for opt in nj num_sents nbest max_vocab threads; do
+  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, not '${!opt}'" >&2; exit 1; }
+done
+for opt in lm_epochs lm_max_steps; do
+  if [ -n "${!opt}" ] && ! [[ "${!opt}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "$0: --${opt//_/-} must be a positive integer (or empty), not '${!opt}'" >&2; exit 1
+  fi
+done
+w_re='(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)'
+if ! [[ "$weights" =~ ^$w_re(,$w_re)*$ ]]; then
+  echo "$0: --weights must be a comma-separated list of interpolation weights in [0, 1], not '$weights'" >&2
+  exit 1
+fi
+case "$bf16" in true|false|auto) ;; *) echo "$0: --bf16 must be true, false or auto, not '$bf16'" >&2; exit 1 ;; esac
+case "$quick" in true|false) ;; *) echo "$0: --quick must be true or false, not '$quick'" >&2; exit 1 ;; esac
+
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
@@ -246,20 +266,37 @@ if run_stage 5; then
   # The two jobs run at once: each gets half the threads (OpenMP threads that outnumber the cores wait on
   # each other and run several times slower).
   export OMP_NUM_THREADS=$(( threads / 2 > 0 ? threads / 2 : 1 ))
-  while read -r name model <&3; do
+  # The weights as rescore.py names its output dirs (0.50 -> 0.5).
+  wnames=$(python3 -c 'import sys; print(" ".join(f"{float(w):g}" for w in sys.argv[1].split(",")))' "$weights")
+  while read -r name model reference <&3; do
     out=exp/rescore/$name
-    if [ -f $out/nbest.json ] && [ -f $out/lattice.json ]; then log "  $name: done"; continue; fi
+    done_all=true
+    for method in nbest lattice; do
+      for w in $wnames; do
+        for half in dev eval; do
+          [ -f $out/$method/${half}_w$w/scoring_kaldi/sweep.json ] || done_all=false
+        done
+      done
+    done
+    if $done_all; then log "  $name: rescored"; continue; fi
     # Job 1 is the dev half, job 2 the eval half; each rescores with every weight, then scores.
     $decode_cmd JOB=1:2 $out/log/rescore.JOB.log \
       python3 local/rescore.py --half JOB --weights "$weights" --n "$nbest" \
         exp/ngram/3gram.arpa "$model" data/lang/words.txt data/test $src $out
+  done 3< exp/rescore_systems.txt
+  # Weights, LMWT and penalty chosen on dev (cheap: re-done on every run). A quantized system is also
+  # scored at its full-precision LM's choice (tuned first: those lines come first), so that its
+  # difference from full precision is not blurred by a different choice on dev.
+  while read -r name model reference <&3; do
+    out=exp/rescore/$name
+    mkdir -p $out/log
     for method in nbest lattice; do
       pairs=()
-      for w in ${weights//,/ }; do
-        w=$(python3 -c "print(f'{float(\"$w\"):g}')")
-        pairs+=("$w=$out/$method/dev_w$w,$out/$method/eval_w$w")
-      done
-      python3 local/tune.py --out $out/$method.json "${pairs[@]}" > $out/log/tune_$method.log
+      for w in $wnames; do pairs+=("$w=$out/$method/dev_w$w,$out/$method/eval_w$w"); done
+      ref_opt=()
+      [ "$reference" != - ] && ref_opt=(--reference exp/rescore/$reference/$method.json)
+      python3 local/tune.py --out $out/$method.json "${ref_opt[@]+"${ref_opt[@]}"}" "${pairs[@]}" \
+        > $out/log/tune_$method.log
       log "  $name $method: $(cat $out/log/tune_$method.log)"
     done
   done 3< exp/rescore_systems.txt
