@@ -153,6 +153,13 @@ def test_report_compares_quantized_systems_at_full_precision_settings(tmp_path):
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| q_")]
     assert rows == [["q_hessian-16x", "nbest", "lm 4.00", "5.50", "+1.50 ~",
                      f"{shared[0]['mapsswe']['p']:.3f}", rows[0][6]]]
+    # Settings that are no longer the full-precision LM's choice are not compared.
+    stale = dict(t, at_reference=dict(t["at_reference"], chosen={"weight": "0.5", "lmwt": 11.0, "wip": 0.5}))
+    _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", stale)
+    res = build_report(exp)
+    assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
+    assert any("now chooses" in n and "re-run the tuning" in n for n in res["significance"]["notes"])
+    _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", t)
     # A system without at_reference (and the first pass, full precision) is not in that table.
     (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt_at_reference").unlink()
     res = build_report(exp)

@@ -56,12 +56,19 @@ def significance(exp, first_pass_tuning: dict, systems: list[dict], *, samples: 
         first = _load(exp / "ngram" / first_pass_tuning["eval_per_utt"], "first pass", notes)
     per_system: dict[tuple[str, str], sig.SystemErrors] = {}
     at_fp_setting: dict[tuple[str, str], sig.SystemErrors] = {}
+    by_name = {s["name"]: s for s in systems}
     for s in systems:
         for m in METHODS:
             tuning = s.get(f"{m}_tuning") or {}
+            at_ref = tuning.get("at_reference") or {}
+            fp_tuning = by_name.get(FP_SYSTEM.get(s.get("model")), {}).get(f"{m}_tuning") or {}
+            if at_ref and at_ref.get("chosen") != fp_tuning.get("chosen"):
+                notes.append(f"{s['name']} {m}: scored at settings {at_ref.get('chosen')}, but its full-precision "
+                             f"LM now chooses {fp_tuning.get('chosen')}: re-run the tuning (stage 5)")
+                log.warning(notes[-1])
+                at_ref = {}
             for key, store, label in ((tuning.get("eval_per_utt"), per_system, ""),
-                                      ((tuning.get("at_reference") or {}).get("eval_per_utt"), at_fp_setting,
-                                       " at full-precision settings")):
+                                      (at_ref.get("eval_per_utt"), at_fp_setting, " at full-precision settings")):
                 if key:
                     loaded = _load(exp / "rescore" / s["name"] / key, f"{s['name']} {m}{label}", notes)
                     if loaded is not None:
