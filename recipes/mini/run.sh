@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The mini recipe: the whole toolkit on data anyone can get, with a real recogniser.
 #
-#   ./run.sh                      # everything (make demo): about 2 hours on 2 idle CPU cores
-#   ./run.sh --lm-epochs 1        # about 40 minutes less, with weaker LMs
+#   ./run.sh                      # everything (make demo): about 85 minutes on 2 idle CPU cores
+#   ./run.sh --lm-epochs 1        # about 30 minutes less, with weaker LMs
 #   ./run.sh --quick              # a tiny version (CI): a few minutes
 #   ./run.sh --stage 5 --stop-stage 6
 #
@@ -130,8 +130,8 @@ if [ "$quick" = true ]; then
   log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
 else
   log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, two Transformer LMs, the"
-  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 2 hours on 2"
-  log "idle CPU cores without AVX-512 (stage 2 ~15 min, 3 ~53, 4 ~32, 5 ~11); later runs reuse cached audio/lattices."
+  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report. About 85 minutes on 2"
+  log "idle CPU cores without AVX-512 (stages 0-2 ~10 min, 3 ~44, 4 ~24, 5 ~7); later runs reuse cached audio/lattices."
 fi
 
 # ------------------------------------------------------------------------------------------------
