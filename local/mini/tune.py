@@ -131,9 +131,13 @@ def main(argv=None):
         pairs[w] = (dev, ev)
     ref = read_reference(a.reference) if a.reference else None
     res = tune(pairs)
+    # Everything is checked before the first file is written.
+    at = at_setting(pairs, ref["weight"], ref["lmwt"], ref["wip"]) if ref is not None else None
+    for r in (res, at):
+        if r is not None:
+            eval_one_best(r)
     res.update(keep_eval_one_best(res, Path(a.out)))
-    if ref is not None:
-        at = at_setting(pairs, ref["weight"], ref["lmwt"], ref["wip"])
+    if at is not None:
         at.update(keep_eval_one_best(at, Path(a.out), suffix="_at_reference"))
         res["at_reference"] = {"tuning": str(a.reference), "chosen": ref, **at}
     with atomic_open(a.out) as f:
