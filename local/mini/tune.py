@@ -108,6 +108,7 @@ def read_reference(path: str) -> dict:
     try:
         ref = json.loads(Path(path).read_text())
         chosen = ref["chosen"]
+        float(chosen["wip"])  # a number, kept as written
         return {"weight": str(chosen["weight"]), "lmwt": float(chosen["lmwt"]), "wip": chosen["wip"]}
     except OSError as e:
         sys.exit(f"tune.py: error: --reference {path}: {e.strerror} (tune the reference system first)")
