@@ -81,3 +81,45 @@ def test_models_give_the_logits_loss_with_targets(make):
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, r in zip(grads, ref_grads):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_output_layer_gives_the_logits_loss(tmp_path):
+    """A model kept packed (``load_packed_for_inference``) takes the fused loss too (its output matrix decoded
+    for the call): the same sum as the cross entropy of its own logits; and perplexity evaluation, which goes
+    through it, agrees."""
+    from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+    from asr_lm_quant.quant.packed import load_packed_for_inference, save_packed
+    from asr_lm_quant.quant.plan import QuantPlan, group_names
+    from asr_lm_quant.quant.ptq import quantize_model
+    from asr_lm_quant.quant.train import evaluate_ppl
+    from asr_lm_quant.text.vocab import Vocabulary
+
+    vocab = Vocabulary(["<s>", "<unk>"] + [f"w{i}" for i in range(60)])
+    torch.manual_seed(3)
+    model = TransformerLM(LMConfig(vocab_size=len(vocab), d_model=32, n_layers=2, n_heads=4, d_ff=48,
+                                   dropout=0.0)).eval()
+    plan = quantize_model(model, QuantPlan.from_bits({n: (4, 3, 8)[i % 3] for i, n in
+                                                      enumerate(group_names(model, 2))}, per_row=True))
+    save_packed(tmp_path / "q", model, plan, vocab)
+    packed, _, _ = load_packed_for_inference(tmp_path / "q")
+    assert not isinstance(packed.out, torch.nn.Linear)
+    tokens = torch.randint(0, len(vocab), (3, 11))
+    targets = torch.randint(0, len(vocab), (3, 11))
+    targets[1, 4:] = -100
+    with torch.no_grad():
+        logits = packed(tokens)
+        ref = F.cross_entropy(logits.reshape(-1, len(vocab)), targets.reshape(-1), ignore_index=-100,
+                              reduction="sum")
+        got = packed(tokens, targets=targets)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    text = tmp_path / "t.txt"
+    text.write_text("w1 w2 w3 w4\nw5 w6\nw7 w8 w9 w10 w11\n")
+    batches = BatchPlan(sequences(encode_file(text, vocab), vocab.index["<s>"], 8), 64, seed=0, shuffle=False)
+    ppl = evaluate_ppl(packed, batches)
+    total = 0.0
+    with torch.no_grad():
+        for _, b in batches.iterate(0):
+            lg = packed(b.inputs)
+            total += float(F.cross_entropy(lg.reshape(-1, len(vocab)), b.targets.reshape(-1), ignore_index=-100,
+                                           reduction="sum"))
+    assert ppl["tokens"] == 3 + 4 + 2 + 5 and ppl["loss"] == pytest.approx(total / ppl["tokens"], rel=1e-5)

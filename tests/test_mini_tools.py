@@ -181,6 +181,29 @@ def test_check_outputs_lists_problems_and_fails(tmp_path):
     assert r.returncode == 1 and "ppl_test.json: not valid JSON" in r.stderr
 
 
+def test_quant_systems_selects_by_model(tmp_path):
+    """What run.sh passes to ``quant-sweep --only``: the base LM's systems by default, the deeper LM's as well
+    with --larger-lm true; the recipe's own systems file has both kinds."""
+    script = str(ROOT / "local/mini/quant_systems.py")
+    conf = ROOT / "recipes/mini/conf/quant.json"
+    systems = json.loads(conf.read_text())["systems"]
+
+    def names(models):
+        r = subprocess.run([sys.executable, script, str(conf), models], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().split(",")
+
+    base, both = names("base"), names("base,deep")
+    assert base == [s["name"] for s in systems if "model" not in s] and "fp" in base
+    assert both == [s["name"] for s in systems] and len(both) > len(base)
+    assert all(s.get("model") == "deep" for s in systems if s["name"] not in base)
+    r = subprocess.run([sys.executable, script, str(conf), "huge"], capture_output=True, text=True)
+    assert r.returncode == 1 and "has no system of model(s) huge" in r.stderr
+    (tmp_path / "bad.json").write_text('{"systems": [{"name": "a"}]}')
+    r = subprocess.run([sys.executable, script, str(tmp_path / "bad.json"), "base"], capture_output=True, text=True)
+    assert r.returncode == 1 and "bad.json" in r.stderr and "needs a 'name' and a 'method'" in r.stderr
+
+
 def test_select_sentences_filters_and_is_deterministic(tmp_path):
     from prepare_test import select_sentences
     lines = ["a b c d e", "a b <unk> d e", "a b c", "a b c d zz", "e d c b a", "a a a a a a", ""]

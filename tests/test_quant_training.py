@@ -302,6 +302,12 @@ def test_sweep_checks_every_system_before_running_any(wiki, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 1 and msg in err and "systems.json" in err, err
         assert not (out / "fp").exists() and not (out / "ptq-4").exists()  # nothing ran
+    # A system name in --only that the file lacks (a typo) is refused, not silently skipped.
+    rc = main(["quant-sweep", "--systems", str(tmp_path / "systems.json"), "--only", "fp,ptq4", "--model",
+               f"base={d / 'lm'}", "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"), str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--only names system(s) the file does not have: ptq4" in err, err
+    assert not (out / "fp").exists()
 
 
 def test_sweep_claim_errors_are_named(tmp_path, monkeypatch):

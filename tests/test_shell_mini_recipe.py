@@ -38,6 +38,7 @@ def run(recipe, repo_dir, *args):
     (["--lm-epochs", "0"], "--lm-epochs must be a positive integer (or empty), not '0'"),
     (["--bf16", "yes"], "--bf16 must be true, false or auto, not 'yes'"),
     (["--quick", "--threads", "2x"], "--threads must be a positive integer, not '2x'"),
+    (["--larger-lm", "yes"], "expected true or false for --larger-lm, got 'yes'"),
 ])
 def test_bad_options_stop_before_any_stage(recipe, repo_dir, args, message):
     p = run(recipe, repo_dir, *args)

@@ -237,12 +237,18 @@ def output_loss(out: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, tea
     :func:`asr_lm_quant.lm.output_loss.linear_distill_loss`)."""
     from asr_lm_quant.lm.output_loss import linear_distill_loss
 
-    if not isinstance(out, nn.Linear) and teacher is None:  # a packed layer: through its logits
+    if isinstance(out, nn.Linear):
+        weight = out.weight
+    elif hasattr(out, "matrix") and teacher is None:
+        weight = out.matrix.dense()  # a packed layer: decoded for this call only, as its forward does
+    elif teacher is None:
         logits = out(hidden)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                ignore_index=-100, reduction="sum")
+    else:
+        raise TypeError(f"distillation needs a trainable output layer, not {type(out).__name__}")
     soft = None if teacher is None else (teacher[0], teacher[1].weight, teacher[1].bias, teacher[2])
-    loss, ce = linear_distill_loss(hidden, out.weight, out.bias, targets, soft)
+    loss, ce = linear_distill_loss(hidden, weight, out.bias, targets, soft)
     return loss if teacher is None else (loss, ce)
 
 

@@ -179,7 +179,7 @@ class PackedMatrix:
         return out.reshape(*lead, self.rows)
 
     def dense(self) -> torch.Tensor:
-        """The whole matrix in float32 (for tests and inspection only)."""
+        """The whole matrix in float32, decoded anew (the fused output loss takes it for one batch)."""
         return torch.cat([w for _, _, w in self.chunks(torch.float32)])
 
 

@@ -55,6 +55,9 @@ def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, te
     out_dir = Path(out_dir)
     models = {**conf.get("models", {}), **(models or {})}
     defaults = {**conf.get("defaults", {}), **{f"{k}_text": v for k, v in (texts or {}).items() if v}}
+    unknown = sorted(set(only or ()) - {s["name"] for s in conf["systems"]})
+    if unknown:
+        raise InputError(systems_file, f"--only names system(s) the file does not have: {', '.join(unknown)}")
     jobs = []
     for s in conf["systems"]:
         if only and s["name"] not in only:

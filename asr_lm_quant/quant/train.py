@@ -79,10 +79,8 @@ def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
     device = next(model.parameters()).device
     total, n = 0.0, 0
     for _, b in plan.iterate(0):
-        with autocast(device, bf16):
-            logits = model(b.inputs.to(device))
-        total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                       b.targets.to(device).reshape(-1), ignore_index=PAD_TARGET, reduction="sum"))
+        with autocast(device, bf16):  # the output layer fused with the loss: no [tokens, vocabulary] logits
+            total += float(model(b.inputs.to(device), targets=b.targets.to(device)))
         n += b.tokens
     model.train(was)
     return {"loss": total / n, "ppl": math.exp(total / n), "tokens": n}
