@@ -333,3 +333,19 @@ def test_sweep_claim_errors_are_named(tmp_path, monkeypatch):
         assert held
         with sweep._claim(tmp_path, "y", wait=False) as again:  # another open file description: refused
             assert not again
+
+
+def test_sweep_workers_take_the_costliest_systems_first(tmp_path):
+    """Workers order systems by model size times the method's cost: a mixed-precision system that must first
+    choose its bits goes before plain fine-tuning, which goes before systems that only evaluate; a deeper
+    model's before the base model's."""
+    from asr_lm_quant.quant import sweep
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model.safetensors").write_bytes(b"0" * 1000)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "model.safetensors").write_bytes(b"0" * 1500)
+    jobs = [("ptq", "base"), ("ste", "base"), ("hessian", "base"), ("search", "base"), ("kl", "base"),
+            ("hessian", "deep"), ("fp", "deep")]
+    order = sorted(jobs, key=lambda j: -sweep._cost(j[0], tmp_path / j[1]))
+    assert order == [("hessian", "deep"), ("search", "base"), ("kl", "base"), ("hessian", "base"), ("ste", "base"),
+                     ("fp", "deep"), ("ptq", "base")]
