@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The mini recipe: the whole toolkit on data anyone can get, with a real recogniser.
 #
-#   ./run.sh                      # make demo: the base LM and its systems, about 45 minutes on 2 idle CPU cores
+#   ./run.sh                      # make demo: the base LM and its systems, 45-55 minutes on 2 CPU cores
 #   ./run.sh --larger-lm true     # also the deeper LM and its systems: about 50 minutes more
 #   ./run.sh --quick              # a tiny version of everything (CI): a few minutes
 #   ./run.sh --stage 5 --stop-stage 6
@@ -135,8 +135,8 @@ if [ "$quick" = true ]; then
   log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
 else
   log "Full run: $num_sents synthesised sentences decoded with pocketsphinx, the base Transformer LM and its"
-  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report: about 45 minutes on 2 idle"
-  log "CPU cores without AVX-512 (stages 0-2 ~10 min, 3 ~12, 4 ~13, 5 ~5); later runs reuse cached audio/lattices."
+  log "quantization systems of $quant_conf, N-best and lattice rescoring, the report: 45-55 minutes on 2 CPU"
+  log "cores without AVX-512 (stages 0-2 ~8 min, 3 ~15, 4 ~18, 5 ~6); later runs reuse cached audio/lattices."
   [ "$larger_lm" = true ] && log "With --larger-lm true: the deeper LM (5 epochs, ~40 min) and its systems, ~50 min more."
 fi
 
