@@ -1,9 +1,10 @@
 """Decode a Kaldi data dir with pocketsphinx and write a Kaldi decode dir.
 
 One job of ``nj`` takes every ``nj``-th of the (sorted) utterances (:func:`job_block`; Kaldi's
-``split_data.sh`` cuts contiguous blocks, which any reader of a decode dir accepts alike), and writes ``lat.JOB.gz`` (CompactLattices with n-gram graph costs, see :mod:`.expand`),
-``ps_hyp.JOB`` (pocketsphinx's own 1-best, ``utt w1 w2 ...``) and ``stats.JOB.json``; the per-utterance
-pocketsphinx lattices are kept in ``ps_lat/``.
+``split_data.sh`` cuts contiguous blocks, which any reader of a decode dir accepts alike), and writes
+``lat.JOB.gz`` (CompactLattices with n-gram graph costs, see :mod:`.expand`), ``ps_hyp.JOB`` (pocketsphinx's
+own 1-best, ``utt w1 w2 ...``) and ``stats.JOB.json``; the per-utterance pocketsphinx lattices are kept in
+``ps_lat/``.
 """
 
 from __future__ import annotations
