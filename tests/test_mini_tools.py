@@ -182,8 +182,8 @@ def test_check_outputs_lists_problems_and_fails(tmp_path):
 
 
 def test_quant_systems_selects_by_model(tmp_path):
-    """What run.sh passes to ``quant-sweep --only``: the base LM's systems by default, the deeper LM's as well
-    with --larger-lm true; the recipe's own systems file has both kinds."""
+    """What run.sh passes to ``quant-sweep --only``: the base LM's systems, and the deeper LM's as well
+    unless --larger-lm false; the recipe's own systems file has both kinds."""
     script = str(ROOT / "local/mini/quant_systems.py")
     conf = ROOT / "recipes/mini/conf/quant.json"
     systems = json.loads(conf.read_text())["systems"]

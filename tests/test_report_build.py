@@ -169,6 +169,45 @@ def test_report_compares_quantized_systems_at_full_precision_settings(tmp_path):
     assert "at shared settings" not in (exp / "results.md").read_text()
 
 
+def test_report_compares_a_compressed_larger_lm_with_the_smaller_lm_of_its_size(tmp_path):
+    """The deeper LM's systems stored in at most the base LM's full-precision size (5.2 MB) are compared with
+    lm; a bigger one (5.5 MB) and the base LM's own systems are not."""
+    exp = make_exp(tmp_path)
+    add_per_utt(exp)
+    rows = json.loads((exp / "quant" / "results.json").read_text())
+    rows += [{"name": "deep-at-base", "model": "deep", "method": "hessian", "avg_bits": 16.0, "size_mb": 5.2,
+              "compression": 1.5, "test_ppl": 122.0},
+             {"name": "deep-big", "model": "deep", "method": "ptq", "bits": 8, "avg_bits": 8.0, "size_mb": 5.5,
+              "compression": 1.4, "test_ppl": 121.5}]
+    _w(exp / "quant" / "results.json", rows)
+    for name in ("q_deep-at-base", "q_deep-big"):
+        t = json.loads((exp / "rescore" / "lm" / "nbest.json").read_text())
+        _w(exp / "rescore" / name / "nbest.json", t)
+        # lm's errors except on utterances 0, 5, ..., 25: six fewer errors of 200 words
+        _per_utt(exp / "rescore" / name / "nbest.eval_per_utt", lambda i: i % 5 == 0 and i > 25)
+    res = build_report(exp)
+    matched = [c for c in res["significance"]["comparisons"] if c["baseline"] == "smaller_lm"]
+    assert [(c["system"], c["method"], c["baseline_system"]) for c in matched] == [("q_deep-at-base", "nbest", "lm")]
+    c = matched[0]
+    assert c["size_mb"] == 5.2 and c["baseline_size_mb"] == 5.2
+    assert c["wer_a"] == pytest.approx(4.0) and c["wer_b"] == pytest.approx(1.0) and c["diff"] == pytest.approx(-3.0)
+    assert c["mapsswe"]["segments"] == 8 and c["mapsswe"]["p"] < 0.05  # the 8 utterances lm gets wrong
+    md = (exp / "results.md").read_text()
+    table = md.split("A larger LM compressed to at most the size of a smaller LM")[1]
+    rows = [[x.strip() for x in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| q_")]
+    assert len(rows) == 1 and rows[0][:7] == ["q_deep-at-base", "nbest", "5.200", "lm (5.200)", "1.00", "4.00",
+                                              f"-3.00 {'**' if c['mapsswe']['p'] < 0.01 else '*'}"]
+    # Without the deeper LM's full-precision row there is no "larger" model to speak of.
+    quant = json.loads((exp / "quant" / "results.json").read_text())
+    _w(exp / "quant" / "results.json", [r for r in quant if r["name"] != "fp_deep"])
+    (exp / "lm_deep" / "config.json").unlink()
+    (exp / "lm_deep" / "ppl_test.json").unlink()
+    (exp / "lm_deep").rmdir()
+    res = build_report(exp)
+    assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "smaller_lm"]
+    assert "A larger LM compressed" not in (exp / "results.md").read_text()
+
+
 def test_report_significance_with_missing_or_mismatched_files(tmp_path):
     exp = make_exp(tmp_path)
     add_per_utt(exp)

@@ -7,6 +7,9 @@ of the same model (``lm`` for base, ``lm_deep`` for deep) with the same rescorin
 whose tuning result also has ``at_reference`` (its eval half at the full-precision model's own dev choice of
 weight, LMWT and penalty) gets a third comparison, ``full_precision_setting``: at shared settings the
 difference is the quantization's alone, without the noise of choosing settings on dev for each system.
+A system of a larger LM stored in at most the size of a smaller LM at full precision (the deeper LM compressed
+to the base LM's size, say) is also compared with that smaller LM (``smaller_lm``): the paper's claim that a
+larger LM compressed to a smaller one's size recognises better.
 Results without these files (older runs) simply have no comparisons.
 """
 
@@ -47,7 +50,8 @@ def significance(exp, first_pass_tuning: dict, systems: list[dict], *, samples: 
     """``{"comparisons": [...], "samples", "seed", "notes"}``, or None when no result names its per_utt file.
 
     Each comparison is :func:`~asr_lm_quant.scoring.significance.compare`'s dict (A the baseline, B the
-    system) plus ``system``, ``method`` and ``baseline`` (``first_pass`` or ``full_precision``).
+    system) plus ``system``, ``method`` and ``baseline`` (``first_pass``, ``full_precision``,
+    ``full_precision_setting`` or ``smaller_lm``).
     """
     exp = Path(exp)
     notes: list[str] = []
@@ -93,7 +97,30 @@ def significance(exp, first_pass_tuning: dict, systems: list[dict], *, samples: 
                 if c is not None:
                     comparisons.append({"system": s["name"], "method": m, "baseline": baseline,
                                         "baseline_system": "first pass" if baseline == "first_pass" else fp, **c})
+    for s, f in _size_matched(systems):
+        for m in METHODS:
+            base, other = per_system.get((f["name"], m)), per_system.get((s["name"], m))
+            if base is not None and other is not None:
+                c = _compare(base, other, notes, **kw)
+                if c is not None:
+                    comparisons.append({"system": s["name"], "method": m, "baseline": "smaller_lm",
+                                        "baseline_system": f["name"], "size_mb": s["size_mb"],
+                                        "baseline_size_mb": f["size_mb"], **c})
     return {"comparisons": comparisons, "samples": samples, "seed": seed, "notes": notes}
+
+
+def _size_matched(systems: list[dict]):
+    """(system, smaller full-precision LM) pairs: a system of a larger LM (its own full-precision LM is bigger
+    than that one) that is stored in at most the smaller LM's full-precision size."""
+    fp = {s["model"]: s for s in systems if s.get("method") == "fp" and s["name"] == FP_SYSTEM.get(s.get("model"))
+          and s.get("size_mb")}
+    for s in systems:
+        own = fp.get(s.get("model"))
+        if own is None or s is own or not s.get("size_mb"):
+            continue
+        for f in fp.values():
+            if f is not own and f["size_mb"] < own["size_mb"] and s["size_mb"] <= f["size_mb"]:
+                yield s, f
 
 
 def _cell(c: dict | None) -> list[str]:
@@ -133,5 +160,15 @@ def significance_markdown(res: dict) -> list[str]:
                   "|---|---|---|---|---|---|---|"]
         for s, m, c in shared:
             lines.append(f"| {s['name']} | {m} | {c['baseline_system']} {c['wer_a']:.2f} | {c['wer_b']:.2f} | "
+                         + " | ".join(_cell(c)) + " |")
+    matched = [c for c in sg["comparisons"] if c["baseline"] == "smaller_lm"]
+    if matched:
+        lines += ["", "A larger LM compressed to at most the size of a smaller LM at full precision, against that "
+                      "LM (each at its own settings chosen on dev):", "",
+                  "| system | method | size MB | smaller LM (size MB) | WER | smaller LM's WER | difference | p | "
+                  "95% CI |", "|---|---|---|---|---|---|---|---|---|"]
+        for c in matched:
+            lines.append(f"| {c['system']} | {c['method']} | {c['size_mb']:.3f} | {c['baseline_system']} "
+                         f"({c['baseline_size_mb']:.3f}) | {c['wer_b']:.2f} | {c['wer_a']:.2f} | "
                          + " | ".join(_cell(c)) + " |")
     return lines

@@ -118,7 +118,7 @@ def main(argv=None):
             check_decode_dir(c, data / f"test_{half}", exp / "ngram" / f"decode_test_{half}", words)
         _kept_files(c, exp / "ngram" / "first_pass.json")
     if a.upto >= 3:
-        # The deeper LM only where it was trained (run.sh --larger-lm true); then completely.
+        # The deeper LM only where it was trained (not with run.sh --larger-lm false); then completely.
         for m in ("lm", "lm_deep") if (exp / "lm_deep").exists() else ("lm",):
             c.exists(exp / m / "config.json")
             for s in ("valid", "test"):
