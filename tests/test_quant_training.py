@@ -310,6 +310,39 @@ def test_sweep_checks_every_system_before_running_any(wiki, tmp_path, capsys):
     assert not (out / "fp").exists()
 
 
+def test_sweep_reuses_a_result_only_for_the_same_configuration(wiki, tmp_path, capsys):
+    """Re-running resumes: done systems are not run again. A system whose configuration changed since (or one
+    of another systems file under the same name) is refused, naming what differs, and nothing is rewritten."""
+    d, _ = wiki
+    out, conf = tmp_path / "out", tmp_path / "systems.json"
+
+    def sweep(systems, *extra):
+        conf.write_text(json.dumps({"systems": systems}))
+        return main(["quant-sweep", "--systems", str(conf), "--model", f"base={d / 'lm'}", "--train",
+                     str(d / "train.txt"), "--valid", str(d / "valid.txt"), *extra, str(out)])
+
+    fp, ptq = {"name": "fp", "method": "fp"}, {"name": "ptq", "method": "ptq", "bits": 4}
+    assert sweep([fp, ptq]) == 0
+    first = (out / "ptq" / "results.json").read_bytes()
+    stamp = (out / "ptq" / "results.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert sweep([fp, ptq]) == 0  # unchanged: reused
+    assert (out / "ptq" / "results.json").stat().st_mtime_ns == stamp
+    assert sweep([fp, dict(ptq, bits=8)]) == 1
+    err = capsys.readouterr().err
+    assert "quant_config.json" in err and "system 'ptq' was run with another configuration (bits: 4 there, 8 now)" \
+        in err and "remove" in err, err
+    # The full-precision row depends on the evaluation texts.
+    assert sweep([fp], "--test", str(d / "valid.txt")) == 1
+    err = capsys.readouterr().err
+    assert "system 'fp' was run with another configuration (test_text: null there" in err, err
+    assert (out / "ptq" / "results.json").read_bytes() == first
+    # A result without the configuration it was made with cannot be vouched for.
+    (out / "ptq" / "quant_config.json").unlink()
+    assert sweep([ptq]) == 1
+    assert "has results.json but no quant_config.json" in capsys.readouterr().err
+
+
 def test_sweep_claim_errors_are_named(tmp_path, monkeypatch):
     import errno
     import fcntl

@@ -10,7 +10,9 @@ Systems file::
 
 ``method: "fp"`` evaluates the unquantized model. ``budget_size_of: NAME`` sets the size budget to the 32-bit
 size of model NAME (a deeper model compressed to the size of a shallower full-precision one). A system whose
-directory already has results.json is not run again (re-running the stage resumes).
+directory already has results.json is not run again (re-running the stage resumes), provided the configuration it
+was run with is this one: a system file edited since (or another file naming a system the same) is an error that
+names the options that differ, not a table row that silently stands for another configuration.
 
 Parallel jobs (``quant-sweep --worker``, e.g. ``run.pl JOB=1:N``): each worker takes the systems no other
 worker holds, the costliest first, holding an exclusive lock on ``OUT/.claims/<system>`` while it runs one, and
@@ -31,7 +33,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.quant import plots
 from asr_lm_quant.quant.options import MIXED_METHODS
 from asr_lm_quant.quant.packed import load_any_lm
-from asr_lm_quant.quant.pipeline import RESULTS, QuantConfig, check_config, evaluate_texts, run
+from asr_lm_quant.quant.pipeline import CONFIG, RESULTS, QuantConfig, check_config, evaluate_texts, run
 from asr_lm_quant.quant.plan import QuantPlan
 from asr_lm_quant.quant.systems_file import load_systems
 
@@ -44,7 +46,14 @@ def fp_results(model_dir, cfg: QuantConfig) -> dict:
     res = {"method": "fp", "bits": 32, "avg_bits": 32.0, "size_mb": size["fp32_bytes"] / 1e6,
            "ideal_mb": size["fp32_bytes"] / 1e6, "fp32_mb": size["fp32_bytes"] / 1e6, "compression": 1.0}
     res.update(evaluate_texts(model, vocab, cfg))
+    res["config"] = _fp_config(cfg)
     return res
+
+
+def _fp_config(cfg: QuantConfig) -> dict:
+    """What an fp row depends on: the model and how it is evaluated."""
+    d = cfg.to_dict()
+    return {k: d[k] for k in ("model", "valid_text", "test_text", "eval_tokens_per_batch", "max_len")}
 
 
 def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, texts: dict[str, str] | None = None,
@@ -71,6 +80,8 @@ def run_sweep(systems_file, out_dir, *, models: dict[str, str] | None = None, te
         # Every system's configuration is checked before the first one runs.
         jobs.append((name, method, model_name, _config(systems_file, out_dir, name, method, models, model_name, s,
                                                        defaults)))
+    for name, method, _, cfg in jobs:
+        _check_existing(name, method, cfg)
     order = sorted(jobs, key=lambda j: -_cost(j[1], models[j[2]])) if worker else jobs
     rows = {}
     for name, method, model_name, cfg in order:
@@ -106,9 +117,9 @@ def _config(systems_file, out_dir: Path, name, method, models, model_name, s, de
 
 def _run_system(name, method, cfg: QuantConfig) -> dict:
     sdir = Path(cfg.out)
-    if (sdir / RESULTS).exists():
+    if (sdir / RESULTS).exists():  # checked by _check_existing before the first system ran
         log.info("%s: already done", name)
-        return json.loads((sdir / RESULTS).read_text())
+        return _read_json(sdir / RESULTS)
     if method == "fp":
         res = fp_results(cfg.model, cfg)
         sdir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +128,56 @@ def _run_system(name, method, cfg: QuantConfig) -> dict:
         return res
     log.info("system %s: %s", name, method)
     return run(cfg)
+
+
+# Where a result was written, how often it was checkpointed and on which device do not change what it is; paths
+# are compared resolved (a re-run from the same directory names them alike).
+_NOT_COMPARED = ("out", "checkpoint_every", "device")
+_PATHS = ("model", "train_text", "valid_text", "test_text")
+
+
+def _comparable(d: dict) -> dict:
+    d = json.loads(json.dumps({k: v for k, v in d.items() if k not in _NOT_COMPARED}))
+    for k in _PATHS:
+        if d.get(k):
+            d[k] = str(Path(d[k]).resolve())
+    return d
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot read it: {e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+
+
+def _check_existing(name: str, method: str, cfg: QuantConfig) -> None:
+    """A system that already has results: the configuration they were made with must be this one."""
+    sdir = Path(cfg.out)
+    if not (sdir / RESULTS).exists():
+        return
+    if method == "fp":
+        where = sdir / RESULTS
+        saved, now = _read_json(where).get("config"), _fp_config(cfg)
+        if saved is None:  # written before fp rows recorded their configuration
+            return
+    else:
+        where = sdir / CONFIG
+        if not where.exists():
+            raise InputError(sdir, f"system {name!r}: has {RESULTS} but no {CONFIG}, so what it was run with is "
+                                   f"unknown; remove {sdir} to run it again")
+        saved, now = _read_json(where), cfg.to_dict()
+    if not isinstance(saved, dict):
+        raise InputError(where, f"system {name!r}: its saved configuration is not a JSON object")
+    saved, now = _comparable(saved), _comparable(now)
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {json.dumps(saved.get(k))} there, {json.dumps(now.get(k))} now" for k in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise InputError(where, f"system {name!r} was run with another configuration ({shown}{more}); remove "
+                                f"{sdir} to run it again, or give another output directory")
 
 
 # Relative cost of a method, for running the costliest first: fine-tuning is 1; mixed precision adds choosing the
