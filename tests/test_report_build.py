@@ -85,6 +85,19 @@ def test_report_table_json_and_plots(tmp_path):
         assert f"]({p})" in md
 
 
+def test_report_wer_is_kaldis_not_a_rounding_of_a_rounding(tmp_path):
+    """688 errors in 4065 words are 16.92497%: the tuning JSON keeps 16.925, which formats as 16.93; the table
+    says 16.92, as Kaldi's %WER line does."""
+    exp = make_exp(tmp_path)
+    t = json.loads((exp / "rescore" / "lm" / "lattice.json").read_text())
+    t.update(eval_wer=16.925, eval_wer_line="%WER 16.92 [ 688 / 4065, 133 ins, 49 del, 506 sub ]")
+    _w(exp / "rescore" / "lm" / "lattice.json", t)
+    res = build_report(exp)
+    assert {s["name"]: s for s in res["systems"]}["lm"]["wer_lattice"] == pytest.approx(100 * 688 / 4065)
+    row = next(line for line in (exp / "results.md").read_text().splitlines() if line.startswith("| lm |"))
+    assert "| 14.20 | 16.92 |" in row
+
+
 def _per_utt(path: Path, wrong):
     """A Kaldi per_utt of 40 five-word utterances; ``wrong(i)`` says whether utterance i has one substitution."""
     from asr_lm_quant.scoring.details import per_utt_text

@@ -18,11 +18,25 @@ Layout read (every file optional except the first pass; what is missing is simpl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 
 FP_MODELS = {"lm": "base", "lm_deep": "deep"}
+
+
+_WER_COUNTS = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)")
+
+
+def eval_wer(tuning: dict) -> float:
+    """The eval WER as errors over words when the tuning result keeps Kaldi's %WER line: its ``eval_wer`` has 4
+    decimals, and rounding that again to 2 can go the other way from Kaldi's own line (16.92497 -> 16.925 ->
+    16.93 where Kaldi prints 16.92)."""
+    m = _WER_COUNTS.search(tuning.get("eval_wer_line") or "")
+    if m and int(m.group(2)) > 0:
+        return 100.0 * int(m.group(1)) / int(m.group(2))
+    return tuning["eval_wer"]
 
 
 def read_json(path: Path):
@@ -63,7 +77,7 @@ def collect(exp) -> dict:
     arpa = exp / "ngram" / "3gram.arpa"
     if arpa.exists():
         ngram["arpa_mb"] = arpa.stat().st_size / 1e6
-    ngram["wer_first_pass"] = first["eval_wer"]
+    ngram["wer_first_pass"] = eval_wer(first)
     ngram["first_pass"] = first
     for half in ("dev", "eval"):
         o = read_json(exp / "ngram" / f"decode_test_{half}" / "oracle.json")
@@ -108,7 +122,7 @@ def collect(exp) -> dict:
         for method in ("nbest", "lattice"):
             res = read_json(exp / "rescore" / row["name"] / f"{method}.json")
             if res:
-                row[f"wer_{method}"] = res["eval_wer"]
+                row[f"wer_{method}"] = eval_wer(res)
                 row[f"{method}_tuning"] = res
     out["systems"] = systems
     from asr_lm_quant.report.significance import significance
