@@ -44,6 +44,19 @@ def test_bad_options_stop_before_any_stage(recipe, repo_dir, args, message):
     p = run(recipe, repo_dir, *args)
     assert p.returncode == 1 and message in p.stderr, p.stderr
     assert "Stage 0" not in p.stdout and not (recipe / "data").exists() and not (recipe / "exp").exists()
+    assert not (recipe / "quick").exists()
+
+
+def test_quick_runs_in_its_own_directory(recipe, repo_dir):
+    """--quick keeps its data/ and exp/ under quick/, so that a full run in the recipe later does not meet its
+    tiny models; the recipe's conf/, local/ and steps/ are linked there."""
+    p = run(recipe, repo_dir, "--quick", "--stage", "7")
+    assert p.returncode == 0, p.stderr
+    assert "Quick run in quick/" in p.stdout
+    for d in ("conf", "local", "steps"):
+        assert (recipe / "quick" / d).is_symlink() and (recipe / "quick" / d).resolve() == (recipe / d).resolve()
+    assert not (recipe / "exp").exists() and not (recipe / "data").exists()
+    assert run(recipe, repo_dir, "--quick", "--stage", "7").returncode == 0  # again: the links are there
 
 
 GRID = [(10, "0.0"), (12, "0.5")]

@@ -3,7 +3,7 @@
 #
 #   ./run.sh                      # make demo: both LMs and their systems, about 40 minutes on 2 CPU cores
 #   ./run.sh --larger-lm false    # the base LM and its systems only: about 20 minutes
-#   ./run.sh --quick              # a tiny version of everything (CI): a few minutes
+#   ./run.sh --quick              # a tiny version of everything (CI), in quick/: a few minutes
 #   ./run.sh --stage 5 --stop-stage 6
 #
 # Stages:
@@ -124,6 +124,17 @@ case "$bf16" in true|false|auto) ;; *) echo "$0: --bf16 must be true, false or a
 case "$quick" in true|false) ;; *) echo "$0: --quick must be true or false, not '$quick'" >&2; exit 1 ;; esac
 case "$larger_lm" in true|false) ;; *) echo "$0: --larger-lm must be true or false, not '$larger_lm'" >&2; exit 1 ;; esac
 
+# --quick works in quick/ (its own data/ and exp/): a full run here later must not meet its tiny models. Paths
+# given relative to the recipe stay so; the cache is shared (content-keyed).
+if [ "$quick" = true ]; then
+  abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+  corpus_dir=$(abspath "$corpus_dir"); cache_dir=$(abspath "$cache_dir")
+  lm_conf=$(abspath "$lm_conf"); lm_deep_conf=$(abspath "$lm_deep_conf"); quant_conf=$(abspath "$quant_conf")
+  mkdir -p quick
+  for d in conf local steps; do [ -e quick/$d ] || ln -s ../$d quick/$d; done
+  cd quick
+fi
+
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
@@ -132,7 +143,7 @@ export OMP_NUM_THREADS=$threads
 start_time=$(date +%s)
 
 if [ "$quick" = true ]; then
-  log "Quick run: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
+  log "Quick run in quick/: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
 else
   lms="the base Transformer LM"
   [ "$larger_lm" = true ] && lms="the base and the deeper Transformer LMs"
