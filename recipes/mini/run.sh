@@ -131,7 +131,7 @@ if [ "$quick" = true ]; then
   corpus_dir=$(abspath "$corpus_dir"); cache_dir=$(abspath "$cache_dir")
   lm_conf=$(abspath "$lm_conf"); lm_deep_conf=$(abspath "$lm_deep_conf"); quant_conf=$(abspath "$quant_conf")
   mkdir -p quick
-  for d in conf local steps; do [ -e quick/$d ] || ln -s ../$d quick/$d; done
+  for d in conf local steps; do ln -sfn ../$d quick/$d; done
   cd quick
 fi
 
