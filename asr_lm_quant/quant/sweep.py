@@ -29,7 +29,7 @@ import logging
 from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
-from asr_lm_quant.errors import InputError
+from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.quant import plots
 from asr_lm_quant.quant.options import MIXED_METHODS
 from asr_lm_quant.quant.packed import load_any_lm
@@ -119,7 +119,7 @@ def _run_system(name, method, cfg: QuantConfig) -> dict:
     sdir = Path(cfg.out)
     if (sdir / RESULTS).exists():  # checked by _check_existing before the first system ran
         log.info("%s: already done", name)
-        return _read_json(sdir / RESULTS)
+        return read_json_file(sdir / RESULTS)
     if method == "fp":
         res = fp_results(cfg.model, cfg)
         sdir.mkdir(parents=True, exist_ok=True)
@@ -144,15 +144,6 @@ def _comparable(d: dict) -> dict:
     return d
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot read it: {e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
-
-
 def _check_existing(name: str, method: str, cfg: QuantConfig) -> None:
     """A system that already has results: the configuration they were made with must be this one."""
     sdir = Path(cfg.out)
@@ -160,7 +151,8 @@ def _check_existing(name: str, method: str, cfg: QuantConfig) -> None:
         return
     if method == "fp":
         where = sdir / RESULTS
-        saved, now = _read_json(where).get("config"), _fp_config(cfg)
+        res = read_json_file(where)
+        saved, now = (res.get("config") if isinstance(res, dict) else res), _fp_config(cfg)
         if saved is None:  # written before fp rows recorded their configuration
             return
     else:
@@ -168,7 +160,7 @@ def _check_existing(name: str, method: str, cfg: QuantConfig) -> None:
         if not where.exists():
             raise InputError(sdir, f"system {name!r}: has {RESULTS} but no {CONFIG}, so what it was run with is "
                                    f"unknown; remove {sdir} to run it again")
-        saved, now = _read_json(where), cfg.to_dict()
+        saved, now = read_json_file(where), cfg.to_dict()
     if not isinstance(saved, dict):
         raise InputError(where, f"system {name!r}: its saved configuration is not a JSON object")
     saved, now = _comparable(saved), _comparable(now)
