@@ -119,7 +119,10 @@ def _run_system(name, method, cfg: QuantConfig) -> dict:
     sdir = Path(cfg.out)
     if (sdir / RESULTS).exists():  # checked by _check_existing before the first system ran
         log.info("%s: already done", name)
-        return read_json_file(sdir / RESULTS)
+        res = read_json_file(sdir / RESULTS)
+        if not isinstance(res, dict):
+            raise InputError(sdir / RESULTS, f"system {name!r}: not a JSON object; remove {sdir} to run it again")
+        return res
     if method == "fp":
         res = fp_results(cfg.model, cfg)
         sdir.mkdir(parents=True, exist_ok=True)
