@@ -142,7 +142,7 @@ _PATHS = ("model", "train_text", "valid_text", "test_text")
 def _comparable(d: dict) -> dict:
     d = json.loads(json.dumps({k: v for k, v in d.items() if k not in _NOT_COMPARED}))
     for k in _PATHS:
-        if d.get(k):
+        if isinstance(d.get(k), str) and d[k]:
             d[k] = str(Path(d[k]).resolve())
     return d
 
