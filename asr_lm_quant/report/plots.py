@@ -12,84 +12,158 @@ def _plt():
     return plt
 
 
-def plot_bits_per_layer(systems: list[dict], path) -> bool:
-    """Bars of the bits given to each weight group, one panel per mixed-precision system."""
+def _save(fig, path) -> None:
+    from asr_lm_quant.atomic import atomic_path
+    with atomic_path(Path(path)) as tmp:
+        # "tight" keeps a legend placed beside the axes inside the picture.
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def _mixed(systems: list[dict]) -> list[dict]:
     from asr_lm_quant.quant.options import MIXED_METHODS
-    rows = [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in MIXED_METHODS]
+    return [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in MIXED_METHODS]
+
+
+def bits_per_layer_figure(systems: list[dict]):
+    """Bars of the bits given to each weight group, one panel per mixed-precision system, or None if none.
+
+    The y ticks are the bit widths the plan uses and each bar carries its number, so a panel reads without a
+    ruler; tick labels are short group names (``L0 attn in``, ``embed 39:118``)."""
+    from asr_lm_quant.plotstyle import bit_ticks, short_group
+    rows = _mixed(systems)
     if not rows:
-        return False
+        return None
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.6 * len(rows)), squeeze=False)
+    widest = max(len(s["plan_bits"]) for s in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(8.0, 0.36 * widest + 1.5), 3.0 * len(rows)), squeeze=False)
     for ax, s in zip(axes[:, 0], rows):
         names = list(s["plan_bits"])
-        ax.bar(range(len(names)), [s["plan_bits"][n] for n in names], color="tab:blue")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=90, fontsize=6)
-        ax.set_ylabel("bits")
-        ax.set_title(f"{s['name']} (average {s.get('avg_bits', 0):.2f} bits)")
+        bits = [s["plan_bits"][n] for n in names]
+        bars = ax.bar(range(len(names)), bits, color="#1f77b4")
+        ax.bar_label(bars, [str(b) for b in bits], fontsize=8, padding=1)
+        ax.set_xticks(range(len(names)), [short_group(n) for n in names], rotation=60, ha="right",
+                      rotation_mode="anchor", fontsize=8)
+        bit_ticks(ax, bits)
+        ax.set_ylim(0, max(bits) * 1.18)
+        ax.set_ylabel("bits per weight")
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_title(f"{s['name']}: bits per weight group (average {s.get('avg_bits', 0):.2f})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_bits_per_layer(systems: list[dict], path) -> bool:
+    fig = bits_per_layer_figure(systems)
+    if fig is None:
+        return False
+    _save(fig, path)
     return True
 
 
-def plot_wer_vs_weight(systems: list[dict], path) -> bool:
-    """Dev-half WER (best LMWT/penalty) against the NN LM interpolation weight, per system and method."""
+def _legend_beside(fig, axes) -> None:
+    """One legend for the whole figure, right of the axes, where it covers no data."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=8, frameon=False)
+
+
+def wer_vs_weight_figure(systems: list[dict]):
+    """Dev-half WER (at the best LMWT and insertion penalty) against the NN LM interpolation weight, one line per
+    system in N-best and lattice rescoring; None if no system was tuned."""
+    from asr_lm_quant.plotstyle import system_styles
     curves = [(s["name"], m, s[f"{m}_tuning"]["dev_wer_by_weight"]) for s in systems
               for m in ("nbest", "lattice") if f"{m}_tuning" in s]
     if not curves:
-        return False
+        return None
+    styles = system_styles(name for name, _, _ in curves)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    weights = sorted({float(w) for _, _, by_w in curves for w in by_w})
     for ax, method in zip(axes, ("nbest", "lattice")):
         for name, m, by_w in curves:
             if m != method:
                 continue
             ws = sorted(by_w, key=float)
-            ax.plot([float(w) for w in ws], [by_w[w] for w in ws], marker="o", label=name)
-        ax.set_xlabel("NN LM weight w")
-        ax.set_title(f"{'N-best' if method == 'nbest' else 'lattice'} rescoring (dev half)")
+            ax.plot([float(w) for w in ws], [by_w[w] for w in ws], label=name, linewidth=1.2, markersize=6,
+                    **styles[name])
+        ax.set_xticks(weights, [f"{w:g}" for w in weights])
+        ax.set_xlabel("interpolation weight of the Transformer LM")
+        ax.set_title(f"{'N-best' if method == 'nbest' else 'lattice'} rescoring")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    axes[0].set_ylabel("dev WER (%), best LMWT and penalty")
+    axes[0].set_ylabel("WER on the dev half (%)")
+    fig.suptitle("Dev-half WER against the interpolation weight (each point at its best LM weight and insertion "
+                 "penalty)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend_beside(fig, axes)
+    return fig
+
+
+def plot_wer_vs_weight(systems: list[dict], path) -> bool:
+    fig = wer_vs_weight_figure(systems)
+    if fig is None:
+        return False
+    _save(fig, path)
     return True
 
 
-def plot_size_tradeoff(systems: list[dict], first_pass_wer, path) -> bool:
-    """Model size against eval WER (N-best rescoring) and against test perplexity."""
+def _size_ticks(ax, sizes) -> None:
+    """Log-axis ticks at 1-2-5 steps spanning the sizes, labelled plainly (0.5, 1, 2, 5, 10)."""
+    lo, hi = min(sizes), max(sizes)
+    ticks = [m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    ax.set_xlim(lo / 1.25, hi * 1.25)
+    ax.set_xticks(inside, [f"{t:g}" for t in inside])
+    ax.set_xticks([], minor=True)
+
+
+def size_tradeoff_figure(systems: list[dict], first_pass_wer):
+    """Model size against eval WER (N-best and lattice rescoring) and against test perplexity; None if no
+    system has a size. Hollow markers, a colour and shape per system, named in one legend: points that lie
+    on each other (two 4-bit models of one size) stay visible and no label covers another."""
+    from asr_lm_quant.plotstyle import system_styles
     rows = [s for s in systems if s.get("size_mb")]
     if not rows:
-        return False
+        return None
+    styles = system_styles(s["name"] for s in rows)
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for s in rows:
-        c = "tab:orange" if s.get("model") == "deep" else "tab:blue"
-        if s.get("wer_nbest") is not None:
-            a1.scatter(s["size_mb"], s["wer_nbest"], color=c)
-            a1.annotate(s["name"], (s["size_mb"], s["wer_nbest"]), fontsize=6)
-        if s.get("test_ppl") is not None:
-            a2.scatter(s["size_mb"], s["test_ppl"], color=c)
-            a2.annotate(s["name"], (s["size_mb"], s["test_ppl"]), fontsize=6)
-    if first_pass_wer is not None:
-        a1.axhline(first_pass_wer, color="gray", linestyle=":", label="first pass (3-gram)")
-        a1.legend(fontsize=7)
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    for ax, y in ((a1, "eval WER, N-best rescoring (%)"), (a2, "test perplexity")):
+    panels = [("wer_nbest", "eval WER after N-best rescoring (%)", "N-best rescoring"),
+              ("wer_lattice", "eval WER after lattice rescoring (%)", "lattice rescoring"),
+              ("test_ppl", "test perplexity", "perplexity")]
+    panels = [p for p in panels if any(s.get(p[0]) is not None for s in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    axes = axes[0]
+    for ax, (key, ylabel, title) in zip(axes, panels):
+        for s in rows:
+            if s.get(key) is None:
+                continue
+            st = styles[s["name"]]
+            ax.scatter(s["size_mb"], s[key], marker=st["marker"], facecolors="none", edgecolors=st["color"],
+                       linewidths=1.6, s=70, label=s["name"], zorder=3)
+        if key.startswith("wer") and first_pass_wer is not None:
+            ax.axhline(first_pass_wer, color="gray", linestyle=":", label="first pass (3-gram)")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("model size (MB)")
-        ax.set_ylabel(y)
+        _size_ticks(ax, [s["size_mb"] for s in rows])
+        ax.set_xlabel("model size (MB, log scale)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-    a1.set_title("size vs WER (blue: base, orange: deep)")
-    a2.set_title("size vs perplexity")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend_beside(fig, axes)
+    return fig
+
+
+def plot_size_tradeoff(systems: list[dict], first_pass_wer, path) -> bool:
+    fig = size_tradeoff_figure(systems, first_pass_wer)
+    if fig is None:
+        return False
+    _save(fig, path)
     return True
 
 
