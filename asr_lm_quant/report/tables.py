@@ -18,9 +18,10 @@ def results_markdown(res: dict, *, header: str = "") -> str:
         lines += [header, ""]
     n = ev.get("n")
     lines += [
-        "WER (%) on the **eval half** of the test utterances; the LM interpolation weight, the LM weight "
-        "(LMWT) and the insertion penalty were tuned on the **dev half**"
-        + (f" ({ev.get('utterances')} eval utterances, {ev.get('ref_words')} words)." if ev else "."),
+        "WER (%) on the **eval half** of the test utterances"
+        + (f" ({ev.get('utterances')} utterances, {ev.get('ref_words')} words)" if ev else "")
+        + "; the LM interpolation weight, the LM weight (LMWT) and the insertion penalty were tuned on the "
+        "**dev half**.",
         "",
         "| system | model | method | bits | size MB | compression | sensitivity s | test ppl | WER 1st pass | "
         "WER N-best | WER lattice | oracle WER |",

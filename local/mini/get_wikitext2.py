@@ -90,8 +90,9 @@ def download(dest: Path) -> None:
             os.replace(tmp, target)
         except OSError as e:
             raise Problem(f"cannot download {url} ({e}). Without network access, put WikiText-2's "
-                          f"{{train,valid,test}}.txt (.xz/.gz) in a directory and give it as --corpus-dir, or set "
-                          "ASR_LM_QUANT_WIKITEXT2") from None
+                          "{train,valid,test}.txt (.xz/.gz) in a directory DIR and set ASR_LM_QUANT_WIKITEXT2=DIR "
+                          "(this works for `make quick` and `make demo` too), or give DIR to "
+                          "recipes/mini/run.sh --corpus-dir") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -102,12 +103,14 @@ def main(argv=None) -> int:
     ap.add_argument("--search", action="append", default=[], help="a directory that may hold WikiText-2")
     ap.add_argument("--dest", required=True, help="where to download it when no copy is found")
     a = ap.parse_args(argv)
-    candidates = [Path(p) for p in a.search]
+    # (directory, where its name came from): the log says which source was used.
+    candidates = [(Path(p), "--search") for p in a.search]
     if os.environ.get("ASR_LM_QUANT_WIKITEXT2"):
-        candidates.append(Path(os.environ["ASR_LM_QUANT_WIKITEXT2"]))
+        candidates.append((Path(os.environ["ASR_LM_QUANT_WIKITEXT2"]), "$ASR_LM_QUANT_WIKITEXT2"))
     try:
-        for d in candidates:
+        for d, source in candidates:
             if d.is_dir() and verified(d):
+                print(f"get_wikitext2.py: WikiText-2 found in {d} (from {source}), checksums match", file=sys.stderr)
                 print(d)
                 return 0
         download(Path(a.dest))  # fetches only the splits not there yet
@@ -119,6 +122,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("get_wikitext2.py: interrupted", file=sys.stderr)
         return 130
+    print(f"get_wikitext2.py: WikiText-2 in {a.dest} (downloaded), checksums match", file=sys.stderr)
     print(a.dest)
     return 0
 

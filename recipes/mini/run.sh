@@ -3,7 +3,8 @@
 #
 #   ./run.sh                      # make demo: both LMs and their systems, about 40 minutes on 2 CPU cores
 #   ./run.sh --larger-lm false    # the base LM and its systems only: about 20 minutes
-#   ./run.sh --quick              # a tiny version of everything (CI), in quick/: a few minutes
+#   ./run.sh --quick              # a tiny version of everything (CI), in quick/: a few minutes; both LMs
+#                                 # (lm, lm_deep) use conf/lm_tiny.json there
 #   ./run.sh --stage 5 --stop-stage 6
 #
 # Stages:
@@ -144,6 +145,8 @@ start_time=$(date +%s)
 
 if [ "$quick" = true ]; then
   log "Quick run in quick/: $num_sents sentences, ${quick_corpus_lines} lines of training text, tiny LMs; a few minutes."
+  log "Both LMs use the tiny configuration ($(basename "$lm_conf")): 'lm_deep' here only exercises the deeper LM's"
+  log "path (its training, quantization systems and rescoring), it is not deeper."
 else
   lms="the base Transformer LM"
   [ "$larger_lm" = true ] && lms="the base and the deeper Transformer LMs"
@@ -155,10 +158,11 @@ fi
 
 # ------------------------------------------------------------------------------------------------
 if run_stage 0; then
-  log "Stage 0: LM text from WikiText-2 ($corpus_dir) -> data/lm"
-  # The corpus: --corpus-dir or ../shared when they hold it (checked against pinned checksums), else a
-  # download into data/download/wikitext-2 (also checked).
+  log "Stage 0: LM text from WikiText-2 -> data/lm"
+  # The corpus: --corpus-dir (by default ../shared) or $ASR_LM_QUANT_WIKITEXT2 when they hold it (checked
+  # against pinned checksums), else a download into data/download/wikitext-2 (also checked).
   corpus=$(python3 local/get_wikitext2.py --search "$corpus_dir" --dest data/download/wikitext-2) || exit 1
+  log "Stage 0: WikiText-2 read from $corpus"
   files=()
   for s in train valid test; do
     for ext in .txt .txt.xz .txt.gz; do [ -f "$corpus/$s$ext" ] && { files+=("$corpus/$s$ext"); break; }; done
