@@ -64,7 +64,22 @@ def test_wrong_content_is_an_error_not_a_silent_replacement(fake_corpus, tmp_pat
 def test_unreachable_source_says_what_to_do(fake_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gw, "URL", f"file://{tmp_path}/missing/{{split}}.txt")
     assert gw.main(["--dest", str(tmp_path / "dl")]) == 1
-    assert "--corpus-dir" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # What works from `make quick`/`make demo` (which pass no options) comes first.
+    assert "set ASR_LM_QUANT_WIKITEXT2=DIR (this works for `make quick` and `make demo` too)" in err
+    assert "--corpus-dir" in err
+
+
+def test_the_source_used_is_named(fake_corpus, tmp_path, monkeypatch, capsys):
+    local = tmp_path / "env_copy"
+    local.mkdir()
+    for s in gw.SPLITS:
+        (local / f"{s}.txt").write_bytes((fake_corpus / f"{s}.txt").read_bytes())
+    monkeypatch.setenv("ASR_LM_QUANT_WIKITEXT2", str(local))
+    assert gw.main(["--search", str(tmp_path / "none"), "--dest", str(tmp_path / "dl")]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(local)
+    assert f"WikiText-2 found in {local} (from $ASR_LM_QUANT_WIKITEXT2)" in out.err
 
 
 def test_pinned_checksums_match_the_shared_copy(shared_dir):

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dest", required=True, help="where to download it when no copy is found")
     a = ap.parse_args(argv)
     # (directory, where its name came from): the log says which source was used.
-    candidates = [(Path(p), "--search") for p in a.search]
+    candidates = [(Path(p), "--search: the recipe's --corpus-dir") for p in a.search]
     if os.environ.get("ASR_LM_QUANT_WIKITEXT2"):
         candidates.append((Path(os.environ["ASR_LM_QUANT_WIKITEXT2"]), "$ASR_LM_QUANT_WIKITEXT2"))
     try:
