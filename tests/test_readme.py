@@ -232,3 +232,12 @@ def test_python_block_runs_and_reruns(play, monkeypatch):
     from asr_lm_quant.errors import InputError
     with pytest.raises((InputError, FileExistsError), match="exp/lm_4bit"):
         api.quantize("exp/lm", "exp/lm_4bit", method="ptq", bits=4)
+
+
+def test_demo_tables_in_the_docs_are_the_reports():
+    """docs/demo-results.md shows the report's tables as the report wrote them (results.md), row for row."""
+    page = (REPO / "docs/demo-results.md").read_text()
+    report = set((REPO / "recipes/mini/results/results.md").read_text().splitlines())
+    rows = [line for line in page.splitlines() if line.startswith("|")]
+    assert len(rows) > 50 and [r for r in rows if r not in report] == []
+    assert "(300 eval utterances" not in page
