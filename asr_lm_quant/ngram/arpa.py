@@ -118,6 +118,8 @@ class ArpaLM:
     ``<unk>`` (kenlm's behaviour); :meth:`is_oov` tells which words those are.
     """
 
+    semantics = "arpa"  # the back-off walk, as Kaldi's const-ARPA rescoring
+
     def __init__(self, path):
         self.path = Path(path)
         kind = check_arpa(self.path)
@@ -140,7 +142,7 @@ class ArpaLM:
         """True for words the LM scores as ``<unk>`` (a literal ``<unk>`` counts as known when listed)."""
         if word == UNK:
             return not self.has_unk
-        return word not in self._model
+        return bool(word not in self._model)
 
     def sentence_cost(self, words) -> float:
         """Cost (negated natural log) of the whole sentence with ``<s>`` and ``</s>``."""
