@@ -72,10 +72,10 @@ def _train(args):
             check_writable(f, overwrite=args.overwrite)
     vocab, unk = None, "<unk>"
     if args.vocab:
-        from asr_lm_quant.kaldi.symbols import NON_WORDS, unknown_word
+        from asr_lm_quant.kaldi.symbols import NON_WORDS, is_disambiguation_symbol, unknown_word
         from asr_lm_quant.text.swbd_layout import read_symbol_table
         unk = unknown_word(args.vocab, args.unk)
-        vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not w.startswith("#")}
+        vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not is_disambiguation_symbol(w)}
     elif args.unk:
         raise InputError(None, "--unk goes with --vocab")
     summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
