@@ -185,7 +185,10 @@ def _decide(args):
     dev = tables(args.dev)
     dev_ref = _references(args.dev_ref, args.dev, weights, args.nbest_format)
     dev_ref = {k: normalize_words(v, args.normalize) for k, v in dev_ref.items()}
-    dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
+    def named(pattern, w):
+        return pattern if w is None else pattern.replace("{weight}", format_weight(w))
+    dev_counts = {w: Counts.of(t, dev_ref, nbest_name=named(args.dev, w), ref_name=args.dev_ref)
+                  for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
     w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
@@ -205,7 +208,8 @@ def _decide(args):
         picked["test"] = (tt, rows_test)
         test_ref = _references(args.test_ref, args.test, weights, args.nbest_format, required=False)
         if test_ref:
-            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()})
+            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()},
+                          nbest_name=named(args.test, w), ref_name=args.test_ref)
             decision["test"] = {name: c.result(rows_test, mask)
                                 for name, mask in subset_masks(tt.utts, subsets).items()}
     with staged_output(args.out, names, overwrite=args.overwrite) as stage:
