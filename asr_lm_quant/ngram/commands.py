@@ -108,10 +108,9 @@ def _old_lm(args):
     print(json.dumps(spec.describe()))
     print(f"old-lm: {spec.kind} {spec.path}: removes the {SEMANTICS_NOTE[spec.semantics]}", file=sys.stderr)
     if args.text:
+        from asr_lm_quant.kaldi.stream import open_once
         path = Path(args.text)
-        if not path.is_file():
-            raise InputError(path, "text file does not exist")
-        with open(path, "rb") as f:
+        with open_once(path, "text file") as f:
             for line in _lines(f, path):
                 words = line.split()
                 print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
