@@ -67,7 +67,8 @@ def load_kaldi_state(path) -> dict:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign or unsafe pickles
-        raise InputError(path, f"cannot read as a weights-only state_dict: {str(e).splitlines()[0]}") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0]  # an empty file: EOFError with no message
+        raise InputError(path, f"cannot read as a weights-only state_dict: {why}") from None
     if not isinstance(sd, dict) or "encoder.weight" not in sd:
         raise InputError(path, "not a Kaldi pytorchnn state_dict (no 'encoder.weight')")
     for k, v in sd.items():
