@@ -323,3 +323,29 @@ def test_sigint_during_rescoring_leaves_no_output(t, tmp_path):
     assert "Traceback" not in err
     assert not out.exists() and not (tmp_path / "o.ark").exists() and not (tmp_path / "s.json").exists()
     assert not [x for x in tmp_path.iterdir() if x.name not in ("big.ark",)], list(tmp_path.iterdir())
+
+
+# --- --hf-lm and wer-compare ---------------------------------------------------------------------------------
+def test_bad_hf_lm_dirs(tmp_path, capsys):
+    (tmp_path / "n.tsv").write_text(HEADER + "u1\t1\ta b\t1\t2\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "badcfg").mkdir()
+    (tmp_path / "badcfg" / "config.json").write_text('{"model_type": 3')
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text('{"model_type": "gpt2"}')
+    for d, expect in (("missing", "does not exist"), ("empty", "no config.json"), ("badcfg", "badcfg"),
+                      ("noweights", "noweights")):
+        fails(capsys, ["rescore-nbest", "--hf-lm", tmp_path / d, "--nbest", tmp_path / "n.tsv", "--out-nbest",
+                       tmp_path / "o.tsv", "--json", tmp_path / "s.json"], d, expect)
+        assert not (tmp_path / "o.tsv").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_bad_wer_compare_inputs(tmp_path, capsys):
+    (tmp_path / "ref").write_text("u1 a b\n")
+    (tmp_path / "h1").write_text("u1 a\n")
+    (tmp_path / "h2").write_bytes(b"\xff\xfe\n")
+    (tmp_path / "dir").mkdir()
+    for other, expect in (("h2", "not valid UTF-8"), ("missing", "does not exist"), ("dir", "is a directory")):
+        fails(capsys, ["wer-compare", tmp_path / "h1", tmp_path / other, "--ref", tmp_path / "ref", "--json",
+                       tmp_path / "c.json"], other, expect)
+        assert not (tmp_path / "c.json").exists()
