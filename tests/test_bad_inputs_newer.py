@@ -349,3 +349,34 @@ def test_bad_wer_compare_inputs(tmp_path, capsys):
         fails(capsys, ["wer-compare", tmp_path / "h1", tmp_path / other, "--ref", tmp_path / "ref", "--json",
                        tmp_path / "c.json"], other, expect)
         assert not (tmp_path / "c.json").exists()
+
+
+# --- step scripts: the toolkit's interpreter ------------------------------------------------------------------
+def test_step_scripts_stop_with_one_line_without_the_toolkit(tmp_path):
+    """No asr-lm-quant on PATH, no .venv beside steps/, and a python3 without the toolkit: one line saying what
+    to source, before any job (not ModuleNotFoundError deep in a log)."""
+    steps = tmp_path / "toolkit" / "steps"
+    shutil.copytree(REPO / "steps", steps)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
+    for script, args in (("score_kaldi.sh", ["data", "lang", "decode"]),
+                         ("lmrescore_nbest.sh", ["old.arpa", "lm", "data", "in", "out"]),
+                         ("decide_nbest.sh", ["dev.tsv", "dev_text", "test.tsv", "-", "out"])):
+        res = subprocess.run(["bash", str(steps / script), *args], capture_output=True, text=True, env=env,
+                             cwd=tmp_path)
+        assert res.returncode == 1, res.stdout + res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "toolkit's Python environment is not found" in lines[0], res.stderr
+        assert "path.sh" in lines[0]
+        assert not (tmp_path / "out").exists() and not (tmp_path / "decode").exists()
+
+
+def test_step_scripts_find_the_projects_venv(tmp_path):
+    """asr-lm-quant not on PATH: the .venv beside steps/ runs the step (its own checks speak, not Python's)."""
+    if not (REPO / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in the checkout")
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    (tmp_path / "data").mkdir()
+    res = subprocess.run(["bash", str(REPO / "steps" / "score_kaldi.sh"), "data", "lang", "decode"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 1 and "no such file lang/words.txt" in res.stderr, res.stderr
