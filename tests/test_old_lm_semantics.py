@@ -2,7 +2,6 @@
 (what decoding put into the lattices), checked against OpenFst's own command-line tools; with --use-phi true
 the ARPA back-off walk (kenlm). An LM with negative back-off costs (Witten-Bell) and one with positive ones."""
 
-import gzip
 import json
 import math
 import shutil
@@ -95,7 +94,6 @@ class OpenFstReference:
         subprocess.run(["fstrelabel", f"--relabel_ipairs={tmp / 'pairs.txt'}", str(tmp / "G0.fst"),
                         str(tmp / "G1.fst")], check=True)
         subprocess.run(["fstarcsort", "--sort_type=ilabel", str(tmp / "G1.fst"), str(tmp / "Geps.fst")], check=True)
-        self.edges = g_text
 
     def cost(self, words) -> float:
         t = self.tmp

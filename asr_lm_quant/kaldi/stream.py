@@ -97,7 +97,7 @@ class ByteReader:
             self._fill(scanned + self.chunk)
 
 
-def check_readable_once(path, what: str = "file") -> None:
+def check_readable_once(path, what: str | None = "file") -> None:
     """An input read once may be a regular file, ``-`` (standard input), a FIFO or a process substitution
     (``<(head -3 sents.txt)``, ``/dev/fd/63``): Kaldi users pipe everything. Missing or a directory is an
     error naming it."""
@@ -110,10 +110,12 @@ def check_readable_once(path, what: str = "file") -> None:
     if str(path) == "-":
         return
     p = Path(path)
+    missing = f"{what} does not exist" if what else "does not exist"
+    what = what or "file"
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
-        raise InputError(p, f"{what} does not exist") from None
+        raise InputError(p, missing) from None
     except OSError as e:
         raise InputError(p, f"cannot read {what} ({e.strerror})") from None
     if stat.S_ISDIR(mode):

@@ -109,7 +109,7 @@ def load_systems(inputs, *, ref=None, names=None, sclite=False, need_ops=False):
     from asr_lm_quant.kaldi.stream import check_readable_once
     for path in [ref, *inputs]:
         if path is not None:
-            check_readable_once(path)
+            check_readable_once(path, None)
     systems = []
     if ref is None:
         systems = [sig.read_per_utt(p, name) for p, name in zip(inputs, names)]
