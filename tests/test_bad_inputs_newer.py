@@ -379,3 +379,45 @@ def test_step_scripts_find_the_projects_venv(tmp_path):
     res = subprocess.run(["bash", str(REPO / "steps" / "score_kaldi.sh"), "data", "lang", "decode"],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode == 1 and "no such file lang/words.txt" in res.stderr, res.stderr
+
+
+# --- every n-best format: fields of the wrong type ------------------------------------------------------------
+def _paths(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield path + (k,)
+            yield from _paths(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:2]):
+            yield path + (i,)
+            yield from _paths(v, path + (i,))
+
+
+@pytest.mark.parametrize("name,fmt", [("generic.json", "generic-json"), ("nemo_beams.json", "nemo"),
+                                      ("whisper_sum.json", "whisper-hf"), ("whisper_hf.jsonl", "whisper-hf")])
+def test_nbest_formats_with_fields_of_the_wrong_type_give_input_errors(tmp_path, name, fmt):
+    """Every field of the first record (and of its first items) replaced by each JSON type in turn: reading
+    either succeeds or ends in an InputError naming the file, never another exception."""
+    import copy
+
+    from asr_lm_quant.errors import InputError
+    from asr_lm_quant.kaldi.nbest import read_nbest
+    text = (REPO / "tests/fixtures/nbest" / name).read_text()
+    lines = name.endswith(".jsonl") or (text.lstrip().startswith("{") and "\n{" in text)
+    docs = [json.loads(x) for x in text.splitlines() if x.strip()] if lines else [json.loads(text)]
+    tried = 0
+    for where in _paths(docs[0]):
+        for value in (3, "x", None, [1, 2], {"a": 1}, True):
+            bad = copy.deepcopy(docs)
+            node = bad[0]
+            for step in where[:-1]:
+                node = node[step]
+            node[where[-1]] = value
+            p = tmp_path / name
+            p.write_text("\n".join(json.dumps(d) for d in bad) + "\n" if lines else json.dumps(bad[0]))
+            try:
+                read_nbest(p, fmt)
+            except InputError as e:
+                assert name in str(e)
+            tried += 1
+    assert tried > 30

@@ -111,3 +111,19 @@ def test_step_scripts_every_kind_with_json(kinds, step, tmp_path):
             s = _summary(out / "log" / f"rescore.{j}.json")
             assert s["old_lm"]["semantics"] == SEMANTICS[kind] and s["utterances"] == 3
             assert (out / f"lat.{j}.gz").exists()
+
+
+@pytest.mark.slow
+def test_lattice_step_says_on_stderr_when_pruning_removed_the_best_path(kinds, tmp_path):
+    k = tiny.build_kaldi_decode_dir(kinds, seed=3)
+    out = tmp_path / "out"
+    res = subprocess.run([str(REPO / "steps" / "lmrescore_lattice.sh"), "--skip-scoring", "true", "--beam", "0.01",
+                          "--acwt", "0.5", "--words", str(k["words"]), str(kinds["arpa"]), str(kinds["lm"]),
+                          str(k["data"]), str(k["decode"]), str(out)],
+                          capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summaries = [json.loads(p.read_text())["check"] for p in sorted((out / "log").glob("rescore.*.json"))]
+    pruned = sum(c["best_path_pruned_away"] for c in summaries)
+    compared = sum(c["compared"] for c in summaries)
+    assert pruned > 0  # a beam this narrow removes some LMWT's best path
+    assert f"--check: at {pruned} of {compared} (utterance, LMWT) pairs pruning (--beam 0.01)" in res.stderr
