@@ -37,8 +37,7 @@ fi
 dev=$1; dev_text=$2; test=$3; test_text=$4; dir=$5
 
 . "$(dirname "$0")/job_runner.sh"
-aq=asr-lm-quant
-command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 [ -f "$dev_text" ] || { echo "$0: no such file $dev_text" >&2; exit 1; }
 [ "$test_text" = - ] || [ -f "$test_text" ] || { echo "$0: no such file $test_text" >&2; exit 1; }
 

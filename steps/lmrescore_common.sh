@@ -26,8 +26,7 @@ if [ -n "$inv_acwt" ]; then  # Kaldi's --inv-acwt: the acoustic scale is its inv
 fi
 
 . "$(dirname "$0")/job_runner.sh"
-aq=asr-lm-quant
-command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 
 if [ -d "$lmdir" ] && [ ! -f "$lmdir/config.json" ] && { [ -f "$lmdir/G.carpa" ] || [ -f "$lmdir/G.fst" ]; }; then
   echo "$0: $lmdir is a Kaldi lang dir (as the <new-lang-dir> of lmrescore_const_arpa.sh); here the second" \
@@ -48,7 +47,7 @@ for f in "$lmdir/config.json" "$words" "$indir/num_jobs"; do
 done
 # Once, before any job: the old LM is an ARPA file, a G.fst, a G.carpa or a lang dir with one of them, and
 # reads whole (a corrupt file is found here, not in every job).
-oldlm_info=$($aq old-lm --open "$oldlm" --words "$words" 2>&1) || {
+oldlm_info=$($aq old-lm --open "$oldlm" --words "$words" --use-phi "${use_phi:-false}" 2>&1) || {
   echo "$0: bad old LM: ${oldlm_info##*error: }" >&2
   exit 1
 }

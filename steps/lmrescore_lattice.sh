@@ -24,6 +24,7 @@ max_lmwt=
 word_ins_penalty=
 decode_mbr=false
 inv_acwt=
+use_phi=false
 help_message="Usage: $0 [options] <old-lm> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
    or: $0 [options] <old-lang-dir> <lm-dir> <vocab> <data-dir> <in-decode-dir> <out-decode-dir>  (Kaldi's order)
 <old-lm>: the first pass's LM: an ARPA file (plain, gzip, kenlm binary), a G.fst, a G.carpa, or a Kaldi lang
@@ -40,6 +41,10 @@ Options:
   --epsilon <p>             posterior above which an arc gets a unique history (default: 0.5)
   --words <words.txt>       symbol table of the lattices (default: the old-LM lang dir's words.txt, else
                             <in-decode-dir>/../graph*/words.txt)
+  --use-phi <true|false>    a G.fst old LM: true removes the ARPA back-off walk's cost (Kaldi's --use-phi true)
+                            instead of the cheapest path through G with #0 arcs as epsilons, the cost lattices
+                            from decoding hold (default: false, as Kaldi's pytorchnn scripts); ARPA and
+                            G.carpa always use the ARPA walk
   --device <dev>            torch device for the NN LM (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
@@ -58,6 +63,7 @@ Options:
 
 # A re-run replaces this step's own outputs in <out-decode-dir> (Kaldi's steps re-run the same way).
 opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --acwt "$acwt" --weight "$weight"
+      --use-phi "$use_phi"
       --beam "$beam" --epsilon "$epsilon" --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
 [ "$check" = true ] && opts+=(--check)
@@ -69,6 +75,13 @@ $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   echo "$0: rescoring failed; see $dir/log/rescore.*.log" >&2
   exit 1
 }
+if [ "$check" = true ]; then
+  # The self-check's count of (utterance, LMWT) pairs whose first-pass best path pruning removed, all jobs.
+  pruned=$(cat "$dir"/log/rescore.*.json | awk -F'[:,]' '/"best_path_pruned_away"/ { n += $2 } END { print n + 0 }')
+  compared=$(cat "$dir"/log/rescore.*.json | awk -F'[:,]' '/"compared"/ { n += $2 } END { print n + 0 }')
+  [ "$pruned" -gt 0 ] && echo "$0: --check: at $pruned of $compared (utterance, LMWT) pairs pruning (--beam $beam)" \
+    "removed the first pass's best path; a wider --beam keeps it" >&2
+fi
 
 lmrescore_score
 exit 0

@@ -24,6 +24,7 @@ max_lmwt=
 word_ins_penalty=
 decode_mbr=false
 inv_acwt=
+use_phi=false
 help_message="Usage: $0 [options] <old-lm> <lm-dir> <data-dir> <in-decode-dir> <out-decode-dir>
    or: $0 [options] <old-lang-dir> <lm-dir> <vocab> <data-dir> <in-decode-dir> <out-decode-dir>  (Kaldi's order)
 <old-lm>: the first pass's LM: an ARPA file (plain, gzip, kenlm binary), a G.fst, a G.carpa, or a Kaldi lang
@@ -39,6 +40,10 @@ Options:
                             decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
   --words <words.txt>       symbol table of the lattices (default: the old-LM lang dir's words.txt, else
                             <in-decode-dir>/../graph*/words.txt)
+  --use-phi <true|false>    a G.fst old LM: true removes the ARPA back-off walk's cost (Kaldi's --use-phi true)
+                            instead of the cheapest path through G with #0 arcs as epsilons, the cost lattices
+                            from decoding hold (default: false, as Kaldi's pytorchnn scripts); ARPA and
+                            G.carpa always use the ARPA walk
   --device <dev>            torch device for the NN LM: cpu, cuda, cuda:1 (default: cpu)
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
@@ -55,6 +60,7 @@ Options:
 
 # A re-run replaces this step's own outputs in <out-decode-dir> (Kaldi's steps re-run the same way).
 opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" --acwt "$acwt" --weight "$weight"
+      --use-phi "$use_phi"
       --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
 

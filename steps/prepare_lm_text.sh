@@ -28,6 +28,7 @@ source_kind=$2
 shift 2
 
 . "$(dirname "$0")/job_runner.sh"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 case "$source_kind" in
   kaldi-swbd|ldc-swbd|lhotse-swbd|plain) ;;
   *) echo "$0: unknown source '$source_kind' (expected kaldi-swbd, ldc-swbd, lhotse-swbd or plain)" >&2; exit 1 ;;
@@ -43,7 +44,7 @@ extra=()
 
 mkdir -p "$out/log" || exit 1
 $cmd "$out/log/prepare_text.log" \
-  asr-lm-quant prepare-text "$source_kind" "$@" --out "$out" "${extra[@]}" || {
+  $aq prepare-text "$source_kind" "$@" --out "$out" "${extra[@]}" || {
   echo "$0: text preparation failed; see $out/log/prepare_text.log" >&2
   tail -n 5 "$out/log/prepare_text.log" | grep -v '^#' >&2
   exit 1

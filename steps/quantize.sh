@@ -29,6 +29,7 @@ Options:
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
 . "$(dirname "$0")/job_runner.sh"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 model=$1; data=$2; out=$3
 for f in $model/config.json $data/train.txt $data/valid.txt $data/test.txt; do
   [ -f $f ] || { echo "$0: no such file $f" >&2; exit 1; }
@@ -43,7 +44,7 @@ case $method in
 esac
 mkdir -p "$out/log" || exit 1
 $cmd "$out/log/quantize.log" \
-  asr-lm-quant quantize $model $out $opts $extra_opts \
+  $aq quantize $model $out $opts $extra_opts \
     --train $data/train.txt --valid $data/valid.txt --test $data/test.txt || {
   echo "$0: quantization failed; see $out/log/quantize.log" >&2
   tail -n 5 "$out/log/quantize.log" | grep -v '^#' >&2

@@ -42,8 +42,7 @@ lang=$2
 dir=$3
 
 . "$(dirname "$0")/job_runner.sh"
-aq=asr-lm-quant
-command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 
 [ -n "$glm" ] || glm=$data/glm
 [ -n "$stm" ] || stm=$data/stm

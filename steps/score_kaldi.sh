@@ -46,8 +46,7 @@ if [ "$decode_mbr" = true ] && [ -n "$hyp" ]; then
 fi
 
 . "$(dirname "$0")/job_runner.sh"
-aq=asr-lm-quant
-command -v asr-lm-quant >/dev/null 2>&1 || aq="python3 -m asr_lm_quant.cli"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 
 for f in "$lang_or_graph/words.txt" "$data/text"; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }

@@ -34,6 +34,7 @@ text=$2
 dir=$3
 
 . "$(dirname "$0")/job_runner.sh"
+. "$(dirname "$0")/find_toolkit.sh" || exit 1
 case "$nproc" in ''|*[!0-9]*|0) echo "$0: --nproc must be a positive integer, not '$nproc'" >&2; exit 1 ;; esac
 for f in "$config" "$text/train.txt" "$text/valid.txt" "$text/words.txt"; do
   [ -f "$f" ] || { echo "$0: expected file $f to exist" >&2; exit 1; }
@@ -48,11 +49,9 @@ opts=(--config "$config" --train "$text/train.txt" --valid "$text/valid.txt" --v
 
 if [ "$nproc" -gt 1 ]; then
   # torchrun comes with torch; the entry point is the same command
-  py=$(dirname "$(command -v asr-lm-quant)")/python
-  [ -x "$py" ] || py=python3
-  launcher=("$py" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m asr_lm_quant.cli)
+  launcher=("$aq_python" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m asr_lm_quant.cli)
 else
-  launcher=(asr-lm-quant)
+  launcher=($aq)
 fi
 
 mkdir -p "$dir/log" || exit 1

@@ -57,7 +57,6 @@ def rescore(t, nbest, out, *extra):
     ("inf.tsv", (HEADER + "u1\t1\ta b\tinf\t2\n").encode(), ["line 2", "finite"]),
     ("ninf.tsv", (HEADER + "u1\t1\ta b\t1\t-inf\n").encode(), ["line 2", "finite"]),
     ("empty.tsv", b"", ["empty.tsv", "no header"]),
-    ("header_only.tsv", HEADER.encode(), ["header_only.tsv", "no hypotheses"]),
     ("float_rank.jsonl", b'{"utterance": "u1", "rank": 1.7, "text": "a", "acoustic_cost": 1, "lm_cost": 2}\n',
      ["line 1", "rank must be an integer"]),
     ("bool_cost.jsonl", b'{"utterance": "u1", "rank": 1, "text": "a", "acoustic_cost": true, "lm_cost": 2}\n',
@@ -70,6 +69,18 @@ def test_bad_nbest_files(t, tmp_path, capsys, name, content, expect):
     out = tmp_path / "out.tsv"
     fails(capsys, rescore(t, p, out), name, *expect)
     assert not out.exists()
+
+
+def test_an_empty_split_passes_with_a_warning(t, tmp_path, caplog):
+    """A job with no utterances: an n-best file with only its header is rescored to one with only its header."""
+    p = tmp_path / "nbest.7.tsv"
+    p.write_text(HEADER)
+    out = tmp_path / "out.tsv"
+    with caplog.at_level("WARNING"):
+        assert main([str(a) for a in rescore(t, p, out, "--json", tmp_path / "s.json")]) == 0
+    assert "nbest.7.tsv: no hypotheses" in caplog.text
+    assert out.read_text() == HEADER
+    assert json.loads((tmp_path / "s.json").read_text())["hypotheses"] == 0
 
 
 def test_bad_options_fail_before_any_work(t, tmp_path, capsys):

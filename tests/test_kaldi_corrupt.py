@@ -2,7 +2,7 @@
 
 import gzip
 import struct
-import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -62,22 +62,30 @@ def test_bad_magic_unknown_arc_type_and_state_range(tmp_path):
     assert "state id 999 out of range" in str(_err(p))
 
 
+def _bounded_err(p):
+    """The error for ``p``, checking that reading it allocated little (a count in a header is not trusted)."""
+    tracemalloc.start()
+    try:
+        e = _err(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"reading a {p.stat().st_size}-byte archive allocated {peak >> 20} MiB"
+    return e
+
+
 def test_header_counts_do_not_drive_allocation(tmp_path):
     p, _ = _archive(tmp_path, n=1)
     good = p.read_bytes()
     off = 5 + HDR + 4 + 4 + 8 + 8  # 'utt0 ', version flags properties start -> nstates
     for nstates, msg in ((2**31 - 2, "truncated"), (2**40, "bad number of states"), (-5, "bad number")):
         p.write_bytes(good[:off] + struct.pack("<q", nstates) + good[off + 8:])
-        t = time.time()
-        assert msg in str(_err(p))
-        assert time.time() - t < 2
+        assert msg in str(_bounded_err(p))
     # State 0's arc count (after its final weight: 2 floats + alignment count).
     arc_off = off + 16 + 12
     for narcs, msg in ((2**30, "truncated"), (2**40, "bad arc count")):
         p.write_bytes(good[:arc_off] + struct.pack("<q", narcs) + good[arc_off + 8:])
-        t = time.time()
-        assert msg in str(_err(p))
-        assert time.time() - t < 2
+        assert msg in str(_bounded_err(p))
     p.write_bytes(good[:arc_off + 8 + 16] + struct.pack("<i", 2**30) + good[arc_off + 8 + 20:])
     assert "bad alignment length" in str(_err(p))
 
@@ -139,12 +147,10 @@ def test_bad_gzip(tmp_path):
 
 
 def _parse_bounded(path):
-    t = time.time()
     try:
         _read_all(path)
     except InputError as e:
         assert e.path is not None and e.offset is not None or "gzip" in str(e)
-    assert time.time() - t < 2.0, "parse took too long"
 
 
 def test_fuzz_random_bytes(tmp_path):

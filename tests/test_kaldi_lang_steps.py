@@ -57,9 +57,11 @@ def test_nbest_step_in_kaldis_order_with_a_lang_dir_matches_the_arpa_run(kd, tmp
     opts = ["--N", "5", "--weight", "0.5", "--min-lmwt", "10", "--max-lmwt", "11", "--word-ins-penalty", "0.5"]
     kaldi_out, arpa_out = tmp_path / "decode_kaldi_order", tmp_path / "decode_arpa"
     # Kaldi's steps/pytorchnn order: <old-lang-dir> <nn-model-dir> <vocab> <data> <in> <out>; --inv-acwt 10.
-    res = _run([REPO / "steps/lmrescore_nbest.sh", *opts, "--inv-acwt", "10", kd["lang"], kd["lm"],
-                kd["lang"] / "words.txt", kd["data"], kd["decode"], kaldi_out], tmp_path)
+    # --use-phi true: the G.fst's ARPA back-off walk, which is the ARPA file's cost.
+    res = _run([REPO / "steps/lmrescore_nbest.sh", *opts, "--inv-acwt", "10", "--use-phi", "true", kd["lang"],
+                kd["lm"], kd["lang"] / "words.txt", kd["data"], kd["decode"], kaldi_out], tmp_path)
     assert '"kind": "fst"' in res.stdout and "lang_test_tg/G.fst" in res.stdout
+    assert '"semantics": "arpa"' in res.stdout
     _run([REPO / "steps/lmrescore_nbest.sh", *opts, "--acwt", "0.1", "--words", kd["words"], kd["arpa"], kd["lm"],
           kd["data"], kd["decode"], arpa_out], tmp_path)
     # Kaldi's scoring options reached the scoring: LMWT 10..11, penalty 0.5 only.

@@ -57,14 +57,14 @@ def test_g_fst_from_kaldis_arpa2fst_scores_as_the_arpa_file(setup, tmp_path):
     g = tmp_path / "G.fst"
     kaldilm_g_fst(setup, g)
     assert check_arpa(g) == "fst"
-    lm = FstLM(g, setup["words"])
+    lm = FstLM(g, setup["words"], use_phi=True)  # the ARPA walk; the default min over paths: test_old_lm_semantics
     assert lm.fst.fst_type == "vector" and lm.fst.num_arcs > 300
     assert_same_costs(lm, setup["arpa_lm"], setup["hyps"])
     assert not lm.has_unk and lm.is_oov("nonsense") and not lm.is_oov("zebra")
     # Symbol tables stored in the file (arpa2fst --keep-symbols) are skipped.
     kaldilm_g_fst(setup, tmp_path / "Gsym.fst", keep_symbols=True)
     assert (tmp_path / "Gsym.fst").stat().st_size > g.stat().st_size + 200
-    assert_same_costs(FstLM(tmp_path / "Gsym.fst", setup["words"]), setup["arpa_lm"], setup["hyps"])
+    assert_same_costs(FstLM(tmp_path / "Gsym.fst", setup["words"], use_phi=True), setup["arpa_lm"], setup["hyps"])
 
 
 def test_const_and_aligned_g_fst_from_openfst_tools(setup, tmp_path):
@@ -76,7 +76,7 @@ def test_const_and_aligned_g_fst_from_openfst_tools(setup, tmp_path):
     for args, name in ((["--fst_type=const"], "Gc.fst"), (["--fst_type=const", "--fst_align"], "Ga.fst")):
         subprocess.run(["fstconvert", *args, str(tmp_path / "G.fst"), str(tmp_path / name)], check=True)
     for name, kind in (("G.fst", "vector"), ("Gc.fst", "const"), ("Ga.fst", "const")):
-        lm = FstLM(tmp_path / name, setup["words"])
+        lm = FstLM(tmp_path / name, setup["words"], use_phi=True)
         assert lm.fst.fst_type == kind
         assert_same_costs(lm, setup["arpa_lm"], setup["hyps"])
     assert (tmp_path / "Ga.fst").read_bytes()[25:29] == struct.pack("<i", 1)  # the aligned layout's version
@@ -273,7 +273,7 @@ def test_rescore_nbest_with_a_lang_dir_as_with_the_arpa_file(setup, tmp_path):
     outs = {}
     for name, old in (("arpa", setup["arpa"]), ("lang", lang)):
         outs[name] = tmp_path / f"{name}.tsv"
-        assert main(common + ["--old-lm", str(old), "--out-nbest", str(outs[name])]) == 0
+        assert main(common + ["--old-lm", str(old), "--use-phi", "true", "--out-nbest", str(outs[name])]) == 0
     a, b = _nbest_costs(outs["arpa"]), _nbest_costs(outs["lang"])
     assert a.keys() == b.keys() and len(a) >= 10
     for k in a:

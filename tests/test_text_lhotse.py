@@ -199,7 +199,8 @@ def _recordings(path):
 
 
 @pytest.mark.parametrize("case", ["recordings", "cuts", "not_jsonl", "bad_json", "empty", "no_text", "recording_inside",
-                                  "kaldi_ids", "missing", "not_a_supervision"])
+                                  "kaldi_ids", "missing", "not_a_supervision", "start_string",
+                                  "text_number", "channel_string"])
 def test_bad_swbd_manifest(tmp_path, case):
     p = tmp_path / "sups.jsonl"
     seg = dict(id="sw2010A-ms98-a-0003", recording_id="sw02010", start=0.145, duration=4.1675, channel=0)
@@ -233,6 +234,16 @@ def test_bad_swbd_manifest(tmp_path, case):
     elif case == "kaldi_ids":
         write_manifest(p, [SupervisionSegment(**{**seg, "id": "sw02010-A_000014-000431"}, text="so what")])
         message = r"key 'sw02010-A_000014-000431': not an ms98 segment id .* use the kaldi-swbd source"
+    elif case in ("start_string", "text_number", "channel_string"):
+        field, value, message = {
+            "start_string": ("start", "0.145", r"line 2, key 'sw2010A-ms98-a-0003': start is '0.145': expected a "
+                                               r"finite number"),
+            "text_number": ("text", 42, r"line 2, key 'sw2010A-ms98-a-0003': text is a int \(42\): expected a "
+                                        r"string"),
+            "channel_string": ("channel", "A", r"line 2, key 'sw2010A-ms98-a-0003': channel is 'A'")}[case]
+        good = {**seg, "id": "sw2010A-ms98-a-0002", "text": "so what"}
+        p.write_text(json.dumps(good) + "\n" + json.dumps({**seg, "text": "so what", field: value}) + "\n")
+        message = "sups.jsonl, " + message
     elif case == "missing":
         p = tmp_path / "nowhere.jsonl.gz"
         message = r"nowhere.jsonl.gz: file does not exist"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def decode_job(data_dir, lm_path, words_txt, decode_dir, *, job: int, nj: int, c
     t0 = time.time()
     audio_s = 0.0
     n_states = n_arcs = 0
-    with LatticeWriter(f"ark:| gzip -c > {decode_dir / f'lat.{job}.gz'}") as lat_w, \
+    with LatticeWriter(f"ark:| gzip -c > {shlex.quote(str(decode_dir / f'lat.{job}.gz'))}") as lat_w, \
             atomic_open(decode_dir / f"ps_hyp.{job}") as hyp_f:
         for utt, wav in tqdm(mine, desc=f"decode job {job}/{nj}", unit=" utt", mininterval=5.0):
             samples = read_wav_16k(wav.strip())

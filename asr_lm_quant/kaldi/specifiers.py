@@ -25,6 +25,7 @@ import re
 import shlex
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +198,7 @@ class _GzipErrors(io.RawIOBase):
         while n < len(view):
             try:
                 k = self.gz.readinto(view[n:n + self.CHUNK])
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: corrupt deflate data
                 self._pending = InputError(self.name, f"bad gzip data ({e})", offset=self.done + n)
                 if n == 0:
                     raise self._pending from None

@@ -95,3 +95,40 @@ class ByteReader:
                 self.pos = len(self.buf)
                 return line
             self._fill(scanned + self.chunk)
+
+
+def check_readable_once(path, what: str | None = "file") -> None:
+    """An input read once may be a regular file, ``-`` (standard input), a FIFO or a process substitution
+    (``<(head -3 sents.txt)``, ``/dev/fd/63``): Kaldi users pipe everything. Missing or a directory is an
+    error naming it."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from asr_lm_quant.errors import InputError
+
+    if str(path) == "-":
+        return
+    p = Path(path)
+    missing = f"{what} does not exist" if what else "does not exist"
+    what = what or "file"
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise InputError(p, missing) from None
+    except OSError as e:
+        raise InputError(p, f"cannot read {what} ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(p, f"is a directory, not a {what}")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
+        raise InputError(p, f"is not a readable {what}")
+
+
+def open_once(path, what: str = "file"):
+    """A binary stream over ``path`` as :func:`check_readable_once` accepts it (``-``: standard input)."""
+    import sys
+
+    check_readable_once(path, what)
+    if str(path) == "-":
+        return sys.stdin.buffer
+    return open(path, "rb")

@@ -15,6 +15,12 @@ from asr_lm_quant.errors import InputError
 NON_WORDS = ("<eps>", "#0", "<s>", "</s>")
 
 
+def is_disambiguation_symbol(word: str) -> bool:
+    """Kaldi's disambiguation symbols: ``#`` followed by digits (``#0``, ``#1``...). A word ``#`` or ``#hash``
+    is an ordinary word (PTB has ``#``)."""
+    return len(word) > 1 and word[0] == "#" and word[1:].isascii() and word[1:].isdigit()
+
+
 class SymbolTable:
     def __init__(self, pairs, path=None):
         self.path = path

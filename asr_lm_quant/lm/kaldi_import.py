@@ -67,21 +67,59 @@ def load_kaldi_state(path) -> dict:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign or unsafe pickles
-        raise InputError(path, f"cannot read as a weights-only state_dict: {str(e).splitlines()[0]}") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0]  # an empty file: EOFError with no message
+        raise InputError(path, f"cannot read as a weights-only state_dict: {why}") from None
     if not isinstance(sd, dict) or "encoder.weight" not in sd:
         raise InputError(path, "not a Kaldi pytorchnn state_dict (no 'encoder.weight')")
+    for k, v in sd.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise InputError(path, f"entry {k!r} is a {type(v).__name__}, not a tensor: not a state_dict", key=str(k))
+        if not v.is_floating_point():
+            raise InputError(path, f"tensor {k} has dtype {v.dtype}, not floating point", key=k)
+    _dims(sd, "encoder.weight", 2, path)
     return sd
+
+
+def _dims(sd: dict, key: str, ndim: int, path) -> tuple:
+    """The shape of ``sd[key]``, which must exist, have ``ndim`` dimensions and no empty one."""
+    if key not in sd:
+        raise InputError(path, f"no tensor {key}", key=key)
+    shape = tuple(sd[key].shape)
+    if len(shape) != ndim or 0 in shape:
+        raise InputError(path, f"tensor {key} has shape {list(shape)}; expected {ndim} non-empty dimensions",
+                         key=key)
+    return shape
+
+
+def _check_shapes(ours: dict, model_type: str, model, path) -> None:
+    """Every converted tensor has the shape the model built from the sizes expects; the error names the
+    tensor as the Kaldi file calls it. Done once, before any tensor is used."""
+    want = model.state_dict()
+    for k, v in ours.items():
+        if k not in want:
+            continue  # load_state_dict(strict=True) names it
+        if tuple(v.shape) != tuple(want[k].shape):
+            name = kaldi_name(model_type, k)
+            raise InputError(path, f"tensor {name} has shape {list(v.shape)}; a model of these sizes needs "
+                                   f"{list(want[k].shape)}", key=name)
 
 
 def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu", path=None
                         ) -> tuple[LMConfig, dict]:
     """Map a Kaldi state_dict onto our parameter names; returns (config, state_dict)."""
-    ntoken, ninp = sd["encoder.weight"].shape
+    ntoken, ninp = _dims(sd, "encoder.weight", 2, path)
     layers = sorted({int(m.group(1)) for k in sd if (m := _LAYER.match(k))})
     if not layers or layers != list(range(len(layers))):
         raise InputError(path, "no transformer_encoder.layers.N.* tensors (is this the LSTM model?)")
+    for i in layers:
+        for name, ndim in (("self_attn.in_proj_weight", 2), ("linear1.weight", 2), ("linear2.weight", 2)):
+            _dims(sd, f"transformer_encoder.layers.{i}.{name}", ndim, path)
     nhid = sd["transformer_encoder.layers.0.linear1.weight"].shape[0]
     pe = sd.get("pos_encoder.pe")
+    if pe is not None and (pe.dim() < 2 or pe.shape[0] == 0 or pe.numel() % pe.shape[0]
+                           or pe.numel() // pe.shape[0] != ninp):
+        raise InputError(path, f"pos_encoder.pe has shape {list(pe.shape)}; expected [positions, (1,) {ninp}]",
+                         key="pos_encoder.pe")
     max_len = pe.shape[0] if pe is not None else 5000
     if pe is not None:  # our model recomputes the positions: they must be the standard sinusoid
         want = sinusoidal_positions(max_len, ninp)
@@ -89,7 +127,8 @@ def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu",
                                                                              atol=1e-4):
             raise InputError(path, "pos_encoder.pe is not the standard sinusoidal position encoding")
     final_norm = "transformer_encoder.norm.weight" in sd
-    tied = "decoder.weight" not in sd or torch.equal(sd["decoder.weight"], sd["encoder.weight"])
+    tied = "decoder.weight" not in sd or (sd["decoder.weight"].shape == sd["encoder.weight"].shape
+                                          and torch.equal(sd["decoder.weight"], sd["encoder.weight"]))
     eps = 1e-5
     try:
         cfg = LMConfig(vocab_size=ntoken, d_model=ninp, n_layers=len(layers), n_heads=n_heads, d_ff=nhid,
@@ -105,6 +144,8 @@ def convert_kaldi_state(sd: dict, *, n_heads: int = 8, activation: str = "gelu",
             out[f"layers.{m.group(1)}.{_RENAME[m.group(2)]}"] = v
             used.add(k)
     if final_norm:
+        if "transformer_encoder.norm.bias" not in sd:
+            raise InputError(path, "no tensor transformer_encoder.norm.bias", key="transformer_encoder.norm.bias")
         out["final_norm.weight"] = sd["transformer_encoder.norm.weight"]
         out["final_norm.bias"] = sd["transformer_encoder.norm.bias"]
         used |= {"transformer_encoder.norm.weight", "transformer_encoder.norm.bias"}
@@ -123,11 +164,14 @@ _RNN_RENAME = {"weight_ih": "ih.weight", "bias_ih": "ih.bias", "weight_hh": "hh.
 
 def convert_kaldi_lstm_state(sd: dict, *, path=None) -> tuple[LSTMConfig, dict]:
     """Map a Kaldi ``RNNModel`` (LSTM) state_dict onto our parameter names; returns (config, state_dict)."""
-    ntoken, ninp = sd["encoder.weight"].shape
+    ntoken, ninp = _dims(sd, "encoder.weight", 2, path)
     layers = sorted({int(m.group(2)) for k in sd if (m := _RNN.match(k))})
     if not layers or layers != list(range(len(layers))):
         raise InputError(path, "no rnn.weight_ih_lN tensors (is this the Transformer model?)")
-    rows, cols = sd["rnn.weight_hh_l0"].shape if "rnn.weight_hh_l0" in sd else (0, 0)
+    for i in layers:
+        for name in ("weight_ih", "weight_hh"):
+            _dims(sd, f"rnn.{name}_l{i}", 2, path)
+    rows, cols = sd["rnn.weight_hh_l0"].shape
     if rows != 4 * cols:
         kind = {3: "a GRU", 1: "a plain RNN"}.get(rows // cols if cols else 0, "not an LSTM")
         raise InputError(path, f"rnn.weight_hh_l0 is {rows}x{cols}: {kind}; only LSTM models are supported",
@@ -135,6 +179,7 @@ def convert_kaldi_lstm_state(sd: dict, *, path=None) -> tuple[LSTMConfig, dict]:
     nhid = cols
     if "decoder.weight" not in sd:
         raise InputError(path, "no decoder.weight (the output layer)")
+    _dims(sd, "decoder.weight", 2, path)
     tied = tuple(sd["decoder.weight"].shape) == (ntoken, ninp) and torch.equal(sd["decoder.weight"],
                                                                              sd["encoder.weight"])
     try:
@@ -158,6 +203,20 @@ def convert_kaldi_lstm_state(sd: dict, *, path=None) -> tuple[LSTMConfig, dict]:
 MODEL_TYPES = ("Transformer", "LSTM")
 
 
+def kaldi_name(model_type: str, ours: str) -> str:
+    """Kaldi's name of our parameter ``ours``, to name a tensor in an error as the user's file names it."""
+    fixed = {"embed.weight": "encoder.weight", "out.weight": "decoder.weight", "out.bias": "decoder.bias",
+             "final_norm.weight": "transformer_encoder.norm.weight",
+             "final_norm.bias": "transformer_encoder.norm.bias"}
+    if ours in fixed:
+        return fixed[ours]
+    _, layer, rest = ours.split(".", 2)  # layers.N.rest
+    if model_type == "LSTM":
+        kind = {v: k for k, v in _RNN_RENAME.items()}[rest]
+        return f"rnn.{kind}_l{layer}"
+    return f"transformer_encoder.layers.{layer}.{ {v: k for k, v in _RENAME.items()}[rest]}"
+
+
 def import_kaldi(model_pt, words_txt, *, model_type: str = "Transformer", n_heads: int = 8,
                  activation: str = "gelu") -> tuple[TransformerLM | LSTMLM, Vocabulary]:
     """Load a Kaldi pytorchnn model (``model_type``: Kaldi's ``--model``, Transformer or LSTM) and its
@@ -174,6 +233,7 @@ def import_kaldi(model_pt, words_txt, *, model_type: str = "Transformer", n_head
         model = TransformerLM(cfg)
     if len(vocab) != cfg.vocab_size:
         raise InputError(words_txt, f"{len(vocab)} words, but {model_pt} has {cfg.vocab_size} embedding rows")
+    _check_shapes(ours, model_type, model, model_pt)
     try:
         model.load_state_dict(ours, strict=True)
     except RuntimeError as e:

@@ -118,6 +118,8 @@ class ArpaLM:
     ``<unk>`` (kenlm's behaviour); :meth:`is_oov` tells which words those are.
     """
 
+    semantics = "arpa"  # the back-off walk, as Kaldi's const-ARPA rescoring
+
     def __init__(self, path):
         self.path = Path(path)
         kind = check_arpa(self.path)
@@ -140,7 +142,7 @@ class ArpaLM:
         """True for words the LM scores as ``<unk>`` (a literal ``<unk>`` counts as known when listed)."""
         if word == UNK:
             return not self.has_unk
-        return word not in self._model
+        return bool(word not in self._model)
 
     def sentence_cost(self, words) -> float:
         """Cost (negated natural log) of the whole sentence with ``<s>`` and ``</s>``."""
@@ -183,14 +185,14 @@ class ArpaLM:
         tokens out. OOV words are scored as ``<unk>`` and counted, unless ``skip_oov`` (the default when
         the LM has no ``<unk>``), in which case they are left out of both the sum and the count, as SRILM does.
         """
+        from asr_lm_quant.kaldi.stream import open_once
         path = Path(path)
-        if not path.exists():
-            raise InputError(path, "text file does not exist")
+        f = open_once(path, "text file")
         if skip_oov is None:
             skip_oov = not self.has_unk
         total = total_eos = 0.0
         n_words = n_sent = n_oov = n_counted = 0
-        with open(path, "rb") as f:
+        with f:
             for line in _lines(f, path):
                 words = line.split()
                 if not words:

@@ -45,11 +45,16 @@ def register(sub):
     p.set_defaults(func=_ppl)
 
     p = sub.add_parser("old-lm", help="check an old LM for rescoring (ARPA, G.fst, G.carpa, lang dir); costs",
-                       description="Says which LM file and words.txt --old-lm would use (JSON on stdout). With "
+                       description="Says which LM file and words.txt --old-lm would use and which cost it "
+                                   "removes ('semantics': min-over-paths or arpa; JSON on stdout). With "
                                    "--text, also the cost of each line as rescoring takes it out of the graph "
                                    "costs: 'cost<TAB>sentence', negated natural log of <s> words </s>.")
     p.add_argument("lm", help="ARPA file, G.fst, G.carpa or Kaldi lang dir")
     p.add_argument("--words", help="words.txt for a G.fst or G.carpa without one beside it")
+    p.add_argument("--use-phi", default="false", metavar="true|false",
+                   help="a G.fst only: true scores with the ARPA back-off walk (Kaldi's --use-phi true) instead "
+                        "of the cheapest path through G with #0 back-off arcs as epsilons (default false: the "
+                        "cost decoding put into the lattices). ARPA files and G.carpa always use the ARPA walk")
     p.add_argument("--text", help="sentences to score, one per line")
     p.add_argument("--open", action="store_true",
                    help="read a G.fst or G.carpa whole (checks its structure), not only its head (an ARPA file is "
@@ -67,10 +72,10 @@ def _train(args):
             check_writable(f, overwrite=args.overwrite)
     vocab, unk = None, "<unk>"
     if args.vocab:
-        from asr_lm_quant.kaldi.symbols import NON_WORDS, unknown_word
+        from asr_lm_quant.kaldi.symbols import NON_WORDS, is_disambiguation_symbol, unknown_word
         from asr_lm_quant.text.swbd_layout import read_symbol_table
         unk = unknown_word(args.vocab, args.unk)
-        vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not w.startswith("#")}
+        vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not is_disambiguation_symbol(w)}
     elif args.unk:
         raise InputError(None, "--unk goes with --vocab")
     summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
@@ -96,16 +101,16 @@ def _emit(result, path, overwrite=True):
 
 def _old_lm(args):
     from asr_lm_quant.ngram.arpa import _lines
-    from asr_lm_quant.ngram.old_lm import open_old_lm, resolve_old_lm
+    from asr_lm_quant.ngram.old_lm import SEMANTICS_NOTE, open_old_lm, resolve_old_lm
     from pathlib import Path
-    spec = resolve_old_lm(args.lm, args.words)
+    spec = resolve_old_lm(args.lm, args.words, args.use_phi)
     lm = open_old_lm(spec) if args.text or (args.open and spec.kind in ("fst", "carpa")) else None
     print(json.dumps(spec.describe()))
+    print(f"old-lm: {spec.kind} {spec.path}: removes the {SEMANTICS_NOTE[spec.semantics]}", file=sys.stderr)
     if args.text:
+        from asr_lm_quant.kaldi.stream import open_once
         path = Path(args.text)
-        if not path.is_file():
-            raise InputError(path, "text file does not exist")
-        with open(path, "rb") as f:
+        with open_once(path, "text file") as f:
             for line in _lines(f, path):
                 words = line.split()
                 print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")

@@ -6,12 +6,25 @@ scored word; ``</s>`` is scored last), with the same methods (``sentence_cost``,
 ``has_unk``, and ``begin_state``/``word_cost``/``end_cost`` word by word). Words are mapped to integer ids with
 the ``words.txt`` the LM was compiled with.
 
-:class:`FstLM` walks ``G.fst`` (as ``arpa2fst`` writes it; vector or const FST): from the start state (the
-history ``<s>``), each word follows the arc whose output label is the word, else the backoff arc (output label
-epsilon; its input label is ``#0`` or epsilon) adding its weight, until a state has the word: the failure
-(phi) semantics of ``lattice-lmrescore`` and ``lattice-compose --phi-label``, which give exactly the ARPA
-file's probabilities. ``</s>`` is the final weight, found along backoff arcs likewise. A word with no arc and
-no backoff is an error naming the word and the state.
+Two semantics for ``G.fst``, as Kaldi's rescoring offers them (``--use-phi``):
+
+* **min over paths** (the default; Kaldi's ``--use-phi false``, ``lattice-lmrescore`` on ``fstproject
+  --project_output=true G.fst``): the cost of a word sequence is that of the cheapest path through G that
+  outputs it, back-off arcs (output label epsilon; input label ``#0`` or epsilon) taken as epsilons. This is
+  the cost a lattice made by decoding with ``HCLG = H o C o L o G`` holds: the decoder took the cheapest
+  path too, and a back-off arc with a negative cost (common in Witten-Bell LMs) makes backing off cheaper
+  than the explicit n-gram. It is computed word by word as a weighted subset construction over G (a
+  shortest distance restricted to the word sequence): a state is the set of G states the words can end in,
+  each with its cost above the cheapest; a word's cost is the cheapest way to read it from the epsilon
+  closure of that set. Negative costs allowed: the closure relaxes arcs until nothing improves (back-off
+  arcs go to lower orders, so this ends), with no shortest-first assumption. The costs of the words of a
+  sentence sum to its min-over-paths cost.
+* **ARPA / failure semantics** (``use_phi=True``; Kaldi's ``--use-phi true``, ``lattice-compose
+  --phi-label``): from the history state each word follows the arc whose output label is the word, else the
+  back-off arc, adding its weight, until a state has the word; the ARPA file's probabilities exactly.
+  ``</s>`` is the final weight, found along back-off arcs likewise.
+
+A word G cannot read is an error naming the word and the state.
 
 :class:`ConstArpaLM` reads Kaldi's ``ConstArpaLm`` binary (``arpa-to-const-arpa``, ``utils/build_const_arpa_lm.sh``;
 ``src/lm/const-arpa-lm.{h,cc}``) and scores as ``ConstArpaLmDeterministicFst`` does in
@@ -92,12 +105,17 @@ class _WordLM:
 
 
 class FstLM(_WordLM):
-    """``G.fst`` as the old LM; ``words`` is the ``words.txt`` it was compiled with."""
+    """``G.fst`` as the old LM; ``words`` is the ``words.txt`` it was compiled with; ``use_phi`` picks the
+    ARPA back-off walk instead of the min-over-paths cost (see the module docstring)."""
 
-    def __init__(self, path, words):
+    CACHE_LIMIT = 1 << 20  # (state, word) steps remembered; cleared when full
+
+    def __init__(self, path, words, use_phi: bool = False):
         from asr_lm_quant.kaldi.std_fst import read_std_fst
 
         self.path = Path(path)
+        self.use_phi = bool(use_phi)
+        self.semantics = "arpa" if self.use_phi else "min-over-paths"
         self.symbols = SymbolTable.load(words)
         g = self.fst = read_std_fst(self.path)
         if g.start < 0:
@@ -142,32 +160,70 @@ class FstLM(_WordLM):
         uid = self.symbols.word_to_id.get(unk)
         self.has_unk = uid is not None and uid in self.vocab_ids
         self.unk_id = uid if self.has_unk else None
+        self._cache: dict = {}
 
     def is_oov(self, word: str) -> bool:
         i = self.symbols.word_to_id.get(word)
-        return i is None or i not in self.vocab_ids
+        return bool(i is None or i not in self.vocab_ids)
 
     def _arc(self, state: int, label: int) -> int:
         k = (state << 32) | label
         i = int(np.searchsorted(self._keys, k))
         return int(self._arcs[i]) if i < len(self._keys) and self._keys[i] == k else -1
 
+    def _label(self, word) -> int:
+        label = int(word) if isinstance(word, (int, np.integer)) else self._id(word)
+        if label not in self.vocab_ids and self.unk_id is not None:
+            label = self.unk_id
+        return label
+
+    def _no_arc(self, state, what: str):
+        return InputError(self.path, f"no arc for {what} from state {state} and no backoff arc to follow: "
+                                     "this G.fst cannot score the hypothesis (is it the decoder's LM, and "
+                                     "words.txt its symbol table?)")
+
     def _back_off(self, state: int, what: str):
         b = int(self.backoff[state])
         if b < 0:
-            raise InputError(self.path, f"no arc for {what} from state {state} and no backoff arc to follow: "
-                                        "this G.fst cannot score the hypothesis (is it the decoder's LM, and "
-                                        "words.txt its symbol table?)")
+            raise self._no_arc(state, what)
         return float(self.fst.weight[b]), int(self.fst.nextstate[b])
 
-    def begin_state(self) -> int:
-        return self.fst.start
+    # A state is a tuple of (G state, cost above the cheapest) pairs, sorted; with use_phi, one G state.
+    def begin_state(self):
+        return self.fst.start if self.use_phi else ((int(self.fst.start), 0.0),)
 
-    def word_cost(self, state: int, word: str):
+    def word_cost(self, state, word):
         """``(cost_nats, next_state)`` of ``word`` after ``state``."""
-        label = word if isinstance(word, (int, np.integer)) else self._id(word)
-        if label not in self.vocab_ids and self.unk_id is not None:
-            label = self.unk_id
+        label = self._label(word)
+        if self.use_phi:
+            return self._phi_word_cost(state, label, word)
+        key = (state, label)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._min_word_cost(state, label, word)
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+    def end_cost(self, state) -> float:
+        """Cost of ``</s>``: the final weight (reached along back-off arcs when needed)."""
+        if not self.use_phi:
+            closure = self._closure(state)
+            cost = min(d + float(self.fst.final[q]) for q, d in closure.items())
+            if not math.isfinite(cost):
+                raise self._no_arc(min(closure), "</s> (a final weight)")
+            return cost
+        cost = 0.0
+        for _ in range(MAX_BACKOFF_CHAIN):
+            f = float(self.fst.final[state])
+            if math.isfinite(f):
+                return cost + f
+            w, state = self._back_off(state, "</s> (a final weight)")
+            cost += w
+        raise InputError(self.path, "backoff arcs form a cycle")
+
+    def _phi_word_cost(self, state: int, label: int, word):
         cost = 0.0
         for _ in range(MAX_BACKOFF_CHAIN):
             a = self._arc(state, label)
@@ -177,16 +233,39 @@ class FstLM(_WordLM):
             cost += w
         raise InputError(self.path, "backoff arcs form a cycle")
 
-    def end_cost(self, state: int) -> float:
-        """Cost of ``</s>``: the final weight, reached along backoff arcs when the state is not final."""
-        cost = 0.0
-        for _ in range(MAX_BACKOFF_CHAIN):
-            f = float(self.fst.final[state])
-            if math.isfinite(f):
-                return cost + f
-            w, state = self._back_off(state, "</s> (a final weight)")
-            cost += w
-        raise InputError(self.path, "backoff arcs form a cycle")
+    def _closure(self, state) -> dict:
+        """G states reachable from the subset ``state`` along back-off (epsilon) arcs, each with its cheapest
+        cost. Arcs are relaxed until nothing improves: right with negative costs on any acyclic back-off graph."""
+        dist = dict(state)
+        todo = list(dist)
+        relaxed = 0
+        while todo:
+            q = todo.pop()
+            b = int(self.backoff[q])
+            if b < 0:
+                continue
+            relaxed += 1
+            if relaxed > MAX_BACKOFF_CHAIN * (len(state) + 1):
+                raise InputError(self.path, "backoff arcs form a cycle")
+            p, c = int(self.fst.nextstate[b]), dist[q] + float(self.fst.weight[b])
+            if c < dist.get(p, math.inf):
+                dist[p] = c
+                todo.append(p)
+        return dist
+
+    def _min_word_cost(self, state, label: int, word):
+        best: dict = {}
+        closure = self._closure(state)
+        for q, d in closure.items():
+            a = self._arc(q, label)
+            if a >= 0:
+                t, c = int(self.fst.nextstate[a]), d + float(self.fst.weight[a])
+                if c < best.get(t, math.inf):
+                    best[t] = c
+        if not best:
+            raise self._no_arc(min(closure), f"word {word!r} (id {label})")
+        low = min(best.values())
+        return low, tuple(sorted((t, c - low) for t, c in best.items()))
 
 
 # --- G.carpa ----------------------------------------------------------------------------------------------
@@ -245,6 +324,8 @@ class _CarpaReader:
 class ConstArpaLM(_WordLM):
     """``G.carpa`` as the old LM; ``words`` is the ``words.txt`` it was built with (see the module docstring)."""
 
+    semantics = "arpa"  # as lattice-lmrescore-const-arpa
+
     def __init__(self, path, words):
         self.path = Path(path)
         self.symbols = SymbolTable.load(words)
@@ -301,7 +382,7 @@ class ConstArpaLM(_WordLM):
 
     def is_oov(self, word: str) -> bool:
         i = self.symbols.word_to_id.get(word)
-        return i is None or i >= self.num_words or self.unigram[i] < 0
+        return bool(i is None or i >= self.num_words or self.unigram[i] < 0)
 
     # Kaldi's ConstArpaLm lookups, record offsets for pointers.
     def _check(self, rec: int, n: int = 0):

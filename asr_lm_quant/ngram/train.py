@@ -29,9 +29,9 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
     """
     from kaldingram.train import NgramCounts  # heavy import, only when training
 
+    from asr_lm_quant.kaldi.stream import check_readable_once, open_once
     text_path = Path(text_path)
-    if not text_path.exists():
-        raise InputError(text_path, "text file does not exist")
+    check_readable_once(text_path, "text file")
     if order < 2 or order > 5:
         raise ValueError(f"n-gram order must be 2..5, not {order}")
     if min_counts is not None and len(min_counts) != order:
@@ -46,7 +46,7 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
         known = (set(vocab.words) if hasattr(vocab, "words") else set(vocab)) | {unk}
     counts = NgramCounts(order)
     n_sent = n_words = n_oov = 0
-    with open(text_path, "rb") as f:
+    with open_once(text_path, "text file") as f:
         for line in _lines(f, text_path):
             words = line.split()
             if not words:

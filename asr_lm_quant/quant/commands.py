@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from asr_lm_quant.errors import InputError
 from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, FinetuneOptions, SearchOptions
 
 
@@ -105,9 +106,9 @@ def cmd_quantize(args):
         "model": args.model, "out": args.out, "method": args.method,
         "train_text": args.train_text, "valid_text": args.valid_text, "test_text": args.test_text,
         "bits": args.bits, "budget_bits": args.budget_bits, "compression": args.compression,
-        "budget_mb": args.budget_mb, "candidates": [int(x) for x in args.candidates.split(",")],
+        "budget_mb": args.budget_mb, "candidates": _int_list(args.candidates, "--candidates"),
         "per_row": args.per_row,
-        "bands": [int(x) for x in args.band_edges.split(",")] if args.band_edges else args.bands,
+        "bands": _int_list(args.band_edges, "--band-edges") if args.band_edges else args.bands,
         "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
         "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed,
                                     distill=args.distill),
@@ -152,3 +153,11 @@ def cmd_sweep(args):
                      texts={"train": args.train, "valid": args.valid, "test": args.test},
                      only=args.only.split(",") if args.only else None, worker=args.worker)
     print(results_table(rows), end="")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    """``1,2,4,8`` -> [1, 2, 4, 8]; anything else is an error naming the option and the value."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise InputError(None, f"{option} {text!r}: expected integers separated by commas") from None

@@ -26,6 +26,11 @@ def _add_lm_options(p):
                                     "if present, else its G.fst, with its words.txt); a G.fst or G.carpa given "
                                     "alone reads the words.txt beside it, else --words. Without it (a recogniser "
                                     "with no LM of its own) the NN LM is added: lm_cost + w * nn")
+    p.add_argument("--use-phi", default="false", metavar="true|false",
+                   help="a G.fst old LM only: true removes the ARPA back-off walk's cost (failure arcs, Kaldi's "
+                        "--use-phi true) instead of the cheapest path through G with #0 back-off arcs as "
+                        "epsilons, the cost lattices from decoding hold (default false, as Kaldi's pytorchnn "
+                        "scripts). ARPA files and G.carpa always use the ARPA walk")
     lm = p.add_mutually_exclusive_group(required=True)
     lm.add_argument("--lm-dir", help="NN LM directory (Transformer or LSTM, plain or quantized)")
     lm.add_argument("--hf-lm", metavar="DIR",
@@ -180,7 +185,10 @@ def _decide(args):
     dev = tables(args.dev)
     dev_ref = _references(args.dev_ref, args.dev, weights, args.nbest_format)
     dev_ref = {k: normalize_words(v, args.normalize) for k, v in dev_ref.items()}
-    dev_counts = {w: Counts.of(t, dev_ref) for w, t in dev.items()}
+    def named(pattern, w):
+        return pattern if w is None else pattern.replace("{weight}", format_weight(w))
+    dev_counts = {w: Counts.of(t, dev_ref, nbest_name=named(args.dev, w), ref_name=args.dev_ref)
+                  for w, t in dev.items()}
     rows = sweep(dev, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
     w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
@@ -200,7 +208,8 @@ def _decide(args):
         picked["test"] = (tt, rows_test)
         test_ref = _references(args.test_ref, args.test, weights, args.nbest_format, required=False)
         if test_ref:
-            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()})
+            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()},
+                          nbest_name=named(args.test, w), ref_name=args.test_ref)
             decision["test"] = {name: c.result(rows_test, mask)
                                 for name, mask in subset_masks(tt.utts, subsets).items()}
     with staged_output(args.out, names, overwrite=args.overwrite) as stage:
@@ -284,7 +293,7 @@ def _setup(args):
 
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.lm.device import checked_device
-    from asr_lm_quant.ngram.old_lm import open_old_lm
+    from asr_lm_quant.ngram.old_lm import open_old_lm, parse_use_phi, resolve_old_lm
     from asr_lm_quant.rescore.nnscore import make_scorer
     from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
     if args.threads > 0:
@@ -303,7 +312,9 @@ def _setup(args):
         raise InputError(args.hf_lm, "--dequantize, --oov-penalty and --self-normalized apply to --lm-dir models "
                                      "only (a subword model has no word vocabulary)")
     # Before the model: a wrong or corrupt old LM is found at once.
-    old = open_old_lm(args.old_lm, args.words) if args.old_lm else None
+    old_spec = resolve_old_lm(args.old_lm, args.words, parse_use_phi(args.use_phi)) if args.old_lm else None
+    old = open_old_lm(old_spec) if old_spec else None
+    args.old_lm_description = old_spec.describe() if old_spec else None
     if args.hf_lm:
         from asr_lm_quant.rescore.hfscore import HFScorer
         scorer = HFScorer(args.hf_lm, device=args.device, token_budget=args.token_budget, bf16=args.bf16,
@@ -323,6 +334,7 @@ def _setup(args):
 
 
 def _finish(args, summary):
+    summary["old_lm"] = getattr(args, "old_lm_description", None)
     log.info("rescored: %s", json.dumps(summary))
     if args.json:
         with atomic_open(args.json, overwrite=args.overwrite) as f:

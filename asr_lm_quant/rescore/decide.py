@@ -123,7 +123,9 @@ class Counts:
     scored: np.ndarray      # [U] bool: has a reference
 
     @classmethod
-    def of(cls, table: HypTable, ref: dict) -> "Counts":
+    def of(cls, table: HypTable, ref: dict, *, nbest_name=None, ref_name=None) -> "Counts":
+        """Counts of ``table`` against ``ref``; ``nbest_name``/``ref_name`` name the files in messages. Fails
+        when no utterance has a reference; says on stderr how many have none (they are not scored)."""
         n = len(table.words)
         ins, dels, subs = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
         ref_words = np.zeros(len(table.utts), int)
@@ -135,9 +137,16 @@ class Counts:
             scored[u], ref_words[u] = True, len(r)
             for i in range(table.start[u], table.start[u + 1]):
                 ins[i], dels[i], subs[i] = utt_counts(r, table.words[i])
+        where = f" {ref_name}" if ref_name else ""
         if not scored.any():
-            raise InputError(None, f"none of the {len(table.utts)} utterances of the n-best list is in the "
-                                   f"reference text (e.g. {table.utts[0]!r})")
+            raise InputError(nbest_name, f"none of the {len(table.utts)} utterances of the n-best list is in the "
+                                         f"reference text{where} (e.g. {table.utts[0]!r})")
+        skipped = len(table.utts) - int(scored.sum())
+        if skipped:
+            first = table.utts[int(np.flatnonzero(~scored)[0])]
+            log.warning("%s: %d of %d utterances have no reference in%s (e.g. %r) and are not scored",
+                        nbest_name or "n-best list", skipped, len(table.utts), where or " the reference text",
+                        first)
         return cls(ins + dels + subs, ins, dels, subs, ref_words, scored)
 
     def result(self, rows: np.ndarray, mask: np.ndarray | None = None) -> dict:
@@ -146,9 +155,10 @@ class Counts:
         r = rows[use]
         words = int(self.ref_words[use].sum())
         e = int(self.errors[r].sum())
+        every = np.ones(len(self.scored), bool) if mask is None else mask
         return {"wer": 100.0 * e / words if words else None, "errors": e, "ref_words": words,
                 "ins": int(self.ins[r].sum()), "del": int(self.dels[r].sum()), "sub": int(self.subs[r].sum()),
-                "utterances": int(use.sum())}
+                "utterances": int(use.sum()), "not_scored": int((every & ~self.scored).sum())}
 
 
 def subset_masks(utts, subsets) -> dict:

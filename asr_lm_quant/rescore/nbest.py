@@ -276,7 +276,7 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
             summary["words"] += scorer.stats.words
             summary["oov"] += scorer.stats.oov
             if ngram_lm is not None:
-                summary["ngram_oov"] += sum(ngram_lm.is_oov(w) for h in chunk for w in h.words)
+                summary["ngram_oov"] += int(sum(bool(ngram_lm.is_oov(w)) for h in chunk for w in h.words))
             summary["nn_seconds"] += scorer.stats.seconds
         ok = True
     finally:

@@ -107,8 +107,11 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
     decode_dir_str = str(decode_dir)
     decode_dir = Path(decode_dir)
     sk = decode_dir / "scoring_kaldi"
-    sk.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".sweep.", dir=sk))
+    # Work beside scoring_kaldi/, which is made only once everything is computed: a failure leaves none behind.
+    made = not decode_dir.exists()  # an output dir for hypothesis texts may be new: removed again on failure
+    decode_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".scoring_kaldi.", dir=decode_dir))
+    done = False
     try:
         handles = {s: open(tmp / f"{s.name}.txt", "w", encoding="utf-8") for s in settings}
         seen = set()
@@ -154,6 +157,7 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
         best_res = score_texts(ref, read_text(tmp / f"{best.name}.txt"), mode="present", align=True)
 
         # Everything is computed; now move it into place.
+        sk.mkdir(exist_ok=True)
         if test_filt_text is not None:
             with atomic_open(sk / "test_filt.txt") as f:
                 f.write(test_filt_text)
@@ -177,9 +181,12 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
         if plot:
             from asr_lm_quant.scoring.plots import plot_sweep
             plot_sweep(summary, sk / "wer_vs_lmwt.png", title=f"WER sweep: {decode_dir_str}")
+        done = True
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not done:
+            shutil.rmtree(decode_dir, ignore_errors=True)
 
 
 def write_details(out: Path, res: WerResult, best: Setting, utt2spk: dict[str, str] | None):
@@ -190,7 +197,12 @@ def write_details(out: Path, res: WerResult, best: Setting, utt2spk: dict[str, s
         f.write(best.wip + "\n")
     with atomic_open(out / "per_utt") as f:
         f.write(details.per_utt_text(res))
-    if utt2spk is not None:
+    # Kaldi's scoring needs no utt2spk; per_spk is written when it covers every scored utterance.
+    no_speaker = [k for k in res.utts if k not in utt2spk] if utt2spk is not None else []
+    if no_speaker:
+        log.warning("utt2spk has no speaker for %d of %d scored utterances (e.g. %s): wer_details/per_spk is not "
+                    "written", len(no_speaker), len(res.utts), no_speaker[0])
+    elif utt2spk is not None:
         with atomic_open(out / "per_spk") as f:
             f.write(details.per_spk_text(res, utt2spk))
     with atomic_open(out / "ops") as f:

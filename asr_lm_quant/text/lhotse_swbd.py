@@ -94,9 +94,31 @@ def supervisions(path, manifest):
             raise InputError(path, f"not a lhotse supervision ({_reason(e)})", line=n) from None
         if not isinstance(sup, SupervisionSegment):
             raise InputError(path, f"a {type(sup).__name__}, not a supervision segment", line=n)
-        if sup.text is None:
-            raise InputError(path, "supervision has no text", line=n, key=sup.id)
+        _check_types(path, n, sup)
         yield n, sup
+
+
+def _check_types(path, n: int, sup) -> None:
+    """lhotse reads a manifest's fields as the JSON has them: a field of the wrong type is named here, before
+    any use (``start`` a string, ``text`` a number...)."""
+    key = sup.id if isinstance(sup.id, str) else None
+    if not isinstance(sup.id, str) or not sup.id:
+        raise InputError(path, f"supervision id is {sup.id!r}: expected a non-empty string", line=n)
+    if sup.text is None:
+        raise InputError(path, "supervision has no text", line=n, key=key)
+    if not isinstance(sup.text, str):
+        raise InputError(path, f"text is a {type(sup.text).__name__} ({sup.text!r}): expected a string", line=n,
+                         key=key)
+    if not isinstance(sup.recording_id, str):
+        raise InputError(path, f"recording_id is {sup.recording_id!r}: expected a string", line=n, key=key)
+    for field in ("start", "duration"):
+        v = getattr(sup, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+            raise InputError(path, f"{field} is {v!r}: expected a finite number of seconds", line=n, key=key)
+    if sup.duration < 0:
+        raise InputError(path, f"duration is {sup.duration!r}: negative", line=n, key=key)
+    if sup.channel is not None and (isinstance(sup.channel, bool) or not isinstance(sup.channel, (int, list))):
+        raise InputError(path, f"channel is {sup.channel!r}: expected an integer", line=n, key=key)
 
 
 def _end(sup) -> float:
