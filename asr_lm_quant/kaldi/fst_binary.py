@@ -21,7 +21,7 @@ import struct
 import numpy as np
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 from asr_lm_quant.kaldi.stream import ByteReader
 
 MAGIC = 2125659606
@@ -191,9 +191,9 @@ def read_fst_binary(r: ByteReader, *, path=None, key=None) -> Lattice:
     fg = np.asarray(fgl, np.float64)
     fa = np.asarray(fal, np.float64)
     lat = Lattice(compact, start, src, dst, il, ol, g, a, fg, fa,
-                  _offsets(np.asarray(alen, np.int64)),
+                  offsets_from_lengths(np.asarray(alen, np.int64)),
                   np.concatenate(ali) if ali else np.zeros(0, np.int32),
-                  _offsets(np.asarray(flen, np.int64)),
+                  offsets_from_lengths(np.asarray(flen, np.int64)),
                   np.concatenate(fali) if fali else np.zeros(0, np.int32), properties=int(properties))
     check_lattice(lat, c.error, at)
     return lat

@@ -44,7 +44,7 @@ from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final_costs, path_from_arcs,
                                            shortest_distance_to_final, topological_order)
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 
 log = logging.getLogger(__name__)
 MAX_POPS = 2_000_000
@@ -117,14 +117,13 @@ def path_to_lattice(lat: Lattice, path: LatticePath) -> Lattice:
     fa = np.full(k + 1, np.inf)
     fg[k], fa[k] = lat.final_graph[path.final_state], lat.final_acoustic[path.final_state]
     out = Lattice(True, 0, np.arange(k), np.arange(1, k + 1), labels, labels, lat.graph[arcs],
-                  lat.acoustic[arcs], fg, fa, _offsets([len(a) for a in alis]),
+                  lat.acoustic[arcs], fg, fa, offsets_from_lengths([len(a) for a in alis]),
                   np.concatenate(alis) if alis else np.zeros(0, np.int32),
-                  _offsets([0] * k + [len(fali)]), fali)
+                  offsets_from_lengths([0] * k + [len(fali)]), fali)
     if lat.compact:
         from asr_lm_quant.kaldi.fst_binary import string_properties
         out.properties = string_properties(out)  # a string by construction: no graph search when written
     else:
-        from asr_lm_quant.kaldi.lattice import lattice_to_compact
         out = lattice_to_compact(out.replace(compact=False, ilabel=[a[0] if len(a) else 0 for a in alis],
                                              ali_offsets=None, ali=None, final_ali_offsets=None,
                                              final_ali=None))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.textio import read_lines, split_fields
 
 log = logging.getLogger(__name__)
 LN10 = math.log(10.0)
@@ -28,23 +29,17 @@ def _load_kenlm():
 def _arpa_unigram_words(path: Path, needed: set[str]) -> set[str]:
     """Which of ``needed`` are listed as 1-grams in the ARPA file (reads the 1-gram section only)."""
     found = set()
-    opener = open
-    if path.suffix == ".gz":
-        import gzip
-        opener = gzip.open
     in_unigrams = False
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            s = line.strip()
-            if s == "\\1-grams:":
-                in_unigrams = True
-                continue
-            if in_unigrams:
-                if s.startswith("\\"):
-                    break
-                fields = s.split()
-                if len(fields) >= 2 and fields[1] in needed:
-                    found.add(fields[1])
+    for _, line in read_lines(path):
+        fields = split_fields(line)
+        if fields == ["\\1-grams:"]:
+            in_unigrams = True
+            continue
+        if in_unigrams:
+            if fields and fields[0].startswith("\\"):
+                break
+            if len(fields) >= 2 and fields[1] in needed:
+                found.add(fields[1])
     return found
 
 
@@ -145,7 +140,7 @@ class ArpaLM:
     def sentence_cost(self, words) -> float:
         """Cost (negated natural log) of the whole sentence with ``<s>`` and ``</s>``."""
         if isinstance(words, str):
-            words = words.split()
+            words = split_fields(words)
         return -self._model.score(" ".join(words), bos=True, eos=True) * LN10
 
     def begin_state(self):
@@ -172,7 +167,7 @@ class ArpaLM:
     def word_costs(self, words, eos: bool = True) -> list[float]:
         """Per-word costs of ``<s> words`` (and ``</s>`` last when ``eos``)."""
         if isinstance(words, str):
-            words = words.split()
+            words = split_fields(words)
         costs = [-lp * LN10 for lp, _, _ in self._model.full_scores(" ".join(words), bos=True, eos=eos)]
         return costs
 
@@ -190,22 +185,21 @@ class ArpaLM:
             skip_oov = not self.has_unk
         total = total_eos = 0.0
         n_words = n_sent = n_oov = n_counted = 0
-        with open(path, "rb") as f:
-            for line in _lines(f, path):
-                words = line.split()
-                if not words:
-                    continue
-                costs = self.word_costs(words, eos=True)
-                n_sent += 1
-                n_words += len(words)
-                for w, c in zip(words, costs):
-                    if self.is_oov(w):
-                        n_oov += 1
-                        if skip_oov:
-                            continue
-                    total += c
-                    n_counted += 1
-                total_eos += costs[-1]
+        for _, line in read_lines(path):
+            words = split_fields(line)
+            if not words:
+                continue
+            costs = self.word_costs(words, eos=True)
+            n_sent += 1
+            n_words += len(words)
+            for w, c in zip(words, costs):
+                if self.is_oov(w):
+                    n_oov += 1
+                    if skip_oov:
+                        continue
+                total += c
+                n_counted += 1
+            total_eos += costs[-1]
         if n_sent == 0:
             raise InputError(path, "no sentences to score")
         return {
@@ -218,14 +212,3 @@ class ArpaLM:
             "tokens_scored": n_counted + n_sent,
             "oov_skipped": bool(skip_oov),
         }
-
-
-def _lines(f, path):
-    """Decoded lines of a binary file; a UTF-8 error names its line and byte offset."""
-    offset = 0
-    for n, raw in enumerate(f, 1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason})", line=n, offset=offset + e.start) from None
-        offset += len(raw)

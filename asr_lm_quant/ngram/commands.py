@@ -95,8 +95,8 @@ def _emit(result, path, overwrite=True):
 
 
 def _old_lm(args):
-    from asr_lm_quant.ngram.arpa import _lines
     from asr_lm_quant.ngram.old_lm import open_old_lm, resolve_old_lm
+    from asr_lm_quant.textio import read_lines, split_fields
     from pathlib import Path
     spec = resolve_old_lm(args.lm, args.words)
     lm = open_old_lm(spec) if args.text or (args.open and spec.kind in ("fst", "carpa")) else None
@@ -105,8 +105,7 @@ def _old_lm(args):
         path = Path(args.text)
         if not path.is_file():
             raise InputError(path, "text file does not exist")
-        with open(path, "rb") as f:
-            for line in _lines(f, path):
-                words = line.split()
-                print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
+        for _, line in read_lines(path):
+            words = split_fields(line)
+            print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
     return 0

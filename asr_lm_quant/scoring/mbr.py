@@ -236,7 +236,7 @@ class _PreparedLattice:
 
     def __init__(self, lat, *, path=None, key=None):
         if not lat.compact:
-            from asr_lm_quant.kaldi.lattice import lattice_to_compact
+            from asr_lm_quant.kaldi.algorithms import lattice_to_compact
             lat = lattice_to_compact(lat)
         self.lat = lat
         self.path, self.key = path, key

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.fisher import fisher_lm_lines, map_hesitations
-from asr_lm_quant.text.io import check_exists, read_lines, split_fields
+from asr_lm_quant.textio import check_exists, read_lines, split_fields
 from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import (Utterance, lm_lines, lm_vocabulary, read_symbol_table,
                                            write_swbd_lm_text)
