@@ -23,8 +23,8 @@ import numpy as np
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import lattice_to_compact
-from asr_lm_quant.kaldi.fst_binary import read_fst_binary, write_fst_binary
-from asr_lm_quant.kaldi.fst_text import TextLatticeError, check_lattice, parse_fst_text, write_fst_text
+from asr_lm_quant.kaldi.fst_binary import check_lattice, read_fst_binary, write_fst_binary
+from asr_lm_quant.kaldi.fst_text import TextLatticeError, parse_fst_text, write_fst_text
 from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice
 from asr_lm_quant.kaldi.specifiers import gzip_target, iter_scp, open_input, parse_rspecifier, parse_wspecifier
 from asr_lm_quant.kaldi.stream import WHITESPACE, ByteReader

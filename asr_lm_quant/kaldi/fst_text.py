@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from asr_lm_quant.kaldi.fst_binary import check_lattice
 from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 
 INF = math.inf
@@ -199,7 +198,3 @@ def parse_fst_text(lines, *, prefer_compact: bool = True) -> Lattice:
     return Lattice(compact, start, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], fg, fa,
                    offsets_from_lengths([len(x) for x in alis]), [t for x in alis for t in x],
                    offsets_from_lengths(flens), fali)
-
-
-def validate_text_lattice(lat: Lattice, error, at) -> None:
-    check_lattice(lat, error, at)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.scoring.bestpath import _layers
+from asr_lm_quant.scoring.bestpath import topological_layers
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class _PreparedLattice:
         self.lat = lat
         self.path, self.key = path, key
         ns = lat.num_states
-        layers = _layers(lat, path=path, key=key) if ns else []
+        layers = topological_layers(lat, path=path, key=key) if ns else []
         self.layer_of = np.empty(ns, dtype=np.int64)
         for i, states in enumerate(layers):
             self.layer_of[states] = i
