@@ -162,27 +162,32 @@ def test_read_lines_names_missing_and_broken_files(tmp_path):
         list(read_lines(cut))
 
 
-def test_the_package_reads_text_through_the_one_reader():
-    """No module but textio decodes lines itself (the n-best formats are being rewritten; they follow)."""
+# Where a bare ``str.split()`` is not a tokenisation of text, or sits in a file being reworked elsewhere.
+SPLIT_ALLOWED = {
+    "lm/device.py": "the CPU flags of /proc/cpuinfo",
+    "kaldi/archive.py": "an ASCII archive header",
+    "scoring/sweep.py": "a list option, and a %WER line it formatted itself",
+    "kaldi/nbest_formats.py": "being rewritten as one module per format",
+    "api.py": "being rewritten",
+    "rescore/nnscore.py": "naive_costs, the tests' reference scorer",
+}
+
+
+def test_the_package_reads_and_splits_text_the_one_way():
+    """No module but textio iterates over a file opened as UTF-8 text (a reader of its own, with its own
+    messages), and none splits with ``str.split()`` (Unicode spaces) but where SPLIT_ALLOWED says why."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "asr_lm_quant"
-    allowed = {"textio.py", "kaldi/nbest_formats.py",
-               "lm/device.py",          # /proc/cpuinfo's flags, not text
-               "scoring/sweep.py"}      # a %WER line it formatted itself
     found = []
-    for p in root.rglob("*.py"):
+    for p in sorted(root.rglob("*.py")):
         rel = p.relative_to(root).as_posix()
-        if rel in allowed:
-            continue
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            # ``for line in open(path, encoding="utf-8")``: a reader of its own, with its own messages
-            if (isinstance(node, ast.For) and isinstance(node.iter, (ast.Call, ast.Name))
+            if (rel != "textio.py" and isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
                     and "open(" in ast.unparse(node.iter) and "utf-8" in ast.unparse(node.iter)):
-                found.append(f"{rel}:{node.lineno}")
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "split"
-                    and not node.args and not node.keywords
-                    and any(t in ast.unparse(node.func.value) for t in ("line", "text", "words"))):
-                found.append(f"{rel}:{node.lineno} str.split()")
+                found.append(f"{rel}:{node.lineno} reads lines itself (use textio.read_lines)")
+            if (rel not in SPLIT_ALLOWED and isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "split" and not node.args and not node.keywords):
+                found.append(f"{rel}:{node.lineno} str.split() (use textio.split_fields)")
     assert found == [], found

@@ -1,10 +1,10 @@
 """Which eval-half WER differences of the results table are significant.
 
 Each tuning result (the first pass's, and each system's ``{nbest,lattice}.json``: where, the recipe's layout says)
-names its eval-half per-utterance errors at the chosen setting (``eval_per_utt``, Kaldi's per_utt). Every rescoring system is
-compared with two baselines on those utterances: the first pass, and the full-precision Transformer of the same
-model (the layout's ``full_precision`` system of its model) with the same rescoring method. A quantized system
-whose tuning result also has ``at_reference`` (its eval half at the full-precision model's own dev choice of
+names its eval-half per-utterance errors at the chosen setting (``eval_per_utt``, Kaldi's per_utt). Every rescoring
+system is compared with two baselines on those utterances: the first pass, and the full-precision Transformer of
+the same model (the layout's ``full_precision`` system of its model) with the same rescoring method. A quantized
+system whose tuning result also has ``at_reference`` (its eval half at the full-precision model's own dev choice of
 weight, LMWT and penalty) gets a third comparison, ``full_precision_setting``: at shared settings the difference is
 the quantization's alone, without the noise of choosing settings on dev for each system. A system of a larger LM
 stored in at most the size of a smaller LM at full precision (the deeper LM compressed to the base LM's size, say)
