@@ -42,8 +42,8 @@ import numpy as np
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final_costs, path_from_arcs,
-                                           shortest_distance_to_final, topological_order)
+from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final_costs, lattice_to_compact,
+                                           path_from_arcs, shortest_distance_to_final, topological_order)
 from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 from asr_lm_quant.textio import read_lines, split_fields
 
