@@ -26,7 +26,8 @@ from asr_lm_quant.quant.hessian import hvp_sample
 from asr_lm_quant.quant.packed import save_packed
 from asr_lm_quant.quant.plan import QuantPlan, weight_groups
 from asr_lm_quant.quant.ptq import quantize_model
-from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, ste_train, run_steps, token_loss
+from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions
+from asr_lm_quant.quant.train import admm_train, ste_train, run_steps, token_loss
 from asr_lm_quant.text.vocab import Vocabulary
 
 SHAPES = {"mini": dict(vocab_size=10000, d_model=128, n_layers=2, n_heads=4, d_ff=512),

@@ -10,7 +10,8 @@ from asr_lm_quant.kaldi import algorithms as alg
 from asr_lm_quant.kaldi.archive import (LatticeWriter, decode_dir_jobs, read_decode_dir, read_lattices,
                                         write_lattices)
 from asr_lm_quant.kaldi.fst_binary import compute_properties
-from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice, lattice_to_compact
+from asr_lm_quant.kaldi.algorithms import lattice_to_compact
+from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice
 from asr_lm_quant.kaldi.nbest import nbest_paths, path_to_lattice
 from asr_lm_quant.kaldi.symbols import SymbolTable
 from asr_lm_quant.kaldi.synthetic import random_compact_lattice

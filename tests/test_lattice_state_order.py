@@ -14,7 +14,8 @@ import pytest
 
 from asr_lm_quant.kaldi import algorithms as alg
 from asr_lm_quant.kaldi.archive import read_archive_stream, read_lattices, write_lattices
-from asr_lm_quant.kaldi.lattice import compact_to_lattice, lattice_to_compact
+from asr_lm_quant.kaldi.algorithms import lattice_to_compact
+from asr_lm_quant.kaldi.lattice import compact_to_lattice
 from asr_lm_quant.kaldi.nbest import nbest_paths
 from asr_lm_quant.kaldi.synthetic import permute_states, random_compact_lattice, with_parallel_arcs
 from asr_lm_quant.rescore.lattice import expand_unique_histories, path_cover, rescore_lattices

@@ -13,7 +13,8 @@ from asr_lm_quant.lm.model import LMConfig, TransformerLM
 from asr_lm_quant.quant.hessian import hutchinson_traces
 from asr_lm_quant.quant.packed import PACKED, load_packed
 from asr_lm_quant.quant.plan import QuantPlan, weight_groups
-from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, token_loss
+from asr_lm_quant.quant.options import AdmmOptions, FinetuneOptions
+from asr_lm_quant.quant.train import admm_train, token_loss
 from asr_lm_quant.text.vocab import Vocabulary
 
 

@@ -1,4 +1,5 @@
-"""asr-lm-quant report: results table, JSON and plots from the files the mini recipe's stages leave."""
+"""asr-lm-quant report: results table, JSON and plots from the files a recipe's stages leave, where its layout
+says (the mini recipe's layout here, and another one)."""
 
 import json
 from pathlib import Path
@@ -7,8 +8,10 @@ import pytest
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.report.build import build_report
+from asr_lm_quant.report.layout import load_layout
 
 PNG = b"\x89PNG\r\n\x1a\n"
+MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "conf" / "report_layout.json"
 
 
 def _w(path: Path, obj):
@@ -59,7 +62,7 @@ def make_exp(root: Path) -> Path:
 
 def test_report_table_json_and_plots(tmp_path):
     exp = make_exp(tmp_path)
-    res = build_report(exp, elapsed_s=1800)
+    res = build_report(exp, MINI, elapsed_s=1800)
     md = (exp / "results.md").read_text()
     assert "eval half" in md and "dev half" in md and "30 min" in md
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
@@ -92,7 +95,7 @@ def test_report_wer_is_kaldis_not_a_rounding_of_a_rounding(tmp_path):
     t = json.loads((exp / "rescore" / "lm" / "lattice.json").read_text())
     t.update(eval_wer=16.925, eval_wer_line="%WER 16.92 [ 688 / 4065, 133 ins, 49 del, 506 sub ]")
     _w(exp / "rescore" / "lm" / "lattice.json", t)
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     assert {s["name"]: s for s in res["systems"]}["lm"]["wer_lattice"] == pytest.approx(100 * 688 / 4065)
     row = next(line for line in (exp / "results.md").read_text().splitlines() if line.startswith("| lm |"))
     assert "| 14.20 | 16.92 |" in row
@@ -124,7 +127,7 @@ def add_per_utt(exp: Path):
 def test_report_significance_table(tmp_path):
     exp = make_exp(tmp_path)
     add_per_utt(exp)
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     md = (exp / "results.md").read_text()
     sig_rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
                 for line in md.split("Significance on the eval half")[1].splitlines() if line.startswith("| ")}
@@ -156,7 +159,7 @@ def test_report_compares_quantized_systems_at_full_precision_settings(tmp_path):
                          "eval_per_utt": "nbest.eval_per_utt_at_reference"}
     _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", t)
     _per_utt(exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt_at_reference", lambda i: i % 5 == 0 or i in (1, 2, 3))
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     shared = [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
     assert len(shared) == 1 and shared[0]["system"] == "q_hessian-16x" and shared[0]["baseline_system"] == "lm"
     assert shared[0]["wer_a"] == pytest.approx(4.0) and shared[0]["wer_b"] == pytest.approx(5.5)
@@ -169,13 +172,13 @@ def test_report_compares_quantized_systems_at_full_precision_settings(tmp_path):
     # Settings that are no longer the full-precision LM's choice are not compared.
     stale = dict(t, at_reference=dict(t["at_reference"], chosen={"weight": "0.5", "lmwt": 11.0, "wip": 0.5}))
     _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", stale)
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
     assert any("now chooses" in n and "re-run the tuning" in n for n in res["significance"]["notes"])
     _w(exp / "rescore" / "q_hessian-16x" / "nbest.json", t)
     # A system without at_reference (and the first pass, full precision) is not in that table.
     (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt_at_reference").unlink()
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "full_precision_setting"]
     assert any("q_hessian-16x nbest at full-precision settings" in n and "missing" in n
                for n in res["significance"]["notes"])
@@ -198,7 +201,7 @@ def test_report_compares_a_compressed_larger_lm_with_the_smaller_lm_of_its_size(
         _w(exp / "rescore" / name / "nbest.json", t)
         # lm's errors except on utterances 0, 5, ..., 25: six fewer errors of 200 words
         _per_utt(exp / "rescore" / name / "nbest.eval_per_utt", lambda i: i % 5 == 0 and i > 25)
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     matched = [c for c in res["significance"]["comparisons"] if c["baseline"] == "smaller_lm"]
     assert [(c["system"], c["method"], c["baseline_system"]) for c in matched] == [("q_deep-at-base", "nbest", "lm")]
     c = matched[0]
@@ -216,7 +219,7 @@ def test_report_compares_a_compressed_larger_lm_with_the_smaller_lm_of_its_size(
     (exp / "lm_deep" / "config.json").unlink()
     (exp / "lm_deep" / "ppl_test.json").unlink()
     (exp / "lm_deep").rmdir()
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     assert not [c for c in res["significance"]["comparisons"] if c["baseline"] == "smaller_lm"]
     assert "A larger LM compressed" not in (exp / "results.md").read_text()
 
@@ -228,7 +231,7 @@ def test_report_significance_with_missing_or_mismatched_files(tmp_path):
     lines = (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt").read_text().splitlines()
     (exp / "rescore" / "q_hessian-16x" / "nbest.eval_per_utt").write_text(
         "\n".join(l for l in lines if not l.startswith("u07 ")) + "\n")
-    res = build_report(exp)
+    res = build_report(exp, MINI)
     notes = res["significance"]["notes"]
     assert any("lm/nbest.eval_per_utt: missing" in n for n in notes)
     assert any("key 'u07': utterance is missing" in n for n in notes)
@@ -239,8 +242,8 @@ def test_report_significance_with_missing_or_mismatched_files(tmp_path):
 def test_report_needs_the_first_pass(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
-    with pytest.raises(InputError, match="first_pass.json.*stage 2"):
-        build_report(exp)
+    with pytest.raises(InputError, match="first_pass.json: missing: run the recipe's first-pass stage"):
+        build_report(exp, MINI)
     assert not (exp / "results.md").exists()
 
 
@@ -248,16 +251,16 @@ def test_report_bad_json_names_file_and_line(tmp_path):
     exp = make_exp(tmp_path)
     (exp / "quant" / "results.json").write_text('[\n{"name": "x",\n oops}\n]')
     with pytest.raises(InputError, match=r"quant/results.json, line 3"):
-        build_report(exp)
+        build_report(exp, MINI)
 
 
 def test_report_cli(tmp_path, capsys):
     from asr_lm_quant.cli import main
     exp = make_exp(tmp_path)
     out = tmp_path / "out"
-    assert main(["report", "--exp", str(exp), "--out", str(out)]) == 0
+    assert main(["report", "--exp", str(exp), "--layout", str(MINI), "--out", str(out)]) == 0
     assert (out / "results.md").exists() and (out / "plots" / "wer_vs_lm_weight.png").exists()
-    assert main(["report", "--exp", str(tmp_path / "none")]) == 1
+    assert main(["report", "--exp", str(tmp_path / "none"), "--layout", str(MINI)]) == 1
     err = capsys.readouterr().err
     assert "asr-lm-quant report: error:" in err and "first_pass.json" in err
 
@@ -270,3 +273,72 @@ def test_bits_per_layer_plot_draws_every_mixed_precision_method(tmp_path):
         assert plot_bits_per_layer([{"name": method, "method": method, "plan_bits": bits, "avg_bits": 2.5}], path)
         assert path.read_bytes()[:8] == PNG
     assert not plot_bits_per_layer([{"name": "p", "method": "ptq", "plan_bits": bits}], tmp_path / "no.png")
+
+
+def test_report_reads_where_another_recipes_layout_says(tmp_path):
+    """A recipe with other directory and system names: the report follows its layout, and names no other."""
+    exp = make_exp(tmp_path)
+    (exp / "ngram").rename(exp / "bigram_lm")
+    (exp / "lm").rename(exp / "tfm")
+    (exp / "rescore").rename(exp / "rescored")
+    (exp / "rescored" / "lm").rename(exp / "rescored" / "tfm")
+    (exp / "quant").rename(exp / "q")
+    layout = json.loads(MINI.read_text())
+    layout.update(title="a two-LM recipe", full_precision={"tfm": "base", "lm_deep": "deep"},
+                  quant_results="q/results.json", rescore="rescored")
+    layout["first_pass"].update(dir="bigram_lm", name="2gram", method="kn2", label="2-gram", model="KN 2-gram")
+    add_per_utt_at(exp, "bigram_lm", "rescored", {"tfm": lambda i: i % 5 == 0})
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(layout))
+    res = build_report(exp, path)
+    md = (exp / "results.md").read_text()
+    assert md.startswith("Results of a two-LM recipe (")
+    assert "| 2-gram (first pass) | KN 2-gram | - | - | 2.0 (ARPA) |" in md
+    assert res["first_pass"]["name"] == "2gram" and res["first_pass"]["method"] == "kn2"
+    by_name = {s["name"]: s for s in res["systems"]}
+    assert by_name["tfm"]["wer_nbest"] == 14.2 and by_name["tfm"]["test_ppl"] == 150.0
+    assert "lm" not in by_name
+    assert "full precision is tfm for base-model systems, lm_deep for deep ones." in md
+    pairs = {(c["system"], c["baseline"]) for c in res["significance"]["comparisons"]}
+    assert pairs == {("tfm", "first_pass")}
+    # With the mini recipe's layout nothing of this experiment is found.
+    with pytest.raises(InputError, match=r"ngram/first_pass.json: missing"):
+        build_report(exp, MINI)
+
+
+def add_per_utt_at(exp: Path, first_dir: str, rescore_dir: str, systems: dict):
+    fp = json.loads((exp / first_dir / "first_pass.json").read_text())
+    fp["eval_per_utt"] = "first_pass.eval_per_utt"
+    _w(exp / first_dir / "first_pass.json", fp)
+    _per_utt(exp / first_dir / "first_pass.eval_per_utt", lambda i: i % 2 == 0)
+    for name, wrong in systems.items():
+        t = json.loads((exp / rescore_dir / name / "nbest.json").read_text())
+        t["eval_per_utt"] = "nbest.eval_per_utt"
+        _w(exp / rescore_dir / name / "nbest.json", t)
+        _per_utt(exp / rescore_dir / name / "nbest.eval_per_utt", wrong)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("rescore"), r"key 'rescore': missing"),
+    (lambda d: d["first_pass"].pop("sweep"), r"key 'first_pass.sweep': missing"),
+    (lambda d: d.update(extra=1), r"key 'extra': unknown entry"),
+    (lambda d: d.update(full_precision={"lm": 3}), r"key 'full_precision': must be an object"),
+    (lambda d: d["first_pass"].update(dir=""), r"key 'first_pass.dir': must be a non-empty string"),
+])
+def test_a_bad_layout_is_named(tmp_path, edit, message):
+    d = json.loads(MINI.read_text())
+    edit(d)
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(InputError, match=rf"layout.json, {message}"):
+        load_layout(path)
+
+
+def test_the_report_command_needs_a_layout(tmp_path, capsys):
+    from asr_lm_quant.cli import main
+    exp = make_exp(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["report", "--exp", str(exp)])
+    assert "--layout" in capsys.readouterr().err
+    assert main(["report", "--exp", str(exp), "--layout", str(tmp_path / "nope.json")]) == 1
+    assert "nope.json: report layout does not exist" in capsys.readouterr().err

@@ -6,10 +6,10 @@ import pytest
 
 from asr_lm_quant.cli import main as cli_main
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.text.io import read_lines
 from asr_lm_quant.text.normalize import normalize_asr_text
 from asr_lm_quant.text.plain import build_vocabulary, count_words, prepare_plain, read_sentences
 from asr_lm_quant.text.vocab import Vocabulary
+from asr_lm_quant.textio import read_lines
 
 
 @pytest.mark.parametrize("line, expected", [

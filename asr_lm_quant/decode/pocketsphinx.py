@@ -18,6 +18,7 @@ import numpy as np
 
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.textio import split_fields
 
 # Pocketsphinx's own defaults, written out so that they are part of every cache key.
 DEFAULT_CONFIG = {"lw": 6.5, "wip": 0.65, "beam": 1e-48, "wbeam": 7e-29, "fwdflat": True, "bestpath": True}
@@ -97,13 +98,13 @@ class PocketsphinxDecoder:
             hyp_cached = cached.with_name(f"{key}.hyp")
             if cached.exists() and hyp_cached.exists():
                 _link_or_copy(cached, lattice_path)
-                return hyp_cached.read_text(encoding="utf-8").split()
+                return split_fields(hyp_cached.read_text(encoding="utf-8"))
         d = self._decoder
         d.start_utt()
         d.process_raw(samples.tobytes(), full_utt=True)
         d.end_utt()
         hyp = d.hyp()
-        words = [w for w in (hyp.hypstr.split() if hyp else [])]
+        words = split_fields(hyp.hypstr) if hyp else []
         target = cached or lattice_path
         target.parent.mkdir(parents=True, exist_ok=True)
         lat = d.get_lattice()

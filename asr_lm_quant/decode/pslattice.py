@@ -22,7 +22,6 @@ transcript: :func:`word_graph` folds them into the neighbouring word arcs.
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import math
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.textio import read_lines, split_fields
 
 _VARIANT = re.compile(r"\(\d+\)$")
 
@@ -57,14 +57,9 @@ class PsLattice:
 def read_ps_lattice(path) -> PsLattice:
     """Parse a pocketsphinx lattice file (plain or .gz); errors name the file and line."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise InputError(path, "lattice file does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot read pocketsphinx lattice: {e}") from None
+    if not path.exists():
+        raise InputError(path, "lattice file does not exist")
+    lines = [line.rstrip("\r") for _, line in read_lines(path)]
     logbase, frames, initial, final = 1.0001, None, None, None
     words: list[str] = []
     starts: list[int] = []
@@ -72,7 +67,7 @@ def read_ps_lattice(path) -> PsLattice:
     section = None
     n_nodes = 0
     for n, line in enumerate(lines, 1):
-        fields = line.split()
+        fields = split_fields(line)
         if not fields:
             continue
         try:

@@ -10,7 +10,8 @@ Main entry points (see each module's docstring):
 
 from asr_lm_quant.kaldi.archive import (LatticeWriter, decode_dir_jobs, read_decode_dir, read_lattices,
                                         write_lattices)
-from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice, lattice_to_compact, linear_lattice
+from asr_lm_quant.kaldi.algorithms import lattice_to_compact
+from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice, linear_lattice
 
 __all__ = ["Lattice", "LatticeWriter", "read_lattices", "write_lattices", "read_decode_dir", "decode_dir_jobs",
            "compact_to_lattice", "lattice_to_compact", "linear_lattice"]

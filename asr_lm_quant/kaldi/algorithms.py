@@ -15,7 +15,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-from asr_lm_quant.kaldi.lattice import Lattice
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 
 INF = np.inf
 
@@ -72,6 +72,54 @@ def connect(lat: Lattice) -> Lattice:
     new_id = np.full(lat.num_states, -1, np.int64)
     new_id[keep] = np.arange(keep.sum())
     return lat.renumber_states(new_id, int(keep.sum()))
+
+
+def lattice_to_compact(lat: Lattice) -> Lattice:
+    """Lattice -> CompactLattice where that is simple: chains of states with one arc in and one arc out
+    (not start, not final) are merged into one arc, and each arc's ilabels become its transition-ids.
+
+    A chain that would carry two different words is not merged (the inner epsilon arcs stay), so the
+    result always has the same paths, word sequences, costs and alignments as the input.
+    """
+    if lat.compact:
+        return lat
+    ns = lat.num_states
+    indeg = np.bincount(lat.dst, minlength=ns)
+    outdeg = np.bincount(lat.src, minlength=ns)
+    final = lat.is_final()
+    mergeable = (indeg == 1) & (outdeg == 1) & ~final
+    if lat.start >= 0:
+        mergeable[lat.start] = False
+    offs = lat.arc_offsets()
+    out = {k: [] for k in ("src", "dst", "lab", "g", "a", "alen", "ali")}
+    # Each mergeable state has one arc in, so it is either absorbed into the chain through it or becomes
+    # the end of one (when the chain would carry two words); then its own arcs are emitted from it.
+    work = [s for s in range(ns) if not mergeable[s]]
+    work.reverse()
+    while work:
+        s = work.pop()
+        for i in range(offs[s], offs[s + 1]):
+            word = int(lat.olabel[i])
+            ali = [int(lat.ilabel[i])] if lat.ilabel[i] else []
+            g, a = lat.graph[i], lat.acoustic[i]
+            d = int(lat.dst[i])
+            while mergeable[d]:
+                j = offs[d]
+                w2 = int(lat.olabel[j])
+                if w2 and word:
+                    work.append(d)
+                    break
+                word = word or w2
+                if lat.ilabel[j]:
+                    ali.append(int(lat.ilabel[j]))
+                g, a = g + lat.graph[j], a + lat.acoustic[j]
+                d = int(lat.dst[j])
+            out["src"].append(s), out["dst"].append(d), out["lab"].append(word)
+            out["g"].append(g), out["a"].append(a), out["alen"].append(len(ali)), out["ali"].extend(ali)
+    # Absorbed states keep their ids but lose their arcs; connect() removes them.
+    clat = Lattice(True, lat.start, out["src"], out["dst"], out["lab"], out["lab"], out["g"], out["a"],
+                   lat.final_graph, lat.final_acoustic, offsets_from_lengths(out["alen"]), out["ali"])
+    return connect(clat)
 
 
 def topological_order(lat: Lattice) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +22,11 @@ import numpy as np
 
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.fst_binary import read_fst_binary, write_fst_binary
-from asr_lm_quant.kaldi.fst_text import TextLatticeError, check_lattice, parse_fst_text, write_fst_text
-from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice, lattice_to_compact
-from asr_lm_quant.kaldi.specifiers import iter_scp, open_input, parse_rspecifier, parse_wspecifier
+from asr_lm_quant.kaldi.algorithms import lattice_to_compact
+from asr_lm_quant.kaldi.fst_binary import check_lattice, read_fst_binary, write_fst_binary
+from asr_lm_quant.kaldi.fst_text import TextLatticeError, parse_fst_text, write_fst_text
+from asr_lm_quant.kaldi.lattice import Lattice, compact_to_lattice
+from asr_lm_quant.kaldi.specifiers import gzip_target, iter_scp, open_input, parse_rspecifier, parse_wspecifier
 from asr_lm_quant.kaldi.stream import WHITESPACE, ByteReader
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class LatticeWriter:
         gz = False
         if target.startswith("|"):
             cmd = target[1:].strip()
-            path = _gzip_target(cmd)
+            path = gzip_target(cmd)
             if path is None:
                 self._proc = subprocess.Popen(["bash", "-c", cmd], stdin=subprocess.PIPE)
                 self._f = self._proc.stdin
@@ -272,20 +272,6 @@ def _check_float32(key, lat: Lattice, target) -> None:
     c = np.abs(np.concatenate((lat.graph, lat.acoustic, lat.final_graph, lat.final_acoustic)))
     if np.any((c > _F32_MAX) & (c != np.inf)):
         raise error("a cost is beyond the float32 range Kaldi stores", None)
-
-
-def _gzip_target(cmd: str) -> str | None:
-    """``gzip -c > PATH`` (and ``gzip > PATH``) -> PATH; None for other commands."""
-    try:
-        words = shlex.split(cmd)
-    except ValueError:
-        return None
-    if len(words) >= 3 and words[0] == "gzip" and words[-2] == ">" and all(
-            w in ("-c", "-1", "-6", "-9", "--fast", "--best") for w in words[1:-2]):
-        return words[-1]
-    if len(words) >= 2 and words[0] == "gzip" and words[-1].startswith(">") and len(words[-1]) > 1:
-        return words[-1][1:]
-    return None
 
 
 def write_lattices(wspec, items, *, kind=None, overwrite=True) -> int:

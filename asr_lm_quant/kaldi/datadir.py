@@ -13,18 +13,7 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-
-
-def _lines(path):
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                yield n, line.rstrip("\n").rstrip("\r")
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
+from asr_lm_quant.textio import read_lines, split_fields
 
 
 def read_table(path, *, min_fields: int = 1, max_fields: int | None = None, check_sorted: bool = True,
@@ -32,8 +21,8 @@ def read_table(path, *, min_fields: int = 1, max_fields: int | None = None, chec
     """``key field1 field2 ...`` lines -> {key: [fields]}."""
     out: dict[str, list[str]] = {}
     prev = None
-    for n, line in _lines(path):
-        parts = line.split()
+    for n, line in read_lines(path):
+        parts = split_fields(line)
         if not parts:
             raise InputError(path, "empty line", line=n)
         key, rest = parts[0], parts[1:]

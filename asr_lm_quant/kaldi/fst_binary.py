@@ -21,7 +21,7 @@ import struct
 import numpy as np
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 from asr_lm_quant.kaldi.stream import ByteReader
 
 MAGIC = 2125659606
@@ -97,35 +97,12 @@ def read_fst_binary(r: ByteReader, *, path=None, key=None) -> Lattice:
     """Parse one binary lattice at the reader's position (the magic number comes first)."""
     c = _Ctx(r, path, key)
     at = r.offset
-    (magic,) = c.take(_I32, "magic number")
-    if magic != MAGIC:
-        raise c.error(f"bad OpenFst magic number {magic & 0xffffffff:#010x} (expected 0x7eb2fdd6)", at)
-    fst_type = _read_string(c, "fst type")
-    if fst_type != "vector":
-        raise c.error(f"unsupported fst type {fst_type!r} (Kaldi lattices are 'vector')", at)
-    arc_at = r.offset
-    arc_type = _read_string(c, "arc type")
-    if arc_type not in ARC_TYPES:
-        raise c.error(f"unknown arc type {arc_type!r} (expected one of {', '.join(ARC_TYPES)})", arc_at)
-    compact, fsize = ARC_TYPES[arc_type]
-    hdr_at = r.offset
-    version, flags, properties, start, nstates, _narcs = c.take(_HDR_TAIL, "header")
-    if version not in (1, 2):
-        raise c.error(f"unsupported vector fst version {version}", hdr_at)
-    if flags & 0x7:
-        raise c.error(f"header flags {flags:#x}: symbol tables or alignment in a lattice are not supported",
-                      hdr_at)
-    if nstates < 0 or nstates >= 1 << 31:
-        raise c.error(f"bad number of states {nstates}", hdr_at)
-    if not (-1 <= start < max(nstates, 0)) or (start == -1 and nstates > 0):
-        raise c.error(f"start state {start} out of range (lattice has {nstates} states)", hdr_at)
-
+    compact, fsize, properties, start, nstates = _read_header(c)
     wfmt = struct.Struct("<ff" if fsize == 4 else "<dd")
     arc_fixed = _ARC_FIXED if fsize == 4 else _ARC_FIXED_D
     lat_dtype = _LAT_ARC if fsize == 4 else _LAT_ARC_D
-    fg = np.empty(0, np.float64)
     fgl, fal, flen, fali = [], [], [], []
-    src, il, ol, g, a, dst, alen, ali = [], [], [], [], [], [], [], []
+    cols = ([], [], [], [], [], [], [], [])     # src, il, ol, g, a, dst, alen, ali
     lat_blocks = []
     for s in range(nstates):
         w_at = r.offset
@@ -148,41 +125,12 @@ def read_fst_binary(r: ByteReader, *, path=None, key=None) -> Lattice:
         (narcs,) = c.take(_I64, f"arc count of state {s}")
         if narcs < 0 or narcs >= 1 << 31:
             raise c.error(f"bad arc count {narcs} for state {s}", narc_at)
-        if not compact:
-            left = narcs
-            while left:
-                k = min(left, 1 << 16)
-                if not r.need(k * lat_dtype.itemsize):
-                    raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
-                blk = np.frombuffer(r.buf, lat_dtype, k, r.pos).copy()
-                r.pos += k * lat_dtype.itemsize
-                lat_blocks.append((s, blk))
-                left -= k
-            continue
-        buf, pos = r.buf, r.pos
-        for _ in range(narcs):
-            if len(buf) - pos < arc_fixed.size:
-                r.pos = pos
-                if not r.need(arc_fixed.size):
-                    raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
-                buf, pos = r.buf, r.pos
-            i1, o1, w1, w2, n = arc_fixed.unpack_from(buf, pos)
-            pos += arc_fixed.size
-            if n < 0 or n > MAX_ALIGNMENT:
-                raise c.error(f"bad alignment length {n} on an arc of state {s}", r.base + pos - 4)
-            if len(buf) - pos < 4 * n + 4:
-                r.pos = pos
-                if not r.need(4 * n + 4):
-                    raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
-                buf, pos = r.buf, r.pos
-            if n:
-                ali.append(np.frombuffer(buf, "<i4", n, pos))
-            (d,) = _I32.unpack_from(buf, pos + 4 * n)
-            pos += 4 * n + 4
-            src.append(s), il.append(i1), ol.append(o1), g.append(w1), a.append(w2)
-            dst.append(d), alen.append(n)
-        r.pos = pos
+        if compact:
+            _read_compact_arcs(c, s, narcs, arc_fixed, cols)
+        else:
+            _read_lattice_arcs(c, s, narcs, lat_dtype, lat_blocks)
 
+    src, il, ol, g, a, dst, alen, ali = cols
     if not compact and lat_blocks:
         blocks = np.concatenate([b for _, b in lat_blocks])
         src = np.concatenate([np.full(len(b), s, np.int32) for s, b in lat_blocks])
@@ -191,12 +139,84 @@ def read_fst_binary(r: ByteReader, *, path=None, key=None) -> Lattice:
     fg = np.asarray(fgl, np.float64)
     fa = np.asarray(fal, np.float64)
     lat = Lattice(compact, start, src, dst, il, ol, g, a, fg, fa,
-                  _offsets(np.asarray(alen, np.int64)),
+                  offsets_from_lengths(np.asarray(alen, np.int64)),
                   np.concatenate(ali) if ali else np.zeros(0, np.int32),
-                  _offsets(np.asarray(flen, np.int64)),
+                  offsets_from_lengths(np.asarray(flen, np.int64)),
                   np.concatenate(fali) if fali else np.zeros(0, np.int32), properties=int(properties))
     check_lattice(lat, c.error, at)
     return lat
+
+
+def _read_header(c: _Ctx):
+    """The checked header after the magic number: ``(compact, float size, properties, start, nstates)``."""
+    r = c.r
+    at = r.offset
+    (magic,) = c.take(_I32, "magic number")
+    if magic != MAGIC:
+        raise c.error(f"bad OpenFst magic number {magic & 0xffffffff:#010x} (expected 0x7eb2fdd6)", at)
+    fst_type = _read_string(c, "fst type")
+    if fst_type != "vector":
+        raise c.error(f"unsupported fst type {fst_type!r} (Kaldi lattices are 'vector')", at)
+    arc_at = r.offset
+    arc_type = _read_string(c, "arc type")
+    if arc_type not in ARC_TYPES:
+        raise c.error(f"unknown arc type {arc_type!r} (expected one of {', '.join(ARC_TYPES)})", arc_at)
+    compact, fsize = ARC_TYPES[arc_type]
+    hdr_at = r.offset
+    version, flags, properties, start, nstates, _narcs = c.take(_HDR_TAIL, "header")
+    if version not in (1, 2):
+        raise c.error(f"unsupported vector fst version {version}", hdr_at)
+    if flags & 0x7:
+        raise c.error(f"header flags {flags:#x}: symbol tables or alignment in a lattice are not supported",
+                      hdr_at)
+    if nstates < 0 or nstates >= 1 << 31:
+        raise c.error(f"bad number of states {nstates}", hdr_at)
+    if not (-1 <= start < max(nstates, 0)) or (start == -1 and nstates > 0):
+        raise c.error(f"start state {start} out of range (lattice has {nstates} states)", hdr_at)
+    return compact, fsize, properties, start, nstates
+
+
+def _read_lattice_arcs(c: _Ctx, s: int, narcs: int, lat_dtype, lat_blocks: list) -> None:
+    """The ``narcs`` arcs of state ``s`` of a Lattice (fixed size), appended as numpy blocks."""
+    r = c.r
+    left = narcs
+    while left:
+        k = min(left, 1 << 16)
+        if not r.need(k * lat_dtype.itemsize):
+            raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
+        blk = np.frombuffer(r.buf, lat_dtype, k, r.pos).copy()
+        r.pos += k * lat_dtype.itemsize
+        lat_blocks.append((s, blk))
+        left -= k
+
+
+def _read_compact_arcs(c: _Ctx, s: int, narcs: int, arc_fixed, cols) -> None:
+    """The ``narcs`` arcs of state ``s`` of a CompactLattice (each with its alignment), appended to ``cols``."""
+    r = c.r
+    src, il, ol, g, a, dst, alen, ali = cols
+    buf, pos = r.buf, r.pos
+    for _ in range(narcs):
+        if len(buf) - pos < arc_fixed.size:
+            r.pos = pos
+            if not r.need(arc_fixed.size):
+                raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
+            buf, pos = r.buf, r.pos
+        i1, o1, w1, w2, n = arc_fixed.unpack_from(buf, pos)
+        pos += arc_fixed.size
+        if n < 0 or n > MAX_ALIGNMENT:
+            raise c.error(f"bad alignment length {n} on an arc of state {s}", r.base + pos - 4)
+        if len(buf) - pos < 4 * n + 4:
+            r.pos = pos
+            if not r.need(4 * n + 4):
+                raise c.error(f"truncated lattice: end of data in the arcs of state {s}")
+            buf, pos = r.buf, r.pos
+        if n:
+            ali.append(np.frombuffer(buf, "<i4", n, pos))
+        (d,) = _I32.unpack_from(buf, pos + 4 * n)
+        pos += 4 * n + 4
+        src.append(s), il.append(i1), ol.append(o1), g.append(w1), a.append(w2)
+        dst.append(d), alen.append(n)
+    r.pos = pos
 
 
 def check_lattice(lat: Lattice, error, at) -> None:

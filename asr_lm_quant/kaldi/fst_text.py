@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from asr_lm_quant.kaldi.fst_binary import check_lattice
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 
 INF = math.inf
 
@@ -197,8 +196,5 @@ def parse_fst_text(lines, *, prefer_compact: bool = True) -> Lattice:
     cols = list(zip(*arcs)) if arcs else [[]] * 7
     alis = cols[6]
     return Lattice(compact, start, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], fg, fa,
-                   _offsets([len(x) for x in alis]), [t for x in alis for t in x], _offsets(flens), fali)
-
-
-def validate_text_lattice(lat: Lattice, error, at) -> None:
-    check_lattice(lat, error, at)
+                   offsets_from_lengths([len(x) for x in alis]), [t for x in alis for t in x],
+                   offsets_from_lengths(flens), fali)

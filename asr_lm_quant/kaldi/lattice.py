@@ -54,7 +54,8 @@ def _f64(a):
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def _offsets(lengths):
+def offsets_from_lengths(lengths):
+    """``[0, l0, l0+l1, ...]``: where each of a run of variable-length rows starts in the flat array."""
     off = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
     return off
@@ -126,8 +127,8 @@ class Lattice:
         alis = [list(a[6]) if len(a) > 6 else [] for a in arcs]
         col = lambda j: [a[j] for a in arcs]  # noqa: E731
         return cls(compact, start, col(0), col(1), col(2), col(3), col(4), col(5), fg, fa,
-                   _offsets([len(x) for x in alis]), [t for x in alis for t in x],
-                   _offsets([len(x) for x in fali]), [t for x in fali for t in x])
+                   offsets_from_lengths([len(x) for x in alis]), [t for x in alis for t in x],
+                   offsets_from_lengths([len(x) for x in fali]), [t for x in fali for t in x])
 
     # --- shape and access --------------------------------------------------------------------------
     @property
@@ -199,9 +200,9 @@ class Lattice:
         lens = np.diff(self.ali_offsets)[order]
         if len(self.ali):
             starts = self.ali_offsets[:-1][order]
-            idx = np.repeat(starts - _offsets(lens)[:-1], lens) + np.arange(lens.sum())
+            idx = np.repeat(starts - offsets_from_lengths(lens)[:-1], lens) + np.arange(lens.sum())
             self.ali = self.ali[idx]
-        self.ali_offsets = _offsets(lens)
+        self.ali_offsets = offsets_from_lengths(lens)
         for name in ("src", "dst", "ilabel", "olabel", "graph", "acoustic"):
             setattr(self, name, getattr(self, name)[order])
 
@@ -216,11 +217,11 @@ class Lattice:
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
         lens = np.diff(self.ali_offsets)[idx]
         starts = self.ali_offsets[:-1][idx]
-        ali_idx = np.repeat(starts - _offsets(lens)[:-1], lens) + np.arange(lens.sum(), dtype=np.int64)
+        ali_idx = np.repeat(starts - offsets_from_lengths(lens)[:-1], lens) + np.arange(lens.sum(), dtype=np.int64)
         fields = dict(src=self.src[idx], dst=self.dst[idx], ilabel=self.ilabel[idx], olabel=self.olabel[idx],
                       graph=self.graph[idx], acoustic=self.acoustic[idx])
         fields.update(columns)
-        return self.replace(**fields, ali_offsets=_offsets(lens), ali=self.ali[ali_idx])
+        return self.replace(**fields, ali_offsets=offsets_from_lengths(lens), ali=self.ali[ali_idx])
 
     def renumber_states(self, new_id: np.ndarray, num_states: int) -> "Lattice":
         """Map state ``s`` to ``new_id[s]`` (``-1`` drops it, with its arcs); arcs stay in a valid order."""
@@ -233,12 +234,12 @@ class Lattice:
             raise ValueError("renumber_states: new ids must cover 0..num_states-1")
         flens = np.diff(self.final_ali_offsets)[old_of_new]
         fstarts = self.final_ali_offsets[:-1][old_of_new]
-        fidx = np.repeat(fstarts - _offsets(flens)[:-1], flens) + np.arange(flens.sum(), dtype=np.int64)
+        fidx = np.repeat(fstarts - offsets_from_lengths(flens)[:-1], flens) + np.arange(flens.sum(), dtype=np.int64)
         start = int(new_id[self.start]) if self.start >= 0 else -1
         lat = self.select_arcs(keep, src=new_id[self.src[keep]], dst=new_id[self.dst[keep]])
         return lat.replace(start=start, final_graph=self.final_graph[old_of_new],
                            final_acoustic=self.final_acoustic[old_of_new],
-                           final_ali_offsets=_offsets(flens), final_ali=self.final_ali[fidx])
+                           final_ali_offsets=offsets_from_lengths(flens), final_ali=self.final_ali[fidx])
 
 
 def linear_lattice(words, graph_cost: float = 0.0, acoustic_cost: float = 0.0, *,
@@ -296,8 +297,8 @@ def union_lattices(lats) -> Lattice:
         cat([np.zeros(k, np.int32)] + parts["il"]), cat([np.zeros(k, np.int32)] + parts["ol"]),
         cat([np.zeros(k)] + parts["g"]), cat([np.zeros(k)] + parts["a"]),
         cat([[INF]] + parts["fg"]), cat([[INF]] + parts["fa"]),
-        _offsets(cat([np.zeros(k, np.int64)] + parts["alen"])), cat(parts["ali"]),
-        _offsets(cat([[0]] + parts["flen"])), cat(parts["fali"]))
+        offsets_from_lengths(cat([np.zeros(k, np.int64)] + parts["alen"])), cat(parts["ali"]),
+        offsets_from_lengths(cat([[0]] + parts["flen"])), cat(parts["fali"]))
 
 
 def compact_to_lattice(clat: Lattice) -> Lattice:
@@ -346,51 +347,3 @@ def compact_to_lattice(clat: Lattice) -> Lattice:
                     fg.append(INF), fa.append(INF)
     return Lattice(False, clat.start, src, dst, il, ol, g, a, fg, fa)
 
-
-def lattice_to_compact(lat: Lattice) -> Lattice:
-    """Lattice -> CompactLattice where that is simple: chains of states with one arc in and one arc out
-    (not start, not final) are merged into one arc, and each arc's ilabels become its transition-ids.
-
-    A chain that would carry two different words is not merged (the inner epsilon arcs stay), so the
-    result always has the same paths, word sequences, costs and alignments as the input.
-    """
-    if lat.compact:
-        return lat
-    ns = lat.num_states
-    indeg = np.bincount(lat.dst, minlength=ns)
-    outdeg = np.bincount(lat.src, minlength=ns)
-    final = lat.is_final()
-    mergeable = (indeg == 1) & (outdeg == 1) & ~final
-    if lat.start >= 0:
-        mergeable[lat.start] = False
-    offs = lat.arc_offsets()
-    out = {k: [] for k in ("src", "dst", "lab", "g", "a", "alen", "ali")}
-    # Each mergeable state has one arc in, so it is either absorbed into the chain through it or becomes
-    # the end of one (when the chain would carry two words); then its own arcs are emitted from it.
-    work = [s for s in range(ns) if not mergeable[s]]
-    work.reverse()
-    while work:
-        s = work.pop()
-        for i in range(offs[s], offs[s + 1]):
-            word = int(lat.olabel[i])
-            ali = [int(lat.ilabel[i])] if lat.ilabel[i] else []
-            g, a = lat.graph[i], lat.acoustic[i]
-            d = int(lat.dst[i])
-            while mergeable[d]:
-                j = offs[d]
-                w2 = int(lat.olabel[j])
-                if w2 and word:
-                    work.append(d)
-                    break
-                word = word or w2
-                if lat.ilabel[j]:
-                    ali.append(int(lat.ilabel[j]))
-                g, a = g + lat.graph[j], a + lat.acoustic[j]
-                d = int(lat.dst[j])
-            out["src"].append(s), out["dst"].append(d), out["lab"].append(word)
-            out["g"].append(g), out["a"].append(a), out["alen"].append(len(ali)), out["ali"].extend(ali)
-    # Absorbed states keep their ids but lose their arcs; connect() removes them.
-    clat = Lattice(True, lat.start, out["src"], out["dst"], out["lab"], out["lab"], out["g"], out["a"],
-                   lat.final_graph, lat.final_acoustic, _offsets(out["alen"]), out["ali"])
-    from asr_lm_quant.kaldi.algorithms import connect
-    return connect(clat)

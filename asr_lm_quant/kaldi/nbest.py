@@ -42,9 +42,10 @@ import numpy as np
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final_costs, path_from_arcs,
-                                           shortest_distance_to_final, topological_order)
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.algorithms import (Path as LatticePath, arc_costs, final_costs, lattice_to_compact,
+                                           path_from_arcs, shortest_distance_to_final, topological_order)
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
+from asr_lm_quant.textio import read_lines, split_fields
 
 log = logging.getLogger(__name__)
 MAX_POPS = 2_000_000
@@ -117,14 +118,13 @@ def path_to_lattice(lat: Lattice, path: LatticePath) -> Lattice:
     fa = np.full(k + 1, np.inf)
     fg[k], fa[k] = lat.final_graph[path.final_state], lat.final_acoustic[path.final_state]
     out = Lattice(True, 0, np.arange(k), np.arange(1, k + 1), labels, labels, lat.graph[arcs],
-                  lat.acoustic[arcs], fg, fa, _offsets([len(a) for a in alis]),
+                  lat.acoustic[arcs], fg, fa, offsets_from_lengths([len(a) for a in alis]),
                   np.concatenate(alis) if alis else np.zeros(0, np.int32),
-                  _offsets([0] * k + [len(fali)]), fali)
+                  offsets_from_lengths([0] * k + [len(fali)]), fali)
     if lat.compact:
         from asr_lm_quant.kaldi.fst_binary import string_properties
         out.properties = string_properties(out)  # a string by construction: no graph search when written
     else:
-        from asr_lm_quant.kaldi.lattice import lattice_to_compact
         out = lattice_to_compact(out.replace(compact=False, ilabel=[a[0] if len(a) else 0 for a in alis],
                                              ali_offsets=None, ali=None, final_ali_offsets=None,
                                              final_ali=None))
@@ -164,17 +164,10 @@ def format_kaldi_float(x: float) -> str:
 
 
 def _table_lines(path):
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            for n, line in enumerate(f, 1):
-                fields = line.split()
-                if fields:
-                    yield n, fields
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
+    for n, line in read_lines(path):
+        fields = split_fields(line)
+        if fields:
+            yield n, fields
 
 
 def read_int_vector_table(path) -> dict[str, list[int]]:
@@ -341,41 +334,37 @@ def _hyp(path, n, utt, rank, text, ac, lm, *, typed: bool = False):
         raise InputError(path, f"rank {rank} (ranks start at 1)", line=n, key=utt)
     if not (math.isfinite(ac) and math.isfinite(lm)):
         raise InputError(path, f"costs must be finite numbers, got {ac} and {lm}", line=n, key=utt)
-    if not isinstance(text, str) or not utt or any(c.isspace() for c in utt):
+    if not isinstance(text, str) or split_fields(utt) != [utt]:
         raise InputError(path, "bad utterance id or text", line=n, key=utt)
-    return NbestHyp(utt, rank, text.split(), ac, lm)
+    return NbestHyp(utt, rank, split_fields(text), ac, lm)
 
 
 def _rows(path, jsonl: bool):
     """(line number, hypothesis) for each row of a plain n-best file."""
     seen_header = jsonl
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+    for n, line in read_lines(path):
+        line = line.rstrip("\r")
+        if not split_fields(line):
+            continue
+        if jsonl:
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 ({e.reason} at column {e.start + 1})", line=n) from None
-            if not line.strip():
-                continue
-            if jsonl:
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(path, f"bad JSON: {e.msg}", line=n) from None
-                if not isinstance(d, dict) or any(k not in d for k in TSV_HEADER):
-                    raise InputError(path, f"expected an object with {', '.join(TSV_HEADER)}", line=n)
-                yield n, _hyp(path, n, d["utterance"], d["rank"], d["text"], d["acoustic_cost"], d["lm_cost"],
-                              typed=True)
-                continue
-            fields = line.split("\t")
-            if not seen_header:
-                if fields != TSV_HEADER:
-                    raise InputError(path, f"header must be {chr(9).join(TSV_HEADER)!r}", line=n)
-                seen_header = True
-                continue
-            if len(fields) != 5:
-                raise InputError(path, f"expected 5 tab-separated fields, got {len(fields)}", line=n)
-            yield n, _hyp(path, n, *fields)
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"bad JSON: {e.msg}", line=n) from None
+            if not isinstance(d, dict) or any(k not in d for k in TSV_HEADER):
+                raise InputError(path, f"expected an object with {', '.join(TSV_HEADER)}", line=n)
+            yield n, _hyp(path, n, d["utterance"], d["rank"], d["text"], d["acoustic_cost"], d["lm_cost"],
+                          typed=True)
+            continue
+        fields = line.split("\t")
+        if not seen_header:
+            if fields != TSV_HEADER:
+                raise InputError(path, f"header must be {chr(9).join(TSV_HEADER)!r}", line=n)
+            seen_header = True
+            continue
+        if len(fields) != 5:
+            raise InputError(path, f"expected 5 tab-separated fields, got {len(fields)}", line=n)
+        yield n, _hyp(path, n, *fields)
     if not seen_header:
         raise InputError(path, "empty file (no header line)")
 

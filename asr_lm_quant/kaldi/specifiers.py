@@ -87,15 +87,27 @@ def parse_wspecifier(spec: str) -> WSpec:
     return WSpec(target, binary, None, opts)
 
 
+def gzip_target(cmd: str) -> str | None:
+    """``gzip -c > PATH`` (and ``gzip > PATH``) -> PATH; None for other commands."""
+    try:
+        words = shlex.split(cmd)
+    except ValueError:
+        return None
+    if len(words) >= 3 and words[0] == "gzip" and words[-2] == ">" and all(
+            w in ("-c", "-1", "-6", "-9", "--fast", "--best") for w in words[1:-2]):
+        return words[-1]
+    if len(words) >= 2 and words[0] == "gzip" and words[-1].startswith(">") and len(words[-1]) > 1:
+        return words[-1][1:]
+    return None
+
+
 def output_files(wspec: str) -> list[str]:
     """The files a wspecifier will create (archive and scp index), for checking them before the work; a pipe
     to another command or standard output names none."""
-    from asr_lm_quant.kaldi.archive import _gzip_target
-
     spec = parse_wspecifier(wspec)
     target = spec.target
     if target.startswith("|"):
-        target = _gzip_target(target[1:].strip())
+        target = gzip_target(target[1:].strip())
     files = [] if target in (None, "-") else [target]
     return files + ([spec.scp] if spec.scp else [])
 

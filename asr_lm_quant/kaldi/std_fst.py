@@ -132,53 +132,11 @@ def read_std_fst(path) -> StdFst:
     if flags & FLAG_OSYMBOLS:
         r.skip_symbol_table("output symbol table")
     if fst_type == "const":
-        if version not in (1, 2) or not 0 <= narcs < 1 << 40:
-            raise r.error(f"unsupported const fst (version {version}, {narcs} arcs)", hdr_at)
-        aligned = version == 1 or flags & FLAG_ALIGNED  # OpenFst writes aligned const FSTs as version 1
-        if aligned:
-            r.align()
-        states = r.array(CONST_STATE, nstates, "the states")
-        if aligned:
-            r.align()
-        arcs = r.array(STD_ARC, narcs, "the arcs")
-        offsets = np.zeros(nstates + 1, np.int64)
-        offsets[1:] = np.cumsum(states["narcs"], dtype=np.int64)
-        if offsets[-1] != narcs or np.any(states["pos"].astype(np.int64) != offsets[:-1]):
-            raise r.error("const fst: state arc ranges do not tile the arc array", hdr_at)
-        final = states["final"].copy()
+        final, offsets, arcs = _const_body(r, version, flags, nstates, narcs, hdr_at)
     else:
         if version not in (1, 2):
             raise r.error(f"unsupported vector fst version {version}", hdr_at)
-        # Only the walk from state to state is sequential (each arc count says where the next state starts);
-        # the finals and arcs are then gathered at once. Every field is a 4-byte word at the same offset
-        # modulo 4 as the first state, so the gather runs on one int32 view of the file.
-        heads, counts = [], []
-        unpack_count = struct.Struct("<q").unpack_from
-        data, pos, end = r.data, r.pos, len(r.data)
-        for s in range(nstates):
-            if pos + 12 > end:
-                r.pos = pos
-                raise r.error(f"truncated FST: end of file at state {s} of {nstates}")
-            (n,) = unpack_count(data, pos + 4)
-            if n < 0 or pos + 12 + 16 * n > end:
-                r.pos = pos + 4
-                raise r.error(f"truncated FST: end of file in the arcs of state {s} ({n} arcs)"
-                              if n >= 0 else f"bad arc count {n} for state {s}")
-            heads.append(pos)
-            counts.append(n)
-            pos += 12 + 16 * n
-        base = r.pos % 4
-        r.pos = pos
-        words = np.frombuffer(data, "<i4", (len(data) - base) // 4, base)
-        head_words = (np.asarray(heads, np.int64) - base) // 4
-        final = words[head_words].view("<f4").copy()
-        counts = np.asarray(counts, np.int64)
-        offsets = np.zeros(nstates + 1, np.int64)
-        offsets[1:] = np.cumsum(counts)
-        first_arc = np.repeat(head_words + 3 - 4 * offsets[:-1], counts) + 4 * np.arange(offsets[-1])
-        arcs = np.empty(offsets[-1], STD_ARC)
-        for j, field in enumerate(("il", "ol", "w", "next")):
-            arcs[field] = words[first_arc + j].view(STD_ARC[field])
+        final, offsets, arcs = _vector_body(r, nstates)
     bad = np.flatnonzero((arcs["next"] < 0) | (arcs["next"] >= nstates))
     if len(bad):
         s = int(np.searchsorted(offsets, bad[0], side="right") - 1)
@@ -188,3 +146,57 @@ def read_std_fst(path) -> StdFst:
         raise InputError(path, "NaN weight in the FST")
     return StdFst(int(start), final, offsets, arcs["il"].copy(), arcs["ol"].copy(), arcs["w"].copy(),
                   arcs["next"].copy(), fst_type)
+
+
+def _const_body(r: _Reader, version: int, flags: int, nstates: int, narcs: int, hdr_at: int):
+    """A const FST's states and arcs: ``(final weights, arc offsets per state, arcs)``."""
+    if version not in (1, 2) or not 0 <= narcs < 1 << 40:
+        raise r.error(f"unsupported const fst (version {version}, {narcs} arcs)", hdr_at)
+    aligned = version == 1 or flags & FLAG_ALIGNED  # OpenFst writes aligned const FSTs as version 1
+    if aligned:
+        r.align()
+    states = r.array(CONST_STATE, nstates, "the states")
+    if aligned:
+        r.align()
+    arcs = r.array(STD_ARC, narcs, "the arcs")
+    offsets = np.zeros(nstates + 1, np.int64)
+    offsets[1:] = np.cumsum(states["narcs"], dtype=np.int64)
+    if offsets[-1] != narcs or np.any(states["pos"].astype(np.int64) != offsets[:-1]):
+        raise r.error("const fst: state arc ranges do not tile the arc array", hdr_at)
+    final = states["final"].copy()
+    return final, offsets, arcs
+
+
+def _vector_body(r: _Reader, nstates: int):
+    """A vector FST's states and arcs: ``(final weights, arc offsets per state, arcs)``."""
+    # Only the walk from state to state is sequential (each arc count says where the next state starts);
+    # the finals and arcs are then gathered at once. Every field is a 4-byte word at the same offset
+    # modulo 4 as the first state, so the gather runs on one int32 view of the file.
+    heads, counts = [], []
+    unpack_count = struct.Struct("<q").unpack_from
+    data, pos, end = r.data, r.pos, len(r.data)
+    for s in range(nstates):
+        if pos + 12 > end:
+            r.pos = pos
+            raise r.error(f"truncated FST: end of file at state {s} of {nstates}")
+        (n,) = unpack_count(data, pos + 4)
+        if n < 0 or pos + 12 + 16 * n > end:
+            r.pos = pos + 4
+            raise r.error(f"truncated FST: end of file in the arcs of state {s} ({n} arcs)"
+                          if n >= 0 else f"bad arc count {n} for state {s}")
+        heads.append(pos)
+        counts.append(n)
+        pos += 12 + 16 * n
+    base = r.pos % 4
+    r.pos = pos
+    words = np.frombuffer(data, "<i4", (len(data) - base) // 4, base)
+    head_words = (np.asarray(heads, np.int64) - base) // 4
+    final = words[head_words].view("<f4").copy()
+    counts = np.asarray(counts, np.int64)
+    offsets = np.zeros(nstates + 1, np.int64)
+    offsets[1:] = np.cumsum(counts)
+    first_arc = np.repeat(head_words + 3 - 4 * offsets[:-1], counts) + 4 * np.arange(offsets[-1])
+    arcs = np.empty(offsets[-1], STD_ARC)
+    for j, field in enumerate(("il", "ol", "w", "next")):
+        arcs[field] = words[first_arc + j].view(STD_ARC[field])
+    return final, offsets, arcs

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.textio import read_lines, split_fields
 
 # Symbols that are never words of a hypothesis.
 NON_WORDS = ("<eps>", "#0", "<s>", "</s>")
@@ -84,8 +85,6 @@ class SymbolTable:
         """The one reader of ``words.txt`` files (Kaldi's and ours): ``word id`` per line, fields split on
         ASCII whitespace only (as Kaldi and Perl split them); a word or an id used twice, a negative or
         non-integer id, bad UTF-8 or an empty table is an error naming the line."""
-        from asr_lm_quant.text.io import read_lines, split_fields
-
         path = Path(path)
         if not path.exists():
             raise InputError(path, "symbol table does not exist")
@@ -144,14 +143,11 @@ def unknown_word(words_path, explicit: str | None = None) -> str:
         oov = words_path.parent / "oov.txt"
         if not oov.is_file():
             return "<unk>"
-        try:
-            fields = oov.read_text(encoding="utf-8").split()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(oov, f"cannot read the unknown-word symbol ({e})") from None
+        fields = [w for _, line in read_lines(oov) for w in split_fields(line)]
         if len(fields) != 1:
             raise InputError(oov, f"expected one word (the unknown-word symbol), got {len(fields)}")
         source, sym = str(oov), fields[0]
-    if not sym or any(c.isspace() for c in sym):
+    if split_fields(sym) != [sym]:
         raise InputError(None, f"{source}: bad unknown-word symbol {sym!r}")
     if sym not in SymbolTable.load(words_path):
         raise InputError(words_path, f"has no unknown-word symbol {sym!r} (from {source})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr_lm_quant.kaldi.lattice import Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import Lattice, offsets_from_lengths
 
 
 def random_compact_lattice(rng: np.random.Generator, *, num_frames: int = 100, num_states: int = 30,
@@ -50,7 +50,7 @@ def random_compact_lattice(rng: np.random.Generator, *, num_frames: int = 100, n
         flens[s] = final_tail
         fali = rng.integers(1, max_tid, size=final_tail).astype(np.int32)
     return Lattice(True, 0, src, dst, words, words, graph.astype(np.float32), acoustic.astype(np.float32),
-                   fg, fa, _offsets(span), ali, _offsets(flens), fali)
+                   fg, fa, offsets_from_lengths(span), ali, offsets_from_lengths(flens), fali)
 
 
 def with_parallel_arcs(rng: np.random.Generator, lat: Lattice, fraction: float = 0.2) -> Lattice:

@@ -22,6 +22,7 @@ import torch
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.vocab import Vocabulary
+from asr_lm_quant.textio import read_lines, split_fields
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +49,18 @@ def encode_file(path, vocab: Vocabulary) -> EncodedText:
     if not path.exists():
         raise InputError(path, "text file does not exist")
     index, unk = vocab.index, vocab.unk
-    sentences, words, oov, offset = [], 0, 0, 0
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 ({e.reason})", line=n, offset=offset + e.start) from None
-            offset += len(raw)
-            toks = line.split()
-            if not toks:
-                continue
-            ids = [index.get(w, -1) for w in toks]
-            missing = ids.count(-1)
-            if missing:
-                oov += missing
-                ids = [unk if i < 0 else i for i in ids]
-            sentences.append(np.asarray(ids, dtype=np.int32))
-            words += len(ids)
+    sentences, words, oov = [], 0, 0
+    for _, line in read_lines(path):
+        toks = split_fields(line)
+        if not toks:
+            continue
+        ids = [index.get(w, -1) for w in toks]
+        missing = ids.count(-1)
+        if missing:
+            oov += missing
+            ids = [unk if i < 0 else i for i in ids]
+        sentences.append(np.asarray(ids, dtype=np.int32))
+        words += len(ids)
     if not sentences:
         raise InputError(path, "no sentences (the file is empty)")
     return EncodedText(path, sentences, words, oov)

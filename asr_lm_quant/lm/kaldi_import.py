@@ -24,6 +24,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.lstm import LSTMConfig, LSTMLM
 from asr_lm_quant.lm.model import LMConfig, TransformerLM, sinusoidal_positions
 from asr_lm_quant.text.vocab import UNK, Vocabulary
+from asr_lm_quant.textio import read_lines, split_fields
 
 _LAYER = re.compile(r"^transformer_encoder\.layers\.(\d+)\.(.+)$")
 _RENAME = {
@@ -42,12 +43,8 @@ def read_kaldi_words(path) -> Vocabulary:
     if not path.exists():
         raise InputError(path, "words file does not exist")
     words, seen = [], {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not valid UTF-8 ({e.reason})", offset=e.start) from None
-    for n, line in enumerate(lines, 1):
-        fields = line.split()
+    for n, line in read_lines(path):
+        fields = split_fields(line)
         if not fields:
             continue
         if fields[0] in seen:

@@ -141,7 +141,7 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
     win_log_z = 0.0
     run_steps = 0
     model.train()
-    stop_signal = _StopSignal()
+    stop_signal = StopSignal()
     try:
         while not p["done"]:
             if p["epoch"] >= opts.max_epochs:
@@ -242,7 +242,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT/SIGTERM after finishing a step and writing a checkpoint."""
 
 
-class _StopSignal:
+class StopSignal:
     """SIGINT or SIGTERM during training: finish the current step, checkpoint, then stop. A second signal
     stops at once (the handlers are back to their defaults after the first)."""
 

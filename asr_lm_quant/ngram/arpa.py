@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.textio import check_readable_once, read_lines, split_fields
 
 log = logging.getLogger(__name__)
 LN10 = math.log(10.0)
@@ -28,23 +29,17 @@ def _load_kenlm():
 def _arpa_unigram_words(path: Path, needed: set[str]) -> set[str]:
     """Which of ``needed`` are listed as 1-grams in the ARPA file (reads the 1-gram section only)."""
     found = set()
-    opener = open
-    if path.suffix == ".gz":
-        import gzip
-        opener = gzip.open
     in_unigrams = False
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            s = line.strip()
-            if s == "\\1-grams:":
-                in_unigrams = True
-                continue
-            if in_unigrams:
-                if s.startswith("\\"):
-                    break
-                fields = s.split()
-                if len(fields) >= 2 and fields[1] in needed:
-                    found.add(fields[1])
+    for _, line in read_lines(path):
+        fields = split_fields(line)
+        if fields == ["\\1-grams:"]:
+            in_unigrams = True
+            continue
+        if in_unigrams:
+            if fields and fields[0].startswith("\\"):
+                break
+            if len(fields) >= 2 and fields[1] in needed:
+                found.add(fields[1])
     return found
 
 
@@ -147,7 +142,7 @@ class ArpaLM:
     def sentence_cost(self, words) -> float:
         """Cost (negated natural log) of the whole sentence with ``<s>`` and ``</s>``."""
         if isinstance(words, str):
-            words = words.split()
+            words = split_fields(words)
         return -self._model.score(" ".join(words), bos=True, eos=True) * LN10
 
     def begin_state(self):
@@ -174,7 +169,7 @@ class ArpaLM:
     def word_costs(self, words, eos: bool = True) -> list[float]:
         """Per-word costs of ``<s> words`` (and ``</s>`` last when ``eos``)."""
         if isinstance(words, str):
-            words = words.split()
+            words = split_fields(words)
         costs = [-lp * LN10 for lp, _, _ in self._model.full_scores(" ".join(words), bos=True, eos=eos)]
         return costs
 
@@ -185,29 +180,27 @@ class ArpaLM:
         tokens out. OOV words are scored as ``<unk>`` and counted, unless ``skip_oov`` (the default when
         the LM has no ``<unk>``), in which case they are left out of both the sum and the count, as SRILM does.
         """
-        from asr_lm_quant.kaldi.stream import open_once
         path = Path(path)
-        f = open_once(path, "text file")
+        check_readable_once(path, "text file")
         if skip_oov is None:
             skip_oov = not self.has_unk
         total = total_eos = 0.0
         n_words = n_sent = n_oov = n_counted = 0
-        with f:
-            for line in _lines(f, path):
-                words = line.split()
-                if not words:
-                    continue
-                costs = self.word_costs(words, eos=True)
-                n_sent += 1
-                n_words += len(words)
-                for w, c in zip(words, costs):
-                    if self.is_oov(w):
-                        n_oov += 1
-                        if skip_oov:
-                            continue
-                    total += c
-                    n_counted += 1
-                total_eos += costs[-1]
+        for _, line in read_lines(path):
+            words = split_fields(line)
+            if not words:
+                continue
+            costs = self.word_costs(words, eos=True)
+            n_sent += 1
+            n_words += len(words)
+            for w, c in zip(words, costs):
+                if self.is_oov(w):
+                    n_oov += 1
+                    if skip_oov:
+                        continue
+                total += c
+                n_counted += 1
+            total_eos += costs[-1]
         if n_sent == 0:
             raise InputError(path, "no sentences to score")
         return {
@@ -220,14 +213,3 @@ class ArpaLM:
             "tokens_scored": n_counted + n_sent,
             "oov_skipped": bool(skip_oov),
         }
-
-
-def _lines(f, path):
-    """Decoded lines of a binary file; a UTF-8 error names its line and byte offset."""
-    offset = 0
-    for n, raw in enumerate(f, 1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason})", line=n, offset=offset + e.start) from None
-        offset += len(raw)

@@ -100,18 +100,18 @@ def _emit(result, path, overwrite=True):
 
 
 def _old_lm(args):
-    from asr_lm_quant.ngram.arpa import _lines
     from asr_lm_quant.ngram.old_lm import SEMANTICS_NOTE, open_old_lm, resolve_old_lm
+    from asr_lm_quant.textio import read_lines, split_fields
     from pathlib import Path
     spec = resolve_old_lm(args.lm, args.words, args.use_phi)
     lm = open_old_lm(spec) if args.text or (args.open and spec.kind in ("fst", "carpa")) else None
     print(json.dumps(spec.describe()))
     print(f"old-lm: {spec.kind} {spec.path}: removes the {SEMANTICS_NOTE[spec.semantics]}", file=sys.stderr)
     if args.text:
-        from asr_lm_quant.kaldi.stream import open_once
+        from asr_lm_quant.textio import check_readable_once
         path = Path(args.text)
-        with open_once(path, "text file") as f:
-            for line in _lines(f, path):
-                words = line.split()
-                print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
+        check_readable_once(path, "text file")
+        for _, line in read_lines(path):
+            words = split_fields(line)
+            print(f"{lm.sentence_cost(words):.6f}\t{' '.join(words)}")
     return 0

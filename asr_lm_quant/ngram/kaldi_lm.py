@@ -63,6 +63,7 @@ import numpy as np
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.symbols import SymbolTable, unknown_word
+from asr_lm_quant.textio import split_fields
 
 MAX_BACKOFF_CHAIN = 64  # n-gram orders a backoff chain can cross; more means the backoff arcs form a cycle
 FLT_MIN = float(np.finfo(np.float32).tiny)  # Kaldi's "no such unigram" logprob
@@ -93,7 +94,7 @@ class _WordLM:
     def word_costs(self, words, eos: bool = True) -> list[float]:
         """Per-word costs of ``<s> words`` (and ``</s>`` last when ``eos``)."""
         if isinstance(words, str):
-            words = words.split()
+            words = split_fields(words)
         state = self.begin_state()
         out = []
         for w in words:

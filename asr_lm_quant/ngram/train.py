@@ -11,7 +11,8 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.ngram.arpa import UNK, _lines
+from asr_lm_quant.ngram.arpa import UNK
+from asr_lm_quant.textio import check_readable_once, read_lines, split_fields
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
     """
     from kaldingram.train import NgramCounts  # heavy import, only when training
 
-    from asr_lm_quant.kaldi.stream import check_readable_once, open_once
     text_path = Path(text_path)
     check_readable_once(text_path, "text file")
     if order < 2 or order > 5:
@@ -46,18 +46,17 @@ def train_arpa(text_path, out_path, order: int = 3, *, vocab=None, min_counts=No
         known = (set(vocab.words) if hasattr(vocab, "words") else set(vocab)) | {unk}
     counts = NgramCounts(order)
     n_sent = n_words = n_oov = 0
-    with open_once(text_path, "text file") as f:
-        for line in _lines(f, text_path):
-            words = line.split()
-            if not words:
-                continue
-            if known is not None:
-                mapped = [w if w in known else unk for w in words]
-                n_oov += sum(a != b for a, b in zip(mapped, words))
-                words = mapped
-            counts.add_raw_counts_from_line(" ".join(words))
-            n_sent += 1
-            n_words += len(words)
+    for _, line in read_lines(text_path):
+        words = split_fields(line)
+        if not words:
+            continue
+        if known is not None:
+            mapped = [w if w in known else unk for w in words]
+            n_oov += sum(a != b for a, b in zip(mapped, words))
+            words = mapped
+        counts.add_raw_counts_from_line(" ".join(words))
+        n_sent += 1
+        n_words += len(words)
     if n_sent == 0:
         raise InputError(text_path, "no sentences to train on (the file is empty)")
     if min_counts is not None and any(c > 0 for c in min_counts):

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from asr_lm_quant.lm.data import BatchPlan
 from asr_lm_quant.quant.allocate import group_bits_cost
 from asr_lm_quant.quant.plan import assemble, group_names, group_views
-from asr_lm_quant.quant.options import SearchOptions  # noqa: F401 (re-exported)
+from asr_lm_quant.quant.options import FinetuneOptions, SearchOptions
 from asr_lm_quant.quant.quantizers import fake_quant
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import PhaseState
-from asr_lm_quant.quant.train import FinetuneOptions, objective, run_steps
+from asr_lm_quant.quant.train import objective, run_steps
 
 
 def search_precisions(model, candidates, budget: float, train: BatchPlan, opts: FinetuneOptions,

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
-from asr_lm_quant.lm.loop import TrainingInterrupted, _StopSignal, autocast, step_seed
+from asr_lm_quant.lm.loop import TrainingInterrupted, StopSignal, autocast, step_seed
 from asr_lm_quant.lm.model import final_hidden
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import BatchStream, PhaseState
@@ -116,7 +116,7 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
     model.train()
     win, win_tok = window
     t0 = time.perf_counter()
-    stop = _StopSignal() if ckpts is not None else None
+    stop = StopSignal() if ckpts is not None else None
     try:
         for step in tqdm(range(start, opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True,
                          initial=start, total=opts.steps, disable=not rt.is_main):
@@ -155,10 +155,6 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
             stop.restore()
     model.eval()
     return hist
-
-
-def _latent(model):
-    return {n: p for n, p in model.named_parameters()}
 
 
 def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,

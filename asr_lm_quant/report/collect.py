@@ -1,16 +1,16 @@
-"""Gather what the mini recipe's stages wrote under ``exp/`` into one results dict.
+"""Gather what a recipe's stages wrote under ``exp/`` into one results dict; where they wrote it is the
+recipe's :class:`~asr_lm_quant.report.layout.Layout`.
 
-Layout read (every file optional except the first pass; what is missing is simply absent from the table):
+What is read (every file optional except the first pass's tuning; what is missing is simply absent):
 
-- ``ngram/ppl_{valid,test}.json``: the 3-gram's perplexity (``asr-lm-quant ngram-ppl``).
-- ``ngram/first_pass.json``: first-pass WER, LMWT/penalty tuned on the dev half, eval half reported.
-- ``ngram/decode_test_{dev,eval}/oracle.json``: N-best and lattice oracle WERs of the first pass.
-- ``ngram/decode_test/scoring_kaldi/sweep.json``: the first pass's LMWT sweep on the whole test set.
-- ``{lm,lm_deep}/ppl_{valid,test}.json``: full-precision Transformer perplexities (``asr-lm-quant ppl``).
-- ``quant/results.json``: rows of ``asr-lm-quant quant-sweep`` (bits, sizes, compression, perplexities,
-  per-group bits, seconds spent choosing the bits of a mixed-precision system).
-- ``rescore/<system>/{nbest,lattice}.json``: weight/LMWT/penalty tuned on dev, WER on eval
-  (``local/mini/tune.py``). Systems are ``lm``, ``lm_deep`` and ``q_<quant system>``.
+- the first pass's ``ppl_{valid,test}.json`` (``asr-lm-quant ngram-ppl``), its tuning result (first-pass
+  WER, LMWT/penalty tuned on the dev half, eval half reported), its dev/eval oracle WERs (N-best and
+  lattice) and its LMWT sweep on the whole test set;
+- each full-precision Transformer's ``ppl_{valid,test}.json`` (``asr-lm-quant ppl``);
+- the quantization results: rows of ``asr-lm-quant quant-sweep`` (bits, sizes, compression, perplexities,
+  per-group bits, seconds spent choosing the bits of a mixed-precision system);
+- ``<rescore>/<system>/{nbest,lattice}.json``: weight/LMWT/penalty tuned on dev, WER on eval. Systems are
+  the full-precision ones and ``q_<quant system>``;
 - the eval-half per-utterance errors those tuning results name (``eval_per_utt``): significance of each
   system's difference to the first pass and to its full-precision Transformer (``report/significance.py``).
 """
@@ -22,9 +22,7 @@ import re
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
-
-FP_MODELS = {"lm": "base", "lm_deep": "deep"}
-
+from asr_lm_quant.report.layout import Layout
 
 _WER_COUNTS = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)")
 
@@ -63,37 +61,39 @@ def _model_size(model_dir: Path) -> dict | None:
     return None if mb is None else {"size_mb": mb, "avg_bits": 32.0, "compression": 1.0}
 
 
-def collect(exp) -> dict:
+def collect(exp, layout: Layout) -> dict:
     exp = Path(exp)
-    first = read_json(exp / "ngram" / "first_pass.json")
+    fpl = layout.first_pass
+    fp_dir = exp / fpl.dir
+    first = read_json(fp_dir / fpl.tuning)
     if first is None:
-        raise InputError(exp / "ngram" / "first_pass.json", "missing: run stage 2 of the recipe first")
+        raise InputError(fp_dir / fpl.tuning, "missing: run the recipe's first-pass stage first")
     out: dict = {"exp": str(exp)}
-    ngram = {"name": "3gram", "kind": "ngram", "method": "kn3", "bits": None}
+    ngram = {"name": fpl.name, "kind": "ngram", "method": fpl.method, "bits": None}
     for split in ("valid", "test"):
-        p = read_json(exp / "ngram" / f"ppl_{split}.json")
+        p = read_json(fp_dir / f"ppl_{split}.json")
         if p:
             ngram[f"{split}_ppl"] = p["ppl"]
-    arpa = exp / "ngram" / "3gram.arpa"
+    arpa = fp_dir / fpl.lm
     if arpa.exists():
         ngram["arpa_mb"] = arpa.stat().st_size / 1e6
     ngram["wer_first_pass"] = eval_wer(first)
     ngram["first_pass"] = first
-    for half in ("dev", "eval"):
-        o = read_json(exp / "ngram" / f"decode_test_{half}" / "oracle.json")
+    for half, oracle in fpl.oracle.items():
+        o = read_json(fp_dir / oracle)
         if o:
             out[f"oracle_{half}"] = o
     if "oracle_eval" in out:
         ngram["nbest_oracle_wer"] = out["oracle_eval"]["nbest_oracle_wer"]
         ngram["lattice_oracle_wer"] = out["oracle_eval"]["lattice_oracle_wer"]
-    sweep = read_json(exp / "ngram" / "decode_test" / "scoring_kaldi" / "sweep.json")
+    sweep = read_json(fp_dir / fpl.sweep)
     if sweep:
         out["first_pass_sweep"] = sweep
     out["first_pass"] = ngram
 
-    quant_rows = read_json(exp / "quant" / "results.json") or []
+    quant_rows = read_json(exp / layout.quant_results) or []
     systems = []
-    for name, model in FP_MODELS.items():
+    for name, model in layout.full_precision.items():
         if not (exp / name).exists():
             continue
         row = {"name": name, "model": model, "method": "fp", "bits": 32}
@@ -120,13 +120,13 @@ def collect(exp) -> dict:
         systems.append(row)
     for row in systems:
         for method in ("nbest", "lattice"):
-            res = read_json(exp / "rescore" / row["name"] / f"{method}.json")
+            res = read_json(exp / layout.rescore / row["name"] / f"{method}.json")
             if res:
                 row[f"wer_{method}"] = eval_wer(res)
                 row[f"{method}_tuning"] = res
     out["systems"] = systems
     from asr_lm_quant.report.significance import significance
-    sg = significance(exp, first, systems)
+    sg = significance(exp, layout, first, systems)
     if sg is not None:
         out["significance"] = sg
     return out

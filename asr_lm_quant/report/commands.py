@@ -5,17 +5,21 @@ from __future__ import annotations
 
 def _report(args):
     from asr_lm_quant.report.build import build_report
-    res = build_report(args.exp, args.out, elapsed_s=args.elapsed)
+    res = build_report(args.exp, args.layout, args.out, elapsed_s=args.elapsed)
     out = args.out or args.exp
     print(f"{out}/results.md, {out}/results.json, {len(res['plots'])} plots in {out}/plots/")
 
 
 def register(sub):
     p = sub.add_parser("report", help="results table (markdown + JSON) and plots from a recipe's exp/ dir",
-                       description="Reads the JSON files the mini recipe's stages leave under EXP (perplexities, "
-                                   "first pass and oracle WERs, quantization results, tuned rescoring WERs) and "
-                                   "writes results.md, results.json and plots/*.png into OUT (default EXP).")
+                       description="Reads the JSON files a recipe's stages leave under EXP (perplexities, "
+                                   "first pass and oracle WERs, quantization results, tuned rescoring WERs), where "
+                                   "its --layout file says they are, and writes results.md, results.json and "
+                                   "plots/*.png into OUT (default EXP).")
     p.add_argument("--exp", default="exp", help="experiment directory (default exp)")
+    p.add_argument("--layout", required=True,
+                   help="the recipe's report layout (JSON: where its stages leave their results, what its systems "
+                        "are called), e.g. recipes/mini/conf/report_layout.json")
     p.add_argument("--out", help="output directory (default: --exp)")
     p.add_argument("--elapsed", type=float, help="seconds the run took (printed in the header)")
     p.set_defaults(func=_report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asr_lm_quant.report.layout import Layout
 from asr_lm_quant.report.significance import significance_markdown
 
 
@@ -9,7 +10,7 @@ def _f(x, fmt, suffix=""):
     return "-" if x is None else format(x, fmt) + suffix
 
 
-def results_markdown(res: dict, *, header: str = "") -> str:
+def results_markdown(res: dict, layout: Layout, *, header: str = "") -> str:
     fp = res["first_pass"]
     tuning = fp["first_pass"]
     ev = res.get("oracle_eval", {})
@@ -26,7 +27,8 @@ def results_markdown(res: dict, *, header: str = "") -> str:
         "| system | model | method | bits | size MB | compression | sensitivity s | test ppl | WER 1st pass | "
         "WER N-best | WER lattice | oracle WER |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| 3-gram (first pass) | KN 3-gram | - | - | {_f(fp.get('arpa_mb'), '.1f')} (ARPA) | - | - | "
+        f"| {layout.first_pass.label} (first pass) | {layout.first_pass.model} | - | - | "
+        f"{_f(fp.get('arpa_mb'), '.1f')} (ARPA) | - | - | "
         f"{_f(fp.get('test_ppl'), '.1f')} | {_f(fp.get('wer_first_pass'), '.2f')} | - | - | "
         f"{_f(fp.get('nbest_oracle_wer'), '.2f')} ({n}-best), {_f(fp.get('lattice_oracle_wer'), '.2f')} (lattice) |",
     ]
@@ -46,5 +48,5 @@ def results_markdown(res: dict, *, header: str = "") -> str:
               for s in res["systems"] for m in ("nbest", "lattice") if f"{m}_tuning" in s]
     if chosen:
         lines.append("Rescoring settings chosen on dev: " + "; ".join(chosen) + ".")
-    lines += significance_markdown(res)
+    lines += significance_markdown(res, layout)
     return "\n".join(lines) + "\n"

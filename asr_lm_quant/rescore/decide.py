@@ -44,11 +44,8 @@ def normalize_words(words, how: str) -> list[str]:
         return list(words)
     if how == "lower":
         return [w.lower() for w in words]
-    from asr_lm_quant.text.normalize import _SYMBOL_WORDS, _pieces
-    out = []
-    for w in words:
-        out.extend([_SYMBOL_WORDS[w]] if w in _SYMBOL_WORDS else [p.strip("'") for p in _pieces(w) if p.strip("'")])
-    return out
+    from asr_lm_quant.text.normalize import asr_word_pieces
+    return [p for w in words for p in asr_word_pieces(w)]
 
 
 def parse_grid(spec: str, name: str) -> list[float]:

@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.rescore.nnscore import ScoreStats
+from asr_lm_quant.rescore.scorer import ScoreStats
+from asr_lm_quant.textio import split_fields
 
 
 def _first_line(e: Exception) -> str:
@@ -91,7 +92,7 @@ class HFScorer:
 
     def tokenize(self, hyps) -> tuple[list[list[int]], list[np.ndarray]]:
         """Per hypothesis its token ids and, per token, the index of the word it belongs to."""
-        words = [h.split() if isinstance(h, str) else list(h) for h in hyps]
+        words = [split_fields(h) if isinstance(h, str) else list(h) for h in hyps]
         texts = [" ".join(w) for w in words]
         if not texts:
             return [], []
@@ -102,7 +103,7 @@ class HFScorer:
             own = np.zeros(len(offsets), np.int64)
             for k, (s, e) in enumerate(offsets):
                 j = e - 1
-                while j >= s and text[j].isspace():
+                while j >= s and text[j] == " ":  # the separator the words were joined with
                     j -= 1
                 own[k] = bisect.bisect_right(starts, s) if j < s else bisect.bisect_right(starts, j) - 1
             owners.append(np.clip(own, 0, max(len(ws) - 1, 0)))
@@ -117,7 +118,7 @@ class HFScorer:
         t0 = time.perf_counter()
         hyps = list(hyps)
         ids, owners = self.tokenize(hyps)
-        n_words = [len(h.split() if isinstance(h, str) else h) for h in hyps]
+        n_words = [len(split_fields(h) if isinstance(h, str) else h) for h in hyps]
         stats = ScoreStats(hypotheses=len(hyps), words=sum(n_words))
         token_costs = self._token_costs(ids, stats)
         out = []

@@ -36,7 +36,7 @@ import numpy as np
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import arc_costs, arc_posteriors, final_costs, prune, topological_order
 from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
-from asr_lm_quant.kaldi.lattice import INF, Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import INF, Lattice, offsets_from_lengths
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,10 @@ def expand_unique_histories(lat: Lattice, epsilon: float = 0.5, acoustic_scale: 
     base = lat.select_arcs(orig, src=src, dst=dst)
     flen = lat.final_ali_lengths()[copies_a]
     fstart = lat.final_ali_offsets[:-1][copies_a]
-    fidx = np.repeat(fstart - _offsets(flen)[:-1], flen) + np.arange(flen.sum(), dtype=np.int64)
+    fidx = np.repeat(fstart - offsets_from_lengths(flen)[:-1], flen) + np.arange(flen.sum(), dtype=np.int64)
     return base.replace(start=start, final_graph=lat.final_graph[copies_a],
-                        final_acoustic=lat.final_acoustic[copies_a], final_ali_offsets=_offsets(flen), final_ali=lat.final_ali[fidx])
+                        final_acoustic=lat.final_acoustic[copies_a], final_ali_offsets=offsets_from_lengths(flen),
+                        final_ali=lat.final_ali[fidx])
 
 
 # --- path cover ---------------------------------------------------------------------------------------------

@@ -41,24 +41,8 @@ from tqdm import tqdm
 
 from asr_lm_quant.lm.model import TransformerLM, target_logits
 from asr_lm_quant.quant.packed_modules import PackedLinear
+from asr_lm_quant.rescore.scorer import ScoreStats, WordScorer
 from asr_lm_quant.text.vocab import Vocabulary
-
-
-@dataclass
-class ScoreStats:
-    """What the last :meth:`NNScorer.costs` call did."""
-    hypotheses: int = 0
-    words: int = 0            # words scored (end-of-sentence not included)
-    oov: int = 0              # words scored as <unk>
-    positions: int = 0        # model positions computed (trie nodes, no padding)
-    padded_positions: int = 0  # positions including padding
-    batches: int = 0
-    max_batch_positions: int = 0
-    attention_scores: int = 0  # query-key pairs the attention computed (per head and layer)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -68,48 +52,6 @@ class _Row:
     parent: list = field(default_factory=list)   # parent node index, -1 for the root
     hyps: list = field(default_factory=list)     # hypothesis indices
     paths: list = field(default_factory=list)    # node index per position of each hypothesis
-
-
-class WordScorer:
-    """What every word-level scorer shares: hypotheses in, float64 costs out (subclasses provide
-    ``costs_from_ids`` and set ``vocab`` and ``stats``)."""
-
-    vocab: Vocabulary
-    stats: ScoreStats
-
-    def encode(self, words) -> list[int]:
-        """``<s>`` followed by the word ids (OOVs as ``<unk>``)."""
-        if isinstance(words, str):
-            words = words.split()
-        return [self.vocab.bos] + self.vocab.encode(words)
-
-    def costs(self, hyps) -> np.ndarray:
-        """float64 cost per hypothesis (each a list of words or a space-separated string)."""
-        import time
-        t0 = time.perf_counter()
-        seqs = [self.encode(h) for h in hyps]
-        stats = ScoreStats(hypotheses=len(seqs), words=sum(len(s) - 1 for s in seqs),
-                           oov=sum(1 for h in hyps for w in (h.split() if isinstance(h, str) else h)
-                                   if w not in self.vocab))
-        out = self.costs_from_ids(seqs, stats)
-        stats.seconds = time.perf_counter() - t0
-        self.stats = stats
-        return out
-
-    def word_costs(self, hyps) -> list[np.ndarray]:
-        """Per hypothesis, the cost of each word and, last, of the end of sentence (float64)."""
-        import time
-        t0 = time.perf_counter()
-        seqs = [self.encode(h) for h in hyps]
-        per = [np.zeros(len(s), dtype=np.float64) for s in seqs]
-        stats = ScoreStats(hypotheses=len(seqs), words=sum(len(s) - 1 for s in seqs))
-        self.costs_from_ids(seqs, stats, per_token=per)
-        stats.seconds = time.perf_counter() - t0
-        self.stats = stats
-        return per
-
-    def costs_from_ids(self, seqs, stats=None, per_token=None) -> np.ndarray:
-        raise NotImplementedError
 
 
 class NNScorer(WordScorer):

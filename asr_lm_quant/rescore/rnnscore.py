@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from asr_lm_quant.lm.lstm import LSTMLM
-from asr_lm_quant.rescore.nnscore import ScoreStats, WordScorer
+from asr_lm_quant.rescore.scorer import ScoreStats, WordScorer
 from asr_lm_quant.text.vocab import Vocabulary
 
 

@@ -32,7 +32,7 @@ class BestPath:
     cost: float
 
 
-def _layers(lat, *, path=None, key=None) -> list[np.ndarray]:
+def topological_layers(lat, *, path=None, key=None) -> list[np.ndarray]:
     """States grouped so that every arc goes from an earlier group to a later one."""
     ns = lat.num_states
     indeg = np.bincount(lat.dst, minlength=ns).astype(np.int64)
@@ -79,7 +79,7 @@ def best_paths(lat, graph_scale, acoustic_scale, penalty, *, path=None, key=None
     dist = np.full((ns, k), np.inf)
     dist[lat.start] = 0.0
     back = np.full((ns, k), -1, dtype=np.int64)
-    layers = _layers(lat, path=path, key=key)
+    layers = topological_layers(lat, path=path, key=key)
     layer_of = np.empty(ns, dtype=np.int64)
     for i, states in enumerate(layers):
         layer_of[states] = i

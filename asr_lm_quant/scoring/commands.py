@@ -31,7 +31,7 @@ def _hyp_settings(specs):
         except ValueError:
             raise InputError(None, f"--hyp {spec!r}: LM weight is not a number") from None
         wip = parse_wips(parts[1])[0]
-        from asr_lm_quant.kaldi.stream import check_readable_once
+        from asr_lm_quant.textio import check_readable_once
         path = Path(parts[2])
         check_readable_once(path, "hypothesis file")  # a pipe or FIFO too: each is read once
         out[Setting(lmwt, wip)] = path
@@ -106,7 +106,7 @@ def load_systems(inputs, *, ref=None, names=None, sclite=False, need_ops=False):
         raise InputError(None, f"--names gives {len(names)} names for {len(inputs)} systems")
     if len(set(names)) != len(names):
         raise InputError(None, f"system names must differ: {', '.join(names)}")
-    from asr_lm_quant.kaldi.stream import check_readable_once
+    from asr_lm_quant.textio import check_readable_once
     for path in [ref, *inputs]:
         if path is not None:
             check_readable_once(path, None)

@@ -9,14 +9,12 @@ has no alignment its words are spread evenly over the segment instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring.filters import HESITATION_RE, NOISE_RE, UNK_RE
-from asr_lm_quant.scoring.wer import split_words
-from asr_lm_quant.text.io import read_lines
+from asr_lm_quant.textio import read_lines, split_fields
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class Segment:
 def read_segments(path) -> dict[str, Segment]:
     out = {}
     for n, line in read_lines(path):
-        f = split_words(line)
+        f = split_fields(line)
         if not f:
             continue
         if len(f) != 4:
@@ -48,7 +46,7 @@ def read_segments(path) -> dict[str, Segment]:
 def read_reco2file_and_channel(path) -> dict[str, tuple[str, str]]:
     out = {}
     for n, line in read_lines(path):
-        f = split_words(line)
+        f = split_fields(line)
         if not f:
             continue
         if len(f) != 3:
@@ -99,14 +97,3 @@ def hub5_keep_ctm_line(line: str) -> bool:
     """local/score_sclite.sh's filter: drop noise/laughter, ``<unk>``, hesitations and partial words."""
     return not (NOISE_RE.search(line) or UNK_RE.search(line) or HESITATION_RE.search(line)
                 or line.endswith("-"))
-
-
-def filter_ctm(lines):
-    return [ln for ln in lines if hub5_keep_ctm_line(ln)]
-
-
-def write_ctm(path, lines):
-    from asr_lm_quant.atomic import atomic_open
-    with atomic_open(Path(path)) as f:
-        for ln in lines:
-            f.write(ln + "\n")

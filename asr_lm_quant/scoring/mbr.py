@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.scoring.bestpath import _layers
+from asr_lm_quant.scoring.bestpath import topological_layers
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +236,12 @@ class _PreparedLattice:
 
     def __init__(self, lat, *, path=None, key=None):
         if not lat.compact:
-            from asr_lm_quant.kaldi.lattice import lattice_to_compact
+            from asr_lm_quant.kaldi.algorithms import lattice_to_compact
             lat = lattice_to_compact(lat)
         self.lat = lat
         self.path, self.key = path, key
         ns = lat.num_states
-        layers = _layers(lat, path=path, key=key) if ns else []
+        layers = topological_layers(lat, path=path, key=key) if ns else []
         self.layer_of = np.empty(ns, dtype=np.int64)
         for i, states in enumerate(layers):
             self.layer_of[states] = i

@@ -26,6 +26,7 @@ import numpy as np
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring.wer import WerResult
+from asr_lm_quant.textio import read_lines, split_fields
 
 # sc_stats's two-tailed critical values (its statdist.c table): a difference is significant above them.
 Z_CRIT = {0.95: 1.960, 0.99: 2.575}
@@ -75,11 +76,10 @@ def from_result(name: str, source, res: WerResult, eps: str = "***") -> SystemEr
 
 def read_per_utt(path, name: str | None = None) -> SystemErrors:
     """A Kaldi ``wer_details/per_utt`` file: counts from its ``#csid`` lines, operations from its ``op`` lines."""
-    from asr_lm_quant.text.io import read_lines
     counts: dict[str, tuple[int, int]] = {}
     ops: dict[str, str] = {}
     for n, line in read_lines(path):
-        f = line.split()
+        f = split_fields(line)
         if not f:
             continue
         if len(f) < 2 or f[1] not in ("ref", "hyp", "op", "#csid"):

@@ -6,15 +6,14 @@ from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.scoring.wer import split_words
-from asr_lm_quant.text.io import read_lines
+from asr_lm_quant.textio import read_lines, split_fields
 
 
 def read_text(path, *, allow_duplicates: bool = False) -> dict[str, list[str]]:
     """``{utt_id: words}`` in file order; a blank line or a repeated utterance id is an InputError."""
     out: dict[str, list[str]] = {}
     for n, line in read_lines(path):
-        words = split_words(line)
+        words = split_fields(line)
         if not words:
             raise InputError(path, "empty line (expected 'utt-id word ...')", line=n)
         key = words[0]
@@ -27,7 +26,7 @@ def read_text(path, *, allow_duplicates: bool = False) -> dict[str, list[str]]:
 def read_utt2spk(path) -> dict[str, str]:
     out = {}
     for n, line in read_lines(path):
-        f = split_words(line)
+        f = split_fields(line)
         if not f:
             continue
         if len(f) != 2:

@@ -10,7 +10,6 @@ so ``sclite=True`` uses ``sclite_align`` below, which follows sclite's rule. The
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import kaldialign
@@ -18,14 +17,7 @@ import numpy as np
 
 from asr_lm_quant.errors import InputError
 
-# Kaldi splits table lines on ASCII whitespace only (a no-break space inside a word stays a word character).
-_WS = re.compile(r"[ \t\r\n\f\v]+")
-
 MODES = ("present", "all", "strict")
-
-
-def split_words(line: str) -> list[str]:
-    return [w for w in _WS.split(line) if w]
 
 
 @dataclass

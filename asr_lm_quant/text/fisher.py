@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.text.io import read_lines, split_fields
+from asr_lm_quant.textio import read_lines, split_fields
 
 # Kaldi's script runs under Perl's byte semantics: \w and lc() are ASCII-only.
 _A = re.ASCII

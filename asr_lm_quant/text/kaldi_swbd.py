@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from asr_lm_quant.text.fisher import map_hesitations
-from asr_lm_quant.text.io import check_exists, read_lines
 from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import (lm_lines, lm_vocabulary, read_kaldi_text, read_symbol_table,
                                            write_swbd_lm_text)
+from asr_lm_quant.textio import check_exists, read_lines
 
 
 def _resolve(base: Path, p) -> Path | None:

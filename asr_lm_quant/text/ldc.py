@@ -22,12 +22,12 @@ from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.fisher import fisher_lm_lines, map_hesitations
-from asr_lm_quant.text.io import check_exists, read_lines, split_fields
 from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import (Utterance, lm_lines, lm_vocabulary, read_symbol_table,
                                            write_swbd_lm_text)
 from asr_lm_quant.text.swbd_words import (find_acronyms, lexicon_words, map_acronyms, map_swbd_words,
                                           read_ms98_lexicon)
+from asr_lm_quant.textio import check_exists, read_lines, split_fields
 
 SWBD_DEV_UTTERANCES = 4000  # s5c run.sh: utils/subset_data_dir.sh --first data/train 4000 data/train_dev
 EVAL2000_STM = "reference/hub5e00.english.000405.stm"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.text.fisher import map_fisher_texts, map_hesitations
-from asr_lm_quant.text.io import check_exists, split_fields
+from asr_lm_quant.textio import check_exists, split_fields
 from asr_lm_quant.text.ldc import (MS98_SEGMENT_ID, dev_split, eval2000_utt_id, find_eval2000_stm,
                                    ms98_utterance, read_dictionary, read_eval2000_stm, scored_eval2000,
                                    sort_utterances, swbd_vocabulary)

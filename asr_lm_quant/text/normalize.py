@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from asr_lm_quant.textio import split_fields
+
 UNK = "<unk>"
 _HEADING = re.compile(r"^=+\s.*\s=+$|^=+$")
 _SENTENCE_END = frozenset({".", "?", "!"})
@@ -47,6 +49,12 @@ def _pieces(token: str) -> list[str]:
     return pieces
 
 
+def asr_word_pieces(word: str) -> list[str]:
+    """One word as the ``asr`` normalisation writes it, out of context: a symbol read out (``%`` ->
+    ``percent``), anything else lower-cased and split at punctuation (``U.S.`` -> ``u s``)."""
+    return [_SYMBOL_WORDS[word]] if word in _SYMBOL_WORDS else _pieces(word)
+
+
 def normalize_asr_text(line: str) -> list[list[str]]:
     """Sentences (lists of words) of one line of tokenised text, normalised as described above."""
     text = line.strip()
@@ -55,7 +63,7 @@ def normalize_asr_text(line: str) -> list[list[str]]:
     sentences: list[list[str]] = []
     words: list[str] = []
     glue = None  # pending joiner: "," or "." between digit groups
-    for tok in text.split():
+    for tok in split_fields(text):
         if tok in ("@,@", "@.@"):
             glue = tok[1]
             continue

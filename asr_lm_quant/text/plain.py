@@ -15,12 +15,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.text.io import check_exists, read_lines
 from asr_lm_quant.text.normalize import normalize_asr_text
 from asr_lm_quant.text.outdir import staged_output, write_json
 from asr_lm_quant.kaldi.symbols import unknown_word
 from asr_lm_quant.text.swbd_layout import lm_vocabulary, read_symbol_table
 from asr_lm_quant.text.vocab import BOS, UNK, Vocabulary
+from asr_lm_quant.textio import check_exists, read_lines, split_fields
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def read_sentences(path, *, normalize: str = "none"):
         if normalize == "asr":
             yield from normalize_asr_text(line)
         else:
-            words = line.split()
+            words = split_fields(line)
             if words:
                 yield words
 

@@ -18,9 +18,9 @@ import re
 from tqdm import tqdm
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.text.io import read_lines, split_fields
 from asr_lm_quant.text.outdir import staged_output, write_json
 from asr_lm_quant.text.vocab import BOS, UNK, Vocabulary
+from asr_lm_quant.textio import read_lines, split_fields
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from asr_lm_quant.text.io import split_fields
+from asr_lm_quant.textio import split_fields
 
 # Letter pronunciations in the ms98 phone set (what Kaldi's local/MSU_single_letter.txt holds).
 LETTER_PRONS = {

@@ -20,7 +20,7 @@ UNK = "<unk>"
 
 def table_line(path, word) -> int | None:
     """The line of ``path`` that defines ``word`` (for messages)."""
-    from asr_lm_quant.text.io import read_lines, split_fields
+    from asr_lm_quant.textio import read_lines, split_fields
     for n, line in read_lines(path):
         f = split_fields(line)
         if f and f[0] == word:

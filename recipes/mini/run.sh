@@ -334,7 +334,7 @@ fi
 # ------------------------------------------------------------------------------------------------
 if run_stage 6; then
   log "Stage 6: report -> exp/results.md, exp/results.json, exp/plots/"
-  asr-lm-quant report --exp exp --out exp
+  asr-lm-quant report --exp exp --layout conf/report_layout.json --out exp
   python3 local/check_outputs.py exp
   cat exp/results.md
 fi
