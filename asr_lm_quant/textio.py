@@ -56,7 +56,7 @@ def _command(source) -> str | None:
 @contextlib.contextmanager
 def _open_source(source):
     cmd = _command(source)
-    if source == "-":
+    if str(source) == "-":
         yield sys.stdin.buffer
     elif cmd is not None:
         proc = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE)
