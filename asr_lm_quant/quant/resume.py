@@ -8,7 +8,8 @@ restores all of it, so a resumed run takes exactly the steps of an uninterrupted
 The files are those of every training checkpoint (``lm.checkpoint``): ``<out>/checkpoints/ckpt-00000012/`` with
 ``model.safetensors`` (the weights of phase ``progress["model_phase"]``), ``optimizer.safetensors`` +
 ``optimizer.json``, ``state.safetensors`` (quantizer state, finished phases' tensors, random generator states),
-``progress.json``; ``<out>/checkpoints/latest`` names the newest complete one. Nothing is pickled. The directory lives beside the staged outputs of ``quantize`` and is removed once they are written.
+``progress.json``; ``<out>/checkpoints/latest`` names the newest complete one. Nothing is pickled. The
+directory lives beside the staged outputs of ``quantize`` and is removed once they are written.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 import torch
 
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.checkpoint import (checkpoint_name, latest_checkpoint, load_model_weights, load_optimizer, read_progress,
-                                        read_state, save_checkpoint)
+from asr_lm_quant.lm.checkpoint import (checkpoint_name, latest_checkpoint, load_model_weights, load_optimizer,
+                                        read_progress, read_state, save_checkpoint)
 from asr_lm_quant.lm.data import BatchPlan
 
 log = logging.getLogger(__name__)

@@ -187,10 +187,6 @@ class _PhaseRun:
         return ckpts is not None and ckpts.due(step + 1) and step + 1 < steps, False
 
 
-def _latent(model):
-    return {n: p for n, p in model.named_parameters()}
-
-
 def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
               teacher=None, rt: Runtime = LOCAL) -> tuple[QuantPlan, dict]:
     """Quantization-aware training with straight-through gradients; ends hard-quantized. ``teacher``: the
