@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from asr_lm_quant.cli import main
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from asr_lm_quant.lm.checkpoint import (latest_checkpoint, load_checkpoint, optimizer_from_tensors,
+                                        optimizer_to_tensors, read_progress, read_state, save_checkpoint)
 from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.files import load_lm
 from asr_lm_quant.lm.loop import StepSpec, fit, train_loop
@@ -130,6 +131,39 @@ def test_optimizer_state_roundtrip(name):
     for pid in s1["state"]:
         for k, v in s1["state"][pid].items():
             torch.testing.assert_close(v, s2["state"][pid][k], atol=0, rtol=0)
+
+
+def test_one_checkpoint_format(tmp_path):
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_heads=2, d_ff=8, n_layers=1))
+    opt = build_optimizer(model, TrainOptions())
+    model(torch.randint(0, 10, (2, 5))).sum().backward()
+    opt.step()
+    extra = {"scale/w": torch.tensor([0.5, 2.0]), "rng": torch.get_rng_state()}
+    root = tmp_path / "checkpoints"
+    for n in (3, 7):
+        save_checkpoint(root, n, {"step": n, "note": "x"}, model=model, optimizer=opt, tensors=extra, keep=2)
+    save_checkpoint(root, 8, {"step": 8}, tensors=extra, model_from=root / "ckpt-00000007", keep=2)
+    path = latest_checkpoint(root)
+    assert path.name == "ckpt-00000008" and (root / "latest").read_text() == "ckpt-00000008\n"
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt-00000007", "ckpt-00000008", "latest"]
+    # safetensors and JSON only: nothing to unpickle
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "progress.json", "state.safetensors"]
+    assert read_progress(path) == {"step": 8}
+    assert read_state(path).keys() == extra.keys()
+    torch.testing.assert_close(read_state(path)["scale/w"], extra["scale/w"])
+    fresh = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_heads=2, d_ff=8, n_layers=1))
+    opt2 = build_optimizer(fresh, TrainOptions())
+    assert load_checkpoint(root / "ckpt-00000007", fresh, opt2) == {"step": 7, "note": "x"}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, atol=0, rtol=0)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    (path / "state.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(InputError, match="cannot restore checkpoint"):
+        read_state(path)
+    (root / "latest").write_text("ckpt-00000099\n")
+    with pytest.raises(InputError, match="missing or incomplete"):
+        latest_checkpoint(root)
 
 
 def test_schedules():

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from asr_lm_quant.atomic import atomic_open
@@ -124,7 +125,7 @@ def load_optimizer(path, optimizer) -> None:
 def _reading(path, read):
     try:
         return read()
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as e:
         raise InputError(path, f"cannot restore checkpoint: {e}; delete it to start afresh") from None
 
 
