@@ -85,7 +85,7 @@ def measure(name, path, vocab_size, steps, row_len, precisions):
 
 
 THROUGHPUT_JSON = REPO / "bench/results/train_throughput.json"
-WIKITEXT = Path(os.environ.get("ASR_LM_QUANT_WIKITEXT2", "/work/shared/data/wikitext-2"))
+WIKITEXT = Path(os.environ.get("ASR_LM_QUANT_WIKITEXT2", REPO.parent / "shared/data/wikitext-2"))
 
 
 def wikitext_plan(opts, vocab_size: int, sentences: int, tmp: Path):
@@ -124,33 +124,28 @@ def flops_per_token(cfg, mean_len: float) -> dict:
     return out
 
 
-def matmul_rate(cfg, rows: int, chunk: int, reps: int) -> dict:
-    """fp32 (and bf16) ``torch.mm`` rate on the training step's shapes: each layer product forward and its two
-    backward products ([N, in] x [in, out], [N, out] x [out, in], [out, N] x [N, in]), and the output layer's
-    per chunk of positions; weighted as the step uses them. GFLOP/s, median of ``reps``."""
-    import statistics
-
+def matmul_shapes(cfg, rows: int, chunk: int) -> list[tuple]:
+    """The matrix products of one training step as ``(m, k, n, times)``: each layer product forward and its two
+    backward products ([N, in] x [in, out], [N, out] x [out, in], [out, N] x [N, in]), and the output layer's,
+    a chunk of positions at a time."""
     d, f, V, N = cfg.d_model, cfg.d_ff, cfg.vocab_size, rows
-    shapes = []  # (m, k, n, times per step)
+    shapes = []
     for i, o in ((d, 3 * d), (d, d), (d, f), (f, d)):
         shapes += [(N, i, o, cfg.n_layers), (N, o, i, cfg.n_layers), (o, N, i, cfg.n_layers)]
     k = max(1, N // chunk)
-    shapes += [(chunk, d, V, k), (chunk, V, d, k), (V, chunk, d, k)]
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        flops = secs = 0.0
-        for m, kk, n, times in shapes:
-            a, b = torch.randn(m, kk, dtype=dtype), torch.randn(kk, n, dtype=dtype)
-            torch.mm(a, b)
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                torch.mm(a, b)
-                ts.append(time.perf_counter() - t)
-            flops += 2 * m * kk * n * times
-            secs += statistics.median(ts) * times
-        out[str(dtype).replace("torch.", "")] = flops / secs / 1e9
-    return out
+    return shapes + [(chunk, d, V, k), (chunk, V, d, k), (V, chunk, d, k)]
+
+
+def matmul_seconds(shapes, dtype) -> tuple[float, float]:
+    """``(FLOPs, seconds)`` of ``torch.mm`` over ``shapes`` (each timed once after a warm-up call), weighted as
+    the step uses them."""
+    flops = secs = 0.0
+    for m, k, n, times in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        torch.mm(a, b)
+        secs += timed(lambda: torch.mm(a, b)) * times
+        flops += 2 * m * k * n * times
+    return flops, secs
 
 
 def machine() -> str:
@@ -214,11 +209,12 @@ def run_throughput(args) -> dict:
     from asr_lm_quant.lm.model import LMConfig, TransformerLM
     from asr_lm_quant.lm.optim import build_optimizer, lr_at
     from asr_lm_quant.lm.options import load_train_config
+    from asr_lm_quant.lm.output_loss import CHUNK_ROWS
 
-    path = CONFIGS["mini"][0]
+    path, vocab_size = CONFIGS[args.throughput_config]
     model_cfg, opts = load_train_config(path)
     with tempfile.TemporaryDirectory() as tmp:
-        plan, vocab_size = wikitext_plan(opts, CONFIGS["mini"][1], args.sentences, Path(tmp))
+        plan, vocab_size = wikitext_plan(opts, vocab_size, args.sentences, Path(tmp))
     torch.manual_seed(0)
     cfg = LMConfig(vocab_size=vocab_size, **model_cfg)
     model = TransformerLM(cfg).train()
@@ -227,6 +223,8 @@ def run_throughput(args) -> dict:
     step_s = {v: [] for v in variants}
     parts = {v: [] for v in variants}
     data_s, tokens, lengths = [], [], []
+    rates = {"float32": [], "bfloat16": []}  # measured between the steps: the machine's load changes
+    shapes = matmul_shapes(cfg, opts.tokens_per_batch, CHUNK_ROWS)
     it = plan.iterate(0)
     for i in range(args.steps + 1):
         t = time.perf_counter()
@@ -241,41 +239,51 @@ def run_throughput(args) -> dict:
                             list(model.parameters()), opts.clip_norm,
                             seed=lambda step: torch.manual_seed(step_seed(opts.seed, step, 0)))
             took = timed(lambda: take_step(spec, batch, i))
+            if i and v == variants[0]:
+                for dt in (torch.float32, torch.bfloat16):
+                    flops_mm, secs_mm = matmul_seconds(shapes, dt)
+                    rates[str(dt).replace("torch.", "")].append(flops_mm / secs_mm / 1e9)
             if i:  # the first step warms up allocators and kernels
                 step_s[v].append(took / batch.tokens)  # seconds per token: batches differ in size
                 parts[v].append({k: x / batch.tokens for k, x in parts_of_step(model, opt, batch, opts,
                                                                                 bf16).items()})
     mean_len = statistics.mean(lengths[1:])
     flops = flops_per_token(cfg, mean_len)
-    rows = int(statistics.median(tokens[1:]))
-    rate = matmul_rate(cfg, rows, 256, reps=5)
     result = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "note": "a shared 2-core machine: other work ran beside this; compare the ratios, not the rates",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "config": str(path.relative_to(REPO)),
               "data": f"WikiText-2 train, first {args.sentences} sentences, {vocab_size} words",
               "parameters": model.num_parameters(), "steps": args.steps,
-              "median_batch_tokens": rows, "mean_row_len": mean_len,
-              "fp32_flops_per_token": flops, "matmul_gflops": rate, "variants": {}}
-    for v in variants:
-        per_token = statistics.median(step_s[v])
-        achieved = flops["total"] / per_token / 1e9
-        prof = {k: statistics.median(p[k] for p in parts[v]) for k in parts[v][0]}
-        prof["data"] = statistics.median(d / n for d, n in zip(data_s[1:], tokens[1:]))
-        # an estimate, not a measurement: the layers' matrix products at the measured matmul rate of the dtype
-        prof["layer_products_at_matmul_rate"] = flops["layers"] / (rate["bfloat16" if v == "bf16" else "float32"]
-                                                                  * 1e9)
-        prof["rest"] = per_token - sum(prof.values())
-        result["variants"][v] = {
-            "tokens_per_s": 1 / per_token, "useful_gflops": achieved,
-            "share_of_fp32_matmul_rate": achieved / rate["float32"],
-            "share_of_step": {k: x / per_token for k, x in prof.items()}}
-        print(f"{v}: {1 / per_token:.0f} tokens/s, {achieved:.1f} GFLOP/s = "
-              f"{achieved / rate['float32']:.0%} of fp32 mm ({rate['float32']:.1f} GFLOP/s)", file=sys.stderr)
+              "median_batch_tokens": int(statistics.median(tokens[1:])), "mean_row_len": mean_len,
+              "fp32_flops_per_token": flops, "matmul_gflops": {k: statistics.median(r) for k, r in rates.items()},
+              "variants": {v: _summary(v, step_s[v], parts[v], data_s[1:], tokens[1:], flops, rates)
+                           for v in variants}}
     text = json.dumps(result, indent=2)
     print(text)
     out = Path(args.json) if args.json else THROUGHPUT_JSON
     out.write_text(text + "\n")
     return result
+
+
+def _summary(v, step_s, parts, data_s, tokens, flops, rates) -> dict:
+    """tokens/s, the share of the fp32 matmul rate (median over steps of each step's FLOP rate over the
+    matmul rate measured beside it) and where the step's time goes (medians, as shares of the median step)."""
+    import statistics
+
+    per_token = statistics.median(step_s)
+    shares = [flops["total"] / s / 1e9 / r for s, r in zip(step_s, rates["float32"])]
+    prof = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    prof["data"] = statistics.median(d / n for d, n in zip(data_s, tokens))
+    # an estimate, not a measurement: the layers' matrix products at the measured matmul rate of the dtype
+    rate = statistics.median(rates["bfloat16" if v == "bf16" else "float32"])
+    prof["layer_products_at_matmul_rate"] = flops["layers"] / (rate * 1e9)
+    prof["rest"] = per_token - sum(prof.values())
+    out = {"tokens_per_s": 1 / per_token, "useful_gflops": flops["total"] / per_token / 1e9,
+           "share_of_fp32_matmul_rate": statistics.median(shares), "share_per_step": shares,
+           "share_of_step": {k: x / per_token for k, x in prof.items()}}
+    print(f"{v}: {out['tokens_per_s']:.0f} tokens/s, {out['useful_gflops']:.1f} GFLOP/s, "
+          f"{out['share_of_fp32_matmul_rate']:.0%} of the fp32 matmul rate", file=sys.stderr)
+    return out
 
 
 def _scaled(loss_n):
@@ -293,6 +301,7 @@ def main(argv=None):
                                                                "CPUs without AVX512-BF16 or AMX)")
     ap.add_argument("--json", help="also write the result here")
     ap.add_argument("--sentences", type=int, default=20000, help="--throughput: WikiText-2 sentences read")
+    ap.add_argument("--throughput-config", default="mini", help=f"--throughput: one of {sorted(CONFIGS)}")
     ap.add_argument("--throughput", action="store_true",
                     help="measure the training step's share of the fp32 matmul rate instead")
     args = ap.parse_args(argv)

@@ -37,7 +37,11 @@ def main(argv):
     if len(argv) != 3:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    old, new = (json.load(open(p, encoding="utf-8")) for p in argv[1:])
+    try:
+        old, new = (json.load(open(p, encoding="utf-8")) for p in argv[1:])
+    except (OSError, ValueError) as e:
+        print(f"{sys.argv[0]}: cannot read {getattr(e, 'filename', None) or 'a results file'}: {e}", file=sys.stderr)
+        return 2
     diff = list(differences(old, new))
     for line in diff:
         print(line)
