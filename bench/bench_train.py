@@ -8,6 +8,12 @@ them alike; medians and the ratios to fp32 through the logits are reported. Prin
 --json).
 
     .venv/bin/python bench/bench_train.py [--steps 5] [--threads 2] [--precisions fp32,bf16] [--json out.json]
+
+``--throughput``: tokens/s of the real training step (``lm.loop.take_step`` on WikiText-2 sentence lengths, the
+mini recipe's base configuration) against the model's fp32 FLOPs per token and the machine's measured fp32
+``torch.mm`` rate on the step's own shapes, with where the rest of the step goes; writes
+bench/results/train_throughput.json. The machine may be shared: steps of the variants alternate, medians are
+reported, and ratios are what compares across runs.
 """
 
 from __future__ import annotations
@@ -78,6 +84,217 @@ def measure(name, path, vocab_size, steps, row_len, precisions):
     return out
 
 
+THROUGHPUT_JSON = REPO / "bench/results/train_throughput.json"
+WIKITEXT = Path(os.environ.get("ASR_LM_QUANT_WIKITEXT2", REPO.parent / "shared/data/wikitext-2"))
+
+
+def wikitext_plan(opts, vocab_size: int, sentences: int, tmp: Path):
+    """A training batch plan over the first ``sentences`` sentences of WikiText-2's training text (paragraphs
+    split at full stops), with its ``vocab_size - 3`` most frequent words: real sentence lengths and ids."""
+    import collections
+    import lzma
+
+    from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+    from asr_lm_quant.text.vocab import Vocabulary
+
+    sents = []
+    with lzma.open(WIKITEXT / "train.txt.xz", "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.strip().startswith("="):
+                sents += [s.strip() + " ." for s in line.split(" . ") if len(s.split()) > 1]
+            if len(sents) >= sentences:
+                break
+    sents = sents[:sentences]
+    (tmp / "train.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
+    counts = collections.Counter(w for s in sents for w in s.split())
+    words = ["<s>", "</s>", "<unk>"] + [w for w, _ in counts.most_common() if w not in ("<s>", "</s>", "<unk>")]
+    vocab = Vocabulary(words[:vocab_size])
+    enc = encode_file(tmp / "train.txt", vocab)
+    return BatchPlan(sequences(enc, vocab.bos, opts.max_len), opts.tokens_per_batch, seed=opts.seed), len(vocab)
+
+
+def flops_per_token(cfg, mean_len: float) -> dict:
+    """fp32 FLOPs of one training token (forward + backward = 3 x forward): 6 per weight of every matrix
+    product (the layers' and the output layer's; the embedding is a lookup) and the causal attention's
+    products, 2 x 2 x (t + 1) x d per layer forward at position t, i.e. 2 (T + 1) d on average."""
+    d, f, L, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
+    layer_weights = L * (4 * d * d + 2 * d * f)
+    out = {"layers": 6 * layer_weights, "output_layer": 6 * d * V, "attention": 3 * L * 2 * (mean_len + 1) * d}
+    out["total"] = sum(out.values())
+    return out
+
+
+def matmul_shapes(cfg, rows: int, chunk: int) -> list[tuple]:
+    """The matrix products of one training step as ``(m, k, n, times)``: each layer product forward and its two
+    backward products ([N, in] x [in, out], [N, out] x [out, in], [out, N] x [N, in]), and the output layer's,
+    a chunk of positions at a time."""
+    d, f, V, N = cfg.d_model, cfg.d_ff, cfg.vocab_size, rows
+    shapes = []
+    for i, o in ((d, 3 * d), (d, d), (d, f), (f, d)):
+        shapes += [(N, i, o, cfg.n_layers), (N, o, i, cfg.n_layers), (o, N, i, cfg.n_layers)]
+    k = max(1, N // chunk)
+    return shapes + [(chunk, d, V, k), (chunk, V, d, k), (V, chunk, d, k)]
+
+
+def matmul_seconds(shapes, dtype) -> tuple[float, float]:
+    """``(FLOPs, seconds)`` of ``torch.mm`` over ``shapes`` (each timed once after a warm-up call), weighted as
+    the step uses them."""
+    flops = secs = 0.0
+    for m, k, n, times in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        torch.mm(a, b)
+        secs += timed(lambda: torch.mm(a, b)) * times
+        flops += 2 * m * k * n * times
+    return flops, secs
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
+    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    return (f"{names[0] if names else 'unknown CPU'}, {len(names) or os.cpu_count()} cores"
+            f"{', avx512_bf16' if 'avx512_bf16' in flags else ''}{', amx' if 'amx_bf16' in flags else ''}")
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def parts_of_step(model, opt, batch, opts, bf16: bool) -> dict:
+    """Seconds of the step's parts, each measured alone on ``batch``: the output layer fused with its loss
+    (forward + backward), the attention products (scaled dot-product attention forward + backward, all
+    layers; and beside it the same without attention dropout), and the optimizer (clipping + the update, on the gradients of a real backward)."""
+    import torch.nn.functional as F
+
+    from asr_lm_quant.lm.loop import autocast, lm_loss
+    from asr_lm_quant.lm.model import output_loss
+
+    B, T = batch.inputs.shape
+    cfg = model.cfg
+    hidden = torch.randn(B, T, cfg.d_model, requires_grad=True)
+
+    def output():
+        with autocast("cpu", bf16):
+            loss = output_loss(model.out, hidden, batch.targets)
+        loss.backward()
+
+    dt = torch.bfloat16 if bf16 else torch.float32
+    q, k, v = (torch.randn(B, cfg.n_heads, T, cfg.d_model // cfg.n_heads, dtype=dt, requires_grad=True)
+               for _ in range(3))
+
+    def attention(dropout=cfg.dropout):
+        for _ in range(cfg.n_layers):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout).sum().backward()
+
+    opt.zero_grad(set_to_none=True)
+    loss, n = lm_loss(model, batch, "cpu", bf16)
+    (loss / n).backward()
+
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_norm)
+        opt.step()
+    # attention dropout keeps the CPU off the fused attention kernel: its cost, measured beside (not in the sum)
+    return {"output_layer_and_softmax": timed(output), "attention": timed(attention), "optimizer": timed(update),
+            "attention_without_dropout": timed(lambda: attention(0.0))}
+
+
+def run_throughput(args) -> dict:
+    """tokens/s of the training step (fp32 and bf16 autocast, steps alternating) and its share of the fp32
+    matmul rate; where the fp32 step's time goes."""
+    import datetime
+    import statistics
+    import tempfile
+
+    from asr_lm_quant.lm.loop import StepSpec, lm_loss, step_seed, take_step
+    from asr_lm_quant.lm.model import LMConfig, TransformerLM
+    from asr_lm_quant.lm.optim import build_optimizer, lr_at
+    from asr_lm_quant.lm.options import load_train_config
+    from asr_lm_quant.lm.output_loss import CHUNK_ROWS
+
+    path, vocab_size = CONFIGS[args.throughput_config]
+    model_cfg, opts = load_train_config(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        plan, vocab_size = wikitext_plan(opts, vocab_size, args.sentences, Path(tmp))
+    torch.manual_seed(0)
+    cfg = LMConfig(vocab_size=vocab_size, **model_cfg)
+    model = TransformerLM(cfg).train()
+    opt = build_optimizer(model, opts)
+    variants = args.precisions.split(",")
+    step_s = {v: [] for v in variants}
+    parts = {v: [] for v in variants}
+    data_s, tokens, lengths = [], [], []
+    rates = {"float32": [], "bfloat16": []}  # measured between the steps: the machine's load changes
+    shapes = matmul_shapes(cfg, opts.tokens_per_batch, CHUNK_ROWS)
+    it = plan.iterate(0)
+    for i in range(args.steps + 1):
+        t = time.perf_counter()
+        _, batch = next(it)
+        data_s.append(time.perf_counter() - t)
+        tokens.append(batch.tokens)
+        lengths.append(batch.inputs.shape[1])
+        for v in variants:
+            bf16 = v == "bf16"
+            spec = StepSpec(opt, lambda b, step, bf16=bf16: _scaled(lm_loss(model, b, "cpu", bf16)),
+                            lambda step: [lr_at(step, 1000, opts)] * len(opt.param_groups),
+                            list(model.parameters()), opts.clip_norm,
+                            seed=lambda step: torch.manual_seed(step_seed(opts.seed, step, 0)))
+            took = timed(lambda: take_step(spec, batch, i))
+            if i and v == variants[0]:
+                for dt in (torch.float32, torch.bfloat16):
+                    flops_mm, secs_mm = matmul_seconds(shapes, dt)
+                    rates[str(dt).replace("torch.", "")].append(flops_mm / secs_mm / 1e9)
+            if i:  # the first step warms up allocators and kernels
+                step_s[v].append(took / batch.tokens)  # seconds per token: batches differ in size
+                parts[v].append({k: x / batch.tokens for k, x in parts_of_step(model, opt, batch, opts,
+                                                                                bf16).items()})
+    mean_len = statistics.mean(lengths[1:])
+    flops = flops_per_token(cfg, mean_len)
+    result = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "note": "a shared 2-core machine: other work ran beside this; compare the ratios, not the rates",
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "config": str(path.relative_to(REPO)),
+              "data": f"WikiText-2 train, first {args.sentences} sentences, {vocab_size} words",
+              "parameters": model.num_parameters(), "steps": args.steps,
+              "median_batch_tokens": int(statistics.median(tokens[1:])), "mean_row_len": mean_len,
+              "fp32_flops_per_token": flops, "matmul_gflops": {k: statistics.median(r) for k, r in rates.items()},
+              "variants": {v: _summary(v, step_s[v], parts[v], data_s[1:], tokens[1:], flops, rates)
+                           for v in variants}}
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = Path(args.json) if args.json else THROUGHPUT_JSON
+    out.write_text(text + "\n")
+    return result
+
+
+def _summary(v, step_s, parts, data_s, tokens, flops, rates) -> dict:
+    """tokens/s, the share of the fp32 matmul rate (median over steps of each step's FLOP rate over the
+    matmul rate measured beside it) and where the step's time goes (medians, as shares of the median step)."""
+    import statistics
+
+    per_token = statistics.median(step_s)
+    shares = [flops["total"] / s / 1e9 / r for s, r in zip(step_s, rates["float32"])]
+    prof = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    no_dropout = prof.pop("attention_without_dropout")
+    prof["data"] = statistics.median(d / n for d, n in zip(data_s, tokens))
+    # an estimate, not a measurement: the layers' matrix products at the measured matmul rate of the dtype
+    rate = statistics.median(rates["bfloat16" if v == "bf16" else "float32"])
+    prof["layer_products_at_matmul_rate"] = flops["layers"] / (rate * 1e9)
+    prof["rest"] = per_token - sum(prof.values())
+    out = {"tokens_per_s": 1 / per_token, "useful_gflops": flops["total"] / per_token / 1e9,
+           "share_of_fp32_matmul_rate": statistics.median(shares), "share_per_step": shares,
+           "share_of_step": {k: x / per_token for k, x in prof.items()},
+           "attention_without_dropout_share_of_step": no_dropout / per_token}
+    print(f"{v}: {out['tokens_per_s']:.0f} tokens/s, {out['useful_gflops']:.1f} GFLOP/s, "
+          f"{out['share_of_fp32_matmul_rate']:.0%} of the fp32 matmul rate", file=sys.stderr)
+    return out
+
+
+def _scaled(loss_n):
+    loss, n = loss_n
+    return loss / n, loss.detach(), n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=5, help="timed steps per mode (after one warm-up step)")
@@ -87,8 +304,14 @@ def main(argv=None):
     ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (bf16 is emulated and slow on "
                                                                "CPUs without AVX512-BF16 or AMX)")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--sentences", type=int, default=20000, help="--throughput: WikiText-2 sentences read")
+    ap.add_argument("--throughput-config", default="mini", help=f"--throughput: one of {sorted(CONFIGS)}")
+    ap.add_argument("--throughput", action="store_true",
+                    help="measure the training step's share of the fp32 matmul rate instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.throughput:
+        return run_throughput(args)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     result = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count(),
               "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags, "results": {}}

@@ -29,7 +29,7 @@ def latest_step(out):
         name = latest.read_text().strip()
     except FileNotFoundError:
         return 0
-    return int(name.split("-")[-1]) if name.startswith("step-") else 0
+    return int(name.split("-")[-1]) if name.startswith("ckpt-") else 0
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import pytest
@@ -7,12 +8,13 @@ from safetensors.torch import load_file
 
 from asr_lm_quant.cli import main
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from asr_lm_quant.lm.checkpoint import (latest_checkpoint, load_checkpoint, optimizer_from_tensors,
+                                        optimizer_to_tensors, read_progress, read_state, save_checkpoint)
 from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.files import load_lm
-from asr_lm_quant.lm.loop import train_loop
+from asr_lm_quant.lm.loop import StepSpec, fit, train_loop
 from asr_lm_quant.lm.model import LMConfig, TransformerLM
-from asr_lm_quant.lm.optim import build_optimizer, lr_at
+from asr_lm_quant.lm.optim import build_optimizer, lr_at, warmup_cosine
 from asr_lm_quant.lm.options import TrainOptions, load_train_config
 from asr_lm_quant.lm.ppl import perplexity
 from asr_lm_quant.lm.train import train
@@ -45,8 +47,8 @@ def test_resume_reaches_same_weights(data, tmp_path):
     assert train(cfg, tr, va, words, tmp_path / "b", max_steps_this_run=3) == {"done": False, "step": 3}
     assert train(cfg, tr, va, words, tmp_path / "b", max_steps_this_run=9) == {"done": False, "step": 12}
     ck = tmp_path / "b/checkpoints"
-    shutil.rmtree(ck / "step-00000012")
-    (ck / "latest").write_text("step-00000010\n")
+    shutil.rmtree(ck / "ckpt-00000012")
+    (ck / "latest").write_text("ckpt-00000010\n")
     resumed = train(cfg, tr, va, words, tmp_path / "b")
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys()
@@ -80,26 +82,35 @@ def test_early_stopping_and_plateau(data, tmp_path):
     assert r["epochs"] < 30
 
 
-def test_hooks_are_called(data):
+def test_fit_runs_the_step_spec_hooks_and_stops_when_told(data):
     cfg, tr, va, words = data
     vocab = Vocabulary.load(words)
     model_cfg, opts = load_train_config(cfg)
     model = TransformerLM(LMConfig(vocab_size=len(vocab), **model_cfg))
-    opts.max_epochs = 1
     plan = BatchPlan(sequences(encode_file(tr, vocab), vocab.bos, opts.max_len), opts.tokens_per_batch)
-    seen = []
     target = model.layers[0].ff.fc1.weight
+    seen, lrs, saved = [], [], []
+    opt = build_optimizer(model, opts)
 
-    def extra_loss(m, batch, step):
-        return 100.0 * m.layers[0].ff.fc1.weight.pow(2).sum()
+    def loss(batch, step):  # a penalty beside the LM loss, as quantization methods add theirs
+        lm = model(batch.inputs, targets=batch.targets)
+        return lm / batch.tokens + 100.0 * target.pow(2).sum(), lm, batch.tokens
 
-    def after_step(m, step):
+    def after_step(step):
         seen.append(step)
+        lrs.append([g["lr"] for g in opt.param_groups])
 
+    def on_step(step, batch, out):
+        assert out["tokens"] == batch.tokens and out["grad_norm"] is not None
+        return step % 2 == 1, step == 5
+
+    spec = StepSpec(opt, loss, lambda step: [0.01 * (step + 1), 0.02], list(model.parameters()), 1.0, after_step)
     before = target.detach().norm().item()
-    p = train_loop(model, build_optimizer(model, opts), plan, opts, extra_loss=extra_loss, after_step=after_step)
-    assert seen == list(range(len(plan))) and p["done"]
-    assert target.detach().norm().item() < 0.9 * before  # the penalty pulled the weights down
+    nxt = fit(spec, (b for _, b in plan.iterate(0)), 3, on_step, save=saved.append)
+    # steps 3..5; checkpoints (numbered by the steps done) after steps 3 and 5
+    assert nxt == 6 and seen == [3, 4, 5] and saved == [4, 6]
+    assert lrs == [[pytest.approx(0.04), 0.02], [pytest.approx(0.05), 0.02], [pytest.approx(0.06), 0.02]]
+    assert target.detach().norm().item() < before  # the penalty pulled the weights down
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
@@ -122,6 +133,39 @@ def test_optimizer_state_roundtrip(name):
             torch.testing.assert_close(v, s2["state"][pid][k], atol=0, rtol=0)
 
 
+def test_one_checkpoint_format(tmp_path):
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_heads=2, d_ff=8, n_layers=1))
+    opt = build_optimizer(model, TrainOptions())
+    model(torch.randint(0, 10, (2, 5))).sum().backward()
+    opt.step()
+    extra = {"scale/w": torch.tensor([0.5, 2.0]), "rng": torch.get_rng_state()}
+    root = tmp_path / "checkpoints"
+    for n in (3, 7):
+        save_checkpoint(root, n, {"step": n, "note": "x"}, model=model, optimizer=opt, tensors=extra, keep=2)
+    save_checkpoint(root, 8, {"step": 8}, tensors=extra, model_from=root / "ckpt-00000007", keep=2)
+    path = latest_checkpoint(root)
+    assert path.name == "ckpt-00000008" and (root / "latest").read_text() == "ckpt-00000008\n"
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt-00000007", "ckpt-00000008", "latest"]
+    # safetensors and JSON only: nothing to unpickle
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "progress.json", "state.safetensors"]
+    assert read_progress(path) == {"step": 8}
+    assert read_state(path).keys() == extra.keys()
+    torch.testing.assert_close(read_state(path)["scale/w"], extra["scale/w"])
+    fresh = TransformerLM(LMConfig(vocab_size=10, d_model=8, n_heads=2, d_ff=8, n_layers=1))
+    opt2 = build_optimizer(fresh, TrainOptions())
+    assert load_checkpoint(root / "ckpt-00000007", fresh, opt2) == {"step": 7, "note": "x"}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, atol=0, rtol=0)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    (path / "state.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(InputError, match="cannot restore checkpoint"):
+        read_state(path)
+    (root / "latest").write_text("ckpt-00000099\n")
+    with pytest.raises(InputError, match="missing or incomplete"):
+        latest_checkpoint(root)
+
+
 def test_schedules():
     o = TrainOptions(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
     assert lr_at(0, 110, o) == pytest.approx(0.1)
@@ -132,6 +176,19 @@ def test_schedules():
     assert lr_at(50, 100, o, plateau_scale=0.25) == 0.25
     o = TrainOptions(lr=1.0, warmup_steps=4, schedule="inv_sqrt")
     assert lr_at(15, 100, o) == pytest.approx(0.5)
+
+
+def test_one_cosine_for_lm_training_and_fine_tuning():
+    # LM training: the cosine starts after the warm-up and ends at min_lr_ratio
+    o = TrainOptions(lr=2.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    for step in (0, 5, 10, 37, 109, 110):
+        assert lr_at(step, 110, o) == warmup_cosine(2.0, step, 110, 10, 0.1)
+    assert warmup_cosine(2.0, 60, 110, 10, 0.1) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
+    # fine-tuning: the cosine runs from step 0 under the warm-up, to 0 at the end
+    assert warmup_cosine(1.0, 0, 100, 10, decay_start=0) == pytest.approx(0.1)
+    assert warmup_cosine(1.0, 50, 100, 10, decay_start=0) == pytest.approx(0.5)
+    assert warmup_cosine(1.0, 5, 100, 0, decay_start=0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert warmup_cosine(1.0, 100, 100, 10, decay_start=0) == 0.0
 
 
 def test_config_errors(tmp_path):

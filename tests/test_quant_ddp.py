@@ -25,6 +25,9 @@ METHODS = {
     "admm": ["--method", "admm", "--bits", "2", "--project-every", "3", "--final-steps", "3"],
     "hessian": ["--method", "hessian", "--budget-bits", "2", "--hessian-max-samples", "5",
                 "--hessian-batches", "3", "--hessian-tol", "0", "--project-every", "3"],
+    # the architecture logits are trained beside the model's weights: DDP all-reduces their gradients too
+    "search": ["--method", "search", "--budget-bits", "3", "--gumbel", "--plan-trainer", "ste",
+               "--search-steps", "6"],
 }
 
 
@@ -70,6 +73,10 @@ def test_two_processes_match_one(repo_dir, tiny, tmp_path, method):
     assert rd["plan_bits"] == r1["plan_bits"]
     assert rd["valid_ppl"] == pytest.approx(r1["valid_ppl"], rel=1e-3)
     assert rd["record"]["train"][-1]["loss"] == pytest.approx(r1["record"]["train"][-1]["loss"], rel=1e-3)
+    if method == "search":
+        ls2, ls1 = rd["record"]["search"]["logits"], r1["record"]["search"]["logits"]
+        for n, v in ls1.items():
+            assert ls2[n] == pytest.approx(v, rel=1e-3, abs=1e-5), n
     if method == "hessian":  # the samples are shared out, not changed: the same estimate, the same stop
         h2, h1 = rd["record"]["hessian"], r1["record"]["hessian"]
         assert h2["samples"] == h1["samples"] == 5

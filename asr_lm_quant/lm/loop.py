@@ -1,11 +1,13 @@
-"""The reusable training loop: loss, validation, checkpoints, early stopping, logging, DDP.
+"""The one training loop, of LM training and of quantization fine-tuning, and LM training on top of it.
 
-:func:`train_loop` is what ``asr-lm-quant train`` runs and what quantization-aware training reuses:
-``extra_loss(model, batch, step) -> tensor`` adds terms to the LM loss (e.g. an ADMM penalty),
-``after_step(model, step)`` runs after each optimizer step (e.g. a projection), and ``extra_state``
-(an object with ``state_dict()`` / ``load_state_dict()`` of tensors) is checkpointed with the model.
+:func:`fit` runs optimizer steps: a :class:`StepSpec` says what one step is (its loss, learning rates per
+parameter group, clipping, a hook after the update), the caller's ``on_step`` does the bookkeeping (logs,
+validation, when to checkpoint, when to stop) and ``save`` writes a checkpoint (``lm.checkpoint``).
+SIGINT/SIGTERM finish the step in progress, checkpoint and raise :class:`TrainingInterrupted`. Under
+``torchrun`` the loss comes from a DistributedDataParallel module, which all-reduces the gradients.
+:func:`train_loop` is LM training (``asr-lm-quant train``); ``quant.train`` drives the same loop.
 
-Determinism: the batch order depends only on (seed, epoch) and the dropout RNG is re-seeded from
+Determinism: the batch order depends only on (seed, epoch) and LM training re-seeds the dropout RNG from
 (seed, step, rank) before every step, so a run resumed from a checkpoint takes exactly the steps an
 uninterrupted run takes.
 """
@@ -19,7 +21,9 @@ import math
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -112,130 +116,207 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 257 + rank) % (2 ** 63)
 
 
+@dataclass
+class StepSpec:
+    """One optimizer step. ``loss(batch, step)`` returns ``(loss to minimise, LM loss for the log, tokens)``;
+    ``lrs(step)`` the learning rate of each parameter group; ``seed(step)`` (optional) seeds the step's
+    randomness; ``after_step(step)`` runs after the update (a projection, a dual update)."""
+    optimizer: torch.optim.Optimizer
+    loss: Callable
+    lrs: Callable[[int], list]
+    clip_params: list = field(default_factory=list)
+    clip_norm: float = 0.0
+    after_step: Callable | None = None
+    seed: Callable | None = None
+
+
+def take_step(spec: StepSpec, batch, step: int) -> dict:
+    """Learning rates, loss, backward, clipping, update, hook: ``{"lr", "lm", "tokens", "grad_norm"}``."""
+    if spec.seed is not None:
+        spec.seed(step)
+    lrs = spec.lrs(step)
+    for g, lr in zip(spec.optimizer.param_groups, lrs):
+        g["lr"] = lr
+    loss, lm, tokens = spec.loss(batch, step)
+    spec.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None
+    if spec.clip_norm > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(spec.clip_params, spec.clip_norm))
+    spec.optimizer.step()
+    if spec.after_step is not None:
+        spec.after_step(step)
+    return {"lr": lrs[0], "lm": lm, "tokens": tokens, "grad_norm": grad_norm}
+
+
+def fit(spec: StepSpec, batches, first_step: int, on_step, *, save=None, interrupted=None, bar=None,
+        world_size: int = 1, device="cpu") -> int:
+    """Train on ``batches`` from step ``first_step`` until they end or ``on_step`` says stop; returns the
+    number of the next step.
+
+    ``on_step(step, batch, out)`` (``out``: :func:`take_step`'s) returns ``(checkpoint now, stop)``;
+    ``save(steps_done)`` writes a checkpoint; ``interrupted(steps_done, signal_name)`` returns the message
+    of the :class:`TrainingInterrupted` raised after a signal (and the checkpoint it left)."""
+    stop = StopSignal()
+    step = first_step
+    try:
+        for batch in batches:
+            out = take_step(spec, batch, step)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            save_now, finish = on_step(step - 1, batch, out)
+            got_signal = stop.received(world_size, device)
+            if save is not None and (save_now or got_signal):
+                save(step)
+            if got_signal:
+                why = interrupted(step, stop.name) if interrupted is not None else ""
+                raise TrainingInterrupted(why or f"stopped by {stop.name} after step {step}")
+            if finish:
+                break
+    finally:
+        stop.restore()
+    return step
+
+
 def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: BatchPlan | None = None,
-               out_dir=None, progress: dict | None = None, extra_loss=None, after_step=None,
-               extra_state=None, device="cpu", rank: int = 0, world_size: int = 1, ddp_model=None,
-               max_steps_this_run: int = 0) -> dict:
-    """Train until ``opts.max_epochs``/``opts.max_steps``, early stopping, or ``max_steps_this_run``.
+               out_dir=None, progress: dict | None = None, device="cpu", rank: int = 0, world_size: int = 1,
+               ddp_model=None, max_steps_this_run: int = 0) -> dict:
+    """LM training until ``opts.max_epochs``/``opts.max_steps``, early stopping, or ``max_steps_this_run``.
 
     ``model`` is the bare TransformerLM, ``ddp_model`` its DistributedDataParallel wrapper (if any).
     ``out_dir`` receives ``checkpoints/``, ``checkpoints/best.safetensors`` and ``log/train.jsonl``
     (rank 0 only). Returns the progress dict (``done`` is False when stopped by ``max_steps_this_run``).
     """
+    run = _LMRun(model, optimizer, plan, opts, valid, out_dir, progress, device, rank, world_size,
+                 max_steps_this_run)
     net = ddp_model if ddp_model is not None else model
-    p = progress if progress is not None else new_progress()
-    steps_per_epoch = len(plan)
-    total_steps = opts.max_steps or sum(plan.num_batches(e) for e in range(opts.max_epochs))
-    out_dir = Path(out_dir) if out_dir is not None else None
-    ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
-    is_main = rank == 0
-    logf = None
-    if out_dir is not None and is_main:
-        (out_dir / "log").mkdir(parents=True, exist_ok=True)
-        logf = open(out_dir / "log" / "train.jsonl", "a", encoding="utf-8")
-        _log(logf, {"event": "start", "step": p["step"], "epoch": p["epoch"], "world_size": world_size,
-                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-    pbar = tqdm(total=total_steps, initial=p["step"], disable=not is_main, unit="step", mininterval=2.0,
-                dynamic_ncols=True, desc="train")
-    win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
-    win_log_z = 0.0
-    run_steps = 0
+    spec = StepSpec(optimizer, lambda batch, step: run.loss(net, batch), run.lr, list(model.parameters()),
+                    opts.clip_norm, seed=lambda step: torch.manual_seed(step_seed(opts.seed, step, rank)))
     model.train()
-    stop_signal = StopSignal()
     try:
+        fit(spec, run.batches(), run.p["step"], run.on_step, bar=run.pbar, world_size=world_size, device=device,
+            save=run.save if run.ckpt_root is not None else None, interrupted=run.interrupted)
+    finally:
+        run.close()
+    return run.p
+
+
+class _LMRun:
+    """The bookkeeping of LM training around :func:`fit`: epochs, the log, validation, early stopping,
+    checkpoints."""
+
+    def __init__(self, model, optimizer, plan, opts, valid, out_dir, progress, device, rank, world_size,
+                 max_steps_this_run):
+        self.model, self.optimizer, self.plan, self.opts, self.valid = model, optimizer, plan, opts, valid
+        self.device, self.rank, self.world_size = device, rank, world_size
+        self.max_steps_this_run, self.run_steps = max_steps_this_run, 0
+        self.p = p = progress if progress is not None else new_progress()
+        self.total_steps = opts.max_steps or sum(plan.num_batches(e) for e in range(opts.max_epochs))
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.ckpt_root = self.out_dir / "checkpoints" if self.out_dir is not None else None
+        self.logf = None
+        if self.out_dir is not None and rank == 0:
+            (self.out_dir / "log").mkdir(parents=True, exist_ok=True)
+            self.logf = open(self.out_dir / "log" / "train.jsonl", "a", encoding="utf-8")
+            _log(self.logf, {"event": "start", "step": p["step"], "epoch": p["epoch"], "world_size": world_size,
+                             "steps_per_epoch": len(plan), "total_steps": self.total_steps})
+        self.pbar = tqdm(total=self.total_steps, initial=p["step"], disable=rank != 0, unit="step",
+                         mininterval=2.0, dynamic_ncols=True, desc="train")
+        self._new_window()
+        self.k, self.epoch_len = 0, 0
+
+    def _new_window(self):
+        self.win_loss, self.win_tok, self.win_tokens_global, self.win_log_z = 0.0, 0, 0, 0.0
+        self.win_t0 = time.perf_counter()
+
+    def lr(self, step):
+        return [lr_at(step, self.total_steps, self.opts, self.p["lr_scale"])] * len(self.optimizer.param_groups)
+
+    def loss(self, net, batch):
+        scale = self.world_size / batch.global_tokens
+        if self.opts.self_norm_alpha > 0:
+            # self-normalisation: alpha * mean over real tokens of (log Z)^2 joins the cross entropy
+            loss_sum, log_z, n = lm_loss_with_log_z(net, batch, self.device, self.opts.bf16)
+            self.win_log_z += float(log_z.detach().abs().sum())
+            return (loss_sum + self_norm_penalty(log_z, self.opts.self_norm_alpha)) * scale, loss_sum, n
+        loss_sum, n = lm_loss(net, batch, self.device, self.opts.bf16)
+        return loss_sum * scale, loss_sum, n
+
+    def batches(self):
+        """This rank's batches from where the progress stands, epoch after epoch."""
+        p, opts = self.p, self.opts
         while not p["done"]:
             if p["epoch"] >= opts.max_epochs:
                 _finish(p, "max_epochs")
-                break
-            stop_run = False
-            epoch_len = plan.num_batches(p["epoch"])
-            if p["batch"] >= epoch_len:  # nothing left of this epoch
-                p["epoch"] += 1
-                p["batch"] = 0
+                return
+            self.epoch_len = self.plan.num_batches(p["epoch"])
+            if p["batch"] >= self.epoch_len:  # nothing left of this epoch
+                p["epoch"], p["batch"] = p["epoch"] + 1, 0
                 continue
-            for k, batch in plan.iterate(p["epoch"], p["batch"], rank, world_size):
-                step = p["step"]
-                torch.manual_seed(step_seed(opts.seed, step, rank))
-                lr = lr_at(step, total_steps, opts, p["lr_scale"])
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                if opts.self_norm_alpha > 0:
-                    # self-normalisation: alpha * mean over real tokens of (log Z)^2 joins the cross entropy
-                    loss_sum, log_z, n = lm_loss_with_log_z(net, batch, device, opts.bf16)
-                    loss = (loss_sum + self_norm_penalty(log_z, opts.self_norm_alpha)) * (world_size /
-                                                                                           batch.global_tokens)
-                    win_log_z += float(log_z.detach().abs().sum())
-                else:
-                    loss_sum, n = lm_loss(net, batch, device, opts.bf16)
-                    loss = loss_sum * (world_size / batch.global_tokens)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, batch, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = None
-                if opts.clip_norm > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_norm))
-                optimizer.step()
-                if after_step is not None:
-                    after_step(model, step)
-                p["step"] += 1
-                p["batch"] = k + 1
-                p["tokens"] += batch.global_tokens
-                run_steps += 1
-                win_loss += loss_sum.item()
-                win_tok += n
-                win_tokens_global += batch.global_tokens
-                pbar.update(1)
-                end_of_epoch = k + 1 == epoch_len
-                if p["step"] % opts.log_every == 0 or end_of_epoch:
-                    dt = time.perf_counter() - win_t0
-                    rec = {"event": "train", "step": p["step"], "epoch": p["epoch"], "lr": lr,
-                           "loss": win_loss / max(1, win_tok), "grad_norm": grad_norm,
-                           "tokens_per_s": win_tokens_global / dt if dt > 0 else None}
-                    if opts.self_norm_alpha > 0:
-                        rec["log_z_mean_abs"] = win_log_z / max(1, win_tok)
-                    pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s'] or 0:.0f}",
-                                     lr=f"{lr:.2e}")
-                    _log(logf, rec)
-                    win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
-                    win_log_z = 0.0
-                if end_of_epoch:
-                    p["epoch"] += 1
-                    p["batch"] = 0
-                evaluated = False
-                if valid is not None and (end_of_epoch or (opts.eval_every and p["step"] % opts.eval_every == 0)):
-                    _validate(model, valid, opts, p, out_dir, device, rank, world_size, logf, pbar)
-                    evaluated = True
-                if opts.max_steps and p["step"] >= opts.max_steps:
-                    _finish(p, "max_steps")
-                if end_of_epoch and p["epoch"] >= opts.max_epochs:
-                    _finish(p, "max_epochs")
-                if max_steps_this_run and run_steps >= max_steps_this_run and not p["done"]:
-                    stop_run = True
-                interrupted = stop_signal.received(world_size, device)
-                if ckpt_root is not None and (evaluated or p["done"] or stop_run or interrupted
-                                              or p["step"] % opts.checkpoint_every == 0):
-                    if is_main:
-                        save_checkpoint(ckpt_root, p["step"], model, optimizer, p, extra_state,
-                                        keep=opts.keep_checkpoints)
-                    if world_size > 1:
-                        dist.barrier()
-                if interrupted:
-                    where = f"; checkpoint at step {p['step']} in {ckpt_root}, the same command resumes" \
-                        if ckpt_root is not None else ""
-                    _log(logf, {"event": "interrupted", "step": p["step"], "signal": stop_signal.name})
-                    raise TrainingInterrupted(f"stopped by {stop_signal.name} after step {p['step']}{where}")
-                if p["done"] or stop_run or end_of_epoch:
+            epoch = p["epoch"]
+            for self.k, batch in self.plan.iterate(epoch, p["batch"], self.rank, self.world_size):
+                yield batch
+                if p["done"] or p["epoch"] != epoch:
                     break
-            if stop_run:
-                break
-    finally:
-        stop_signal.restore()
-        pbar.close()
-        if logf is not None:
-            _log(logf, {"event": "stop", "step": p["step"], "done": p["done"], "reason": p["stop_reason"]})
-            logf.close()
-    return p
+
+    def on_step(self, step, batch, out):
+        p, opts = self.p, self.opts
+        p["step"], p["batch"] = step + 1, self.k + 1
+        p["tokens"] += batch.global_tokens
+        self.run_steps += 1
+        self.win_loss += out["lm"].item()
+        self.win_tok += out["tokens"]
+        self.win_tokens_global += batch.global_tokens
+        end_of_epoch = self.k + 1 == self.epoch_len
+        if p["step"] % opts.log_every == 0 or end_of_epoch:
+            self._log_window(out)
+        if end_of_epoch:
+            p["epoch"], p["batch"] = p["epoch"] + 1, 0
+        evaluated = self.valid is not None and (end_of_epoch or (opts.eval_every
+                                                                 and p["step"] % opts.eval_every == 0))
+        if evaluated:
+            _validate(self.model, self.valid, opts, p, self.out_dir, self.device, self.rank, self.world_size,
+                      self.logf, self.pbar)
+        if opts.max_steps and p["step"] >= opts.max_steps:
+            _finish(p, "max_steps")
+        if end_of_epoch and p["epoch"] >= opts.max_epochs:
+            _finish(p, "max_epochs")
+        stop_run = bool(self.max_steps_this_run and self.run_steps >= self.max_steps_this_run and not p["done"])
+        save_now = evaluated or p["done"] or stop_run or p["step"] % opts.checkpoint_every == 0
+        return save_now, p["done"] or stop_run
+
+    def _log_window(self, out):
+        p, dt = self.p, time.perf_counter() - self.win_t0
+        rec = {"event": "train", "step": p["step"], "epoch": p["epoch"], "lr": out["lr"],
+               "loss": self.win_loss / max(1, self.win_tok), "grad_norm": out["grad_norm"],
+               "tokens_per_s": self.win_tokens_global / dt if dt > 0 else None}
+        if self.opts.self_norm_alpha > 0:
+            rec["log_z_mean_abs"] = self.win_log_z / max(1, self.win_tok)
+        self.pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s'] or 0:.0f}",
+                              lr=f"{out['lr']:.2e}")
+        _log(self.logf, rec)
+        self._new_window()
+
+    def save(self, steps_done):
+        if self.rank == 0:
+            save_checkpoint(self.ckpt_root, steps_done, self.p, model=self.model, optimizer=self.optimizer,
+                            keep=self.opts.keep_checkpoints)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def interrupted(self, steps_done, signal_name):
+        _log(self.logf, {"event": "interrupted", "step": steps_done, "signal": signal_name})
+        where = f"; checkpoint at step {steps_done} in {self.ckpt_root}, the same command resumes" \
+            if self.ckpt_root is not None else ""
+        return f"stopped by {signal_name} after step {steps_done}{where}"
+
+    def close(self):
+        self.pbar.close()
+        if self.logf is not None:
+            p = self.p
+            _log(self.logf, {"event": "stop", "step": p["step"], "done": p["done"], "reason": p["stop_reason"]})
+            self.logf.close()
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -3,9 +3,10 @@
 Every rank builds the same global batches and takes rows ``rank::world_size`` of each (``lm.data``). Its loss is
 its share of the global batch's (the data term scaled by ``tokens / global_tokens``, terms every rank computes
 alike, such as the ADMM penalty, by ``1 / world_size``), so the gradients summed over ranks are exactly those of
-the global batch. Every rank then takes the same optimizer step from the same summed gradients, and projections,
-scales and Lagrange multipliers computed from identical weights stay identical on all ranks without messages.
-Only rank 0 writes files.
+the global batch; DistributedDataParallel all-reduces them (``quant.train``). Every rank then takes the same
+optimizer step from the same gradients, and projections, scales and Lagrange multipliers computed from identical
+weights stay identical on all ranks without messages. The collectives here serve the rest: sums of statistics,
+random generator states gathered for a checkpoint, barriers. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -41,20 +42,6 @@ class Runtime:
             return b
         return replace(b, inputs=b.inputs.to(self.device, non_blocking=True),
                        targets=b.targets.to(self.device, non_blocking=True))
-
-    def sum_gradients(self, params) -> None:
-        """Sum the gradients of ``params`` over ranks (one flat all-reduce)."""
-        if not self.distributed:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
 
     def all_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over ranks (a copy, on this rank's CPU)."""

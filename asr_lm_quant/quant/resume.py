@@ -5,10 +5,11 @@ holds the phase in progress (its step, the weights it trains, the optimizer, the
 numbers, the batch position, every rank's random generators) and what each finished phase produced. Resuming
 restores all of it, so a resumed run takes exactly the steps of an uninterrupted one.
 
-``<out>/checkpoints/ckpt-000012/``: ``model.safetensors`` (the weights of phase ``progress["model_phase"]``),
-``optimizer.safetensors`` + ``optimizer.json``, ``state.safetensors`` (quantizer state, finished phases' tensors,
-random generator states), ``progress.json``. ``<out>/checkpoints/latest`` names the newest complete one. Nothing
-is pickled. The directory lives beside the staged outputs of ``quantize`` and is removed once they are written.
+The files are those of every training checkpoint (``lm.checkpoint``): ``<out>/checkpoints/ckpt-00000012/`` with
+``model.safetensors`` (the weights of phase ``progress["model_phase"]``), ``optimizer.safetensors`` +
+``optimizer.json``, ``state.safetensors`` (quantizer state, finished phases' tensors, random generator states),
+``progress.json``; ``<out>/checkpoints/latest`` names the newest complete one. Nothing is pickled. The
+directory lives beside the staged outputs of ``quantize`` and is removed once they are written.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from asr_lm_quant.lm.checkpoint import (checkpoint_name, latest_checkpoint, load_model_weights, load_optimizer,
+                                        read_progress, read_state, save_checkpoint)
 from asr_lm_quant.lm.data import BatchPlan
-from asr_lm_quant.lm.files import state_for_saving
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 
 
 class BatchStream:
@@ -94,13 +92,6 @@ class PhaseState:
         self.meta.update(meta)
 
 
-def load_weights(model, sd: dict) -> None:
-    if model.cfg.tie_embeddings:
-        sd.setdefault("out.weight", sd.get("embed.weight"))
-    with torch.no_grad():
-        model.load_state_dict(sd)
-
-
 class Checkpoints:
     """The checkpoints of one run in ``root``; ``run`` (a JSON-able dict) identifies the run.
 
@@ -118,16 +109,10 @@ class Checkpoints:
     def load(self, discard_other: bool = False) -> bool:
         """Read the newest checkpoint, if any; True if there is one to resume. One of another run is an error,
         or with ``discard_other`` removed."""
-        latest = self.root / LATEST
-        if not latest.exists():
+        path = latest_checkpoint(self.root)
+        if path is None:
             return False
-        path = self.root / latest.read_text().strip()
-        try:
-            progress = json.loads((path / "progress.json").read_text())
-            tensors = load_file(str(path / "state.safetensors"))
-        except (OSError, ValueError) as e:
-            raise InputError(path, f"cannot read the quantization checkpoint ({e}); delete {self.root} to start "
-                                   "afresh") from None
+        progress, tensors = read_progress(path), read_state(path)
         old = json.loads(json.dumps(progress.get("run")))
         if old != json.loads(json.dumps(self.run)):
             if discard_other:
@@ -163,7 +148,7 @@ class Checkpoints:
         """Load the checkpoint's weights into ``model`` if they are those of ``phase``."""
         if self.path is None or self.progress["model_phase"] != phase:
             return False
-        load_weights(model, load_file(str(self.path / "model.safetensors")))
+        load_model_weights(self.path, model)
         return True
 
     def restore(self, phase: str, model, optimizer, state: PhaseState | None, stream: BatchStream):
@@ -173,8 +158,7 @@ class Checkpoints:
             return None
         device = self.rt.device
         self.load_model_of(phase, model)
-        optimizer_from_tensors(optimizer, load_file(str(self.path / "optimizer.safetensors")),
-                               json.loads((self.path / "optimizer.json").read_text()))
+        load_optimizer(self.path, optimizer)
         if state is not None:
             mine = {k[len("state/"):]: v for k, v in self._tensors.items() if k.startswith("state/")}
             state.load(mine, cur["meta"], device)
@@ -212,33 +196,13 @@ class Checkpoints:
 
     def _write(self, model, model_phase, optimizer, tensors, current, keep_model=False) -> Path | None:
         self.progress.update(current=current, seq=self.progress["seq"] + 1, model_phase=model_phase)
-        name = f"ckpt-{self.progress['seq']:06d}"
         final = None
         if self.rt.is_main:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            if model is not None:
-                save_file(state_for_saving(model), str(tmp / "model.safetensors"))
-            elif keep_model and self.path is not None and (self.path / "model.safetensors").exists():
-                shutil.copyfile(self.path / "model.safetensors", tmp / "model.safetensors")
-            if optimizer is not None:
-                opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-                save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-                (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
-            save_file({**tensors, **self.done_tensors}, str(tmp / "state.safetensors"))
-            (tmp / "progress.json").write_text(json.dumps(self.progress, indent=1))
-            final = self.root / name
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            with atomic_open(self.root / LATEST) as f:
-                f.write(name + "\n")
-            for old in self.root.glob("ckpt-*"):
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
+            final = save_checkpoint(self.root, self.progress["seq"], self.progress, model=model, optimizer=optimizer,
+                                    tensors={**tensors, **self.done_tensors},
+                                    model_from=self.path if keep_model else None)
         self.rt.barrier()
-        self.path = self.root / name
+        self.path = self.root / checkpoint_name(self.progress["seq"])
         return final
 
     def remove(self) -> None:

@@ -20,7 +20,8 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
-from asr_lm_quant.lm.loop import TrainingInterrupted, StopSignal, autocast, step_seed
+from asr_lm_quant.lm.loop import StepSpec, autocast, fit, step_seed
+from asr_lm_quant.lm.optim import warmup_cosine
 from asr_lm_quant.lm.model import final_hidden
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import BatchStream, PhaseState
@@ -86,15 +87,32 @@ def evaluate_ppl(model, plan: BatchPlan, bf16: bool = False) -> dict:
     return {"loss": total / n, "ppl": math.exp(total / n), "tokens": n}
 
 
+class _Objective(torch.nn.Module):
+    """The trained parameters (the model's and a method's own, e.g. scales or architecture logits) and the
+    method's loss, as one module: under ``torchrun`` DistributedDataParallel wraps it and all-reduces every
+    gradient. DDP averages over ranks while each rank's loss is its share of the global batch's, so the loss
+    is scaled by the number of ranks."""
+
+    def __init__(self, model, extra_params, loss_fn, world_size: int):
+        super().__init__()
+        self.model, self.extra = model, torch.nn.ParameterList(extra_params or [])
+        self.loss_fn, self.world_size = loss_fn, world_size
+
+    def forward(self, b):
+        loss, lm = self.loss_fn(b)
+        return (loss * self.world_size if self.world_size > 1 else loss), lm
+
+
 def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, after_step=None,
               desc: str = "finetune", extra_params=None, extra_lr: float | None = None,
               stream=None, rt: Runtime = LOCAL, phase: str | None = None,
               state: PhaseState | None = None) -> list[dict]:
-    """Adam on ``params`` (and ``extra_params`` at ``extra_lr``) for ``opts.steps`` steps of ``loss_fn(batch)``.
+    """Adam on ``params`` (and ``extra_params`` at ``extra_lr``) for ``opts.steps`` steps of ``loss_fn(batch)``,
+    through the one training loop (``lm.loop.fit``) and its warm-up + cosine schedule (decaying to 0 from step 0).
 
     ``loss_fn`` returns ``(total loss, lm loss)``; ``after_step(step)`` runs after each update; ``stream``
     (default: a fresh :func:`batch_stream`) lets a second phase go on where the first one stopped.
-    ``rt``: device and ranks (gradients summed over ranks before each step). With ``rt.checkpoints`` and a
+    ``rt``: device and ranks (DistributedDataParallel under ``torchrun``). With ``rt.checkpoints`` and a
     ``phase`` name, the loop resumes that phase from a checkpoint, checkpoints every ``checkpoints.every``
     steps, and on SIGINT/SIGTERM checkpoints after the step in progress and raises ``TrainingInterrupted``;
     ``state`` holds the method's variables that go into the checkpoint."""
@@ -107,54 +125,66 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
     torch.manual_seed(opts.seed if rt.rank == 0 else step_seed(opts.seed, 0, rt.rank))
     stream = stream if stream is not None else batch_stream(train, rt)
     ckpts = rt.checkpoints if phase is not None else None
-    hist, start, window = [], 0, [0.0, 0]
+    run = _PhaseRun(opts, rt, desc)
     if ckpts is not None:
         cur = ckpts.restore(phase, model, opt, state, stream)
         if cur is not None:
-            hist, start, window = cur["hist"], cur["step"], cur["window"]
-    every = [p for g in groups for p in g["params"]]
+            run.hist, run.start, (run.win, run.win_tok) = cur["hist"], cur["step"], cur["window"]
+    objective_module = _Objective(model, extra_params, loss_fn, rt.world_size)
+    net = objective_module
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(objective_module, device_ids=[rt.device.index] if rt.device.type == "cuda"
+                                      else None)
+
+    def loss(b, step):
+        total, lm = net(b)
+        return total, lm, b.tokens
+
+    spec = StepSpec(opt, loss, lambda step: [warmup_cosine(lr, step, opts.steps, opts.warmup, decay_start=0)
+                                             for lr in base_lrs],
+                    groups[0]["params"], opts.clip_norm, after_step)
+    save = interrupted = None
+    if ckpts is not None:
+        def save(steps_done):
+            ckpts.save(phase, steps_done, model, opt, state, stream, run.hist, [run.win, run.win_tok])
+
+        def interrupted(steps_done, signal_name):
+            return (f"stopped by {signal_name} after {desc} step {steps_done}; checkpoint in {ckpts.root}, "
+                    "the same command resumes")
     model.train()
-    win, win_tok = window
-    t0 = time.perf_counter()
-    stop = StopSignal() if ckpts is not None else None
+    bar = tqdm(desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True, initial=run.start, total=opts.steps,
+               disable=not rt.is_main)
     try:
-        for step in tqdm(range(start, opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True,
-                         initial=start, total=opts.steps, disable=not rt.is_main):
-            b = rt.batch(next(stream))
-            warm = min(1.0, (step + 1) / max(1, opts.warmup))
-            decay = 0.5 * (1 + math.cos(math.pi * step / max(1, opts.steps)))  # cosine to 0: W settles on Q
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * warm * decay
-            loss, lm = loss_fn(b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            rt.sum_gradients(every)
-            if opts.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(groups[0]["params"], opts.clip_norm)
-            opt.step()
-            if after_step is not None:
-                after_step(step)
-            win += float(lm) * b.tokens
-            win_tok += b.tokens
-            if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
-                dt = time.perf_counter() - t0
-                win, win_tok = rt.all_sum(torch.tensor([win, win_tok], dtype=torch.float64)).tolist() \
-                    if rt.distributed else (win, win_tok)
-                hist.append({"step": step + 1, "loss": win / win_tok, "tokens_per_s": win_tok / dt})
-                log.debug("%s step %d loss %.4f", desc, step + 1, win / win_tok)
-                win, win_tok, t0 = 0.0, 0, time.perf_counter()
-            if ckpts is not None:
-                interrupted = stop.received(rt.world_size, rt.device)
-                if interrupted or (ckpts.due(step + 1) and step + 1 < opts.steps):
-                    ckpts.save(phase, step + 1, model, opt, state, stream, hist, [win, win_tok])
-                if interrupted:
-                    raise TrainingInterrupted(f"stopped by {stop.name} after {desc} step {step + 1}; checkpoint in "
-                                              f"{ckpts.root}, the same command resumes")
+        fit(spec, (rt.batch(next(stream)) for _ in range(run.start, opts.steps)), run.start,
+            lambda step, b, out: run.on_step(step, out, ckpts), save=save, interrupted=interrupted, bar=bar,
+            world_size=rt.world_size, device=rt.device)
     finally:
-        if stop is not None:
-            stop.restore()
+        bar.close()
     model.eval()
-    return hist
+    return run.hist
+
+
+class _PhaseRun:
+    """The history of a fine-tuning phase: the LM loss per ``log_every`` steps (summed over ranks)."""
+
+    def __init__(self, opts, rt, desc):
+        self.opts, self.rt, self.desc = opts, rt, desc
+        self.hist, self.start, self.win, self.win_tok = [], 0, 0.0, 0
+        self.t0 = time.perf_counter()
+
+    def on_step(self, step, out, ckpts):
+        self.win += float(out["lm"]) * out["tokens"]
+        self.win_tok += out["tokens"]
+        steps = self.opts.steps
+        if (step + 1) % self.opts.log_every == 0 or step + 1 == steps:
+            dt = time.perf_counter() - self.t0
+            win, win_tok = self.rt.all_sum(torch.tensor([self.win, self.win_tok], dtype=torch.float64)).tolist() \
+                if self.rt.distributed else (self.win, self.win_tok)
+            self.hist.append({"step": step + 1, "loss": win / win_tok, "tokens_per_s": win_tok / dt})
+            log.debug("%s step %d loss %.4f", self.desc, step + 1, win / win_tok)
+            self.win, self.win_tok, self.t0 = 0.0, 0, time.perf_counter()
+        return ckpts is not None and ckpts.due(step + 1) and step + 1 < steps, False
 
 
 def ste_train(model, plan: QuantPlan, train: BatchPlan, opts: FinetuneOptions,
