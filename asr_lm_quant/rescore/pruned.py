@@ -10,9 +10,10 @@ LSTM, float or packed):
    (and the old n-gram) is asked about for every arc leaving it. With ``order`` above the longest path every
    history is its own state and the result is exact rescoring of every path.
 2. **Priority**: a composed state's estimated total cost is its forward cost in the composed lattice (new
-   LM costs), plus the input lattice's own backward cost from its lattice state (old LM costs), plus an
-   estimate of the LM change still to come: the average change per word so far times the words left on
-   the lattice's best completion. States are expanded best first.
+   LM costs), plus the input lattice's own backward cost from its lattice state with the LM change still to
+   come estimated as a constant per word (and end of sentence): the mean change of the arcs expanded so far
+   in this lattice, so that completions with more or fewer words are weighed as the new LM will weigh them.
+   The backward costs are recomputed when that mean moves. States are expanded best first.
 3. **Pruning**: once some complete path exists, a state whose estimate exceeds the best complete cost by
    more than ``beam`` is not expanded (nor is anything after it); a guard on expanded states
    (``max_states``) stops the search, finishing greedily first if nothing is complete yet.
@@ -79,11 +80,10 @@ class _Search:
         self.done = lat.start < 0 or not np.isfinite(final_costs(lat).min(initial=INF))
         self.expanded_count = 0
         self.greedy = False
-        # Composed states: lattice state, word ids so far, forward cost, LM change so far, words so far.
+        # Composed states: lattice state, word ids so far, forward cost.
         self.lat_state: list = []
         self.seq: list = []
         self.alpha: list = []
-        self.delta: list = []
         self.expanded: list = []
         self.index: dict = {}
         self.heap: list = []
@@ -95,28 +95,31 @@ class _Search:
         self.offs = lat.arc_offsets()
         self.cost = arc_costs(lat, opts.acoustic_scale)
         self.fcost = final_costs(lat, opts.acoustic_scale)
-        order = topological_order(lat)
-        self.beta = shortest_distance_to_final(lat, self.cost, self.fcost, order)
-        # Words on the best completion from each state (for the LM-change estimate).
-        self.words_left = np.zeros(lat.num_states)
-        for s in order[::-1]:
-            lo, hi = self.offs[s], self.offs[s + 1]
-            if hi > lo:
-                j = lo + int(np.argmin(self.cost[lo:hi] + self.beta[lat.dst[lo:hi]]))
-                if self.cost[j] + self.beta[lat.dst[j]] < self.fcost[s]:
-                    self.words_left[s] = self.words_left[lat.dst[j]] + (lat.olabel[j] != 0)
-        self._state(int(lat.start), (), 0.0, 0.0)
+        self.order = topological_order(lat)
+        self.is_word = (lat.olabel != 0).astype(np.float64)
+        self.delta_sum, self.delta_count, self.beta_delta = 0.0, 0, 0.0
+        self.beta = shortest_distance_to_final(lat, self.cost, self.fcost, self.order)
+        self._state(int(lat.start), (), 0.0)
 
     # -- composed states ---------------------------------------------------------------------------------
     def _history_key(self, seq):
         return ((BOS,) + seq)[-(self.opts.order - 1):]
 
     def _estimate(self, c) -> float:
-        s, n = self.lat_state[c], len(self.seq[c])
-        future = self.delta[c] / n * self.words_left[s] if n else 0.0
-        return self.alpha[c] + self.beta[s] + future
+        return self.alpha[c] + self.beta[self.lat_state[c]]
 
-    def _state(self, s, seq, alpha, delta) -> int:
+    def _update_beta(self) -> None:
+        """Backward costs with the mean LM change per word so far; the queue re-ordered by them."""
+        mean = self.delta_sum / self.delta_count if self.delta_count else 0.0
+        if abs(mean - self.beta_delta) <= 0.02:
+            return
+        self.beta_delta = mean
+        self.beta = shortest_distance_to_final(self.lat, self.cost + mean * self.is_word, self.fcost + mean,
+                                               self.order)
+        self.heap = [(self._estimate(c), c) for c in range(len(self.lat_state)) if not self.expanded[c]]
+        heapq.heapify(self.heap)
+
+    def _state(self, s, seq, alpha) -> int:
         k = (s, self._history_key(seq))
         c = self.index.get(k)
         if c is None:
@@ -125,11 +128,10 @@ class _Search:
             self.lat_state.append(s)
             self.seq.append(seq)
             self.alpha.append(alpha)
-            self.delta.append(delta)
             self.expanded.append(False)
             heapq.heappush(self.heap, (self._estimate(c), c))
         elif alpha < self.alpha[c]:
-            self.alpha[c], self.delta[c] = alpha, delta
+            self.alpha[c] = alpha
             if not self.expanded[c]:
                 heapq.heappush(self.heap, (self._estimate(c), c))
         return c
@@ -141,6 +143,7 @@ class _Search:
             return []
         if self.greedy:
             return self._greedy_next()
+        self._update_beta()
         limit = self.best_complete + self.opts.beam
         out = []
         while self.heap and len(out) < self.opts.batch_states:
@@ -184,17 +187,21 @@ class _Search:
         """Add the arcs of composed state ``c``: ``nn`` and ``old`` map each word (None: the end) to its cost."""
         self.expanded[c] = True
         self.expanded_count += 1
-        s, seq, alpha, delta = self.lat_state[c], self.seq[c], self.alpha[c], self.delta[c]
+        s, seq, alpha = self.lat_state[c], self.seq[c], self.alpha[c]
         lat = self.lat
         for a in range(self.offs[s], self.offs[s + 1]):
             w = int(lat.olabel[a])
             n_c, o_c = (nn[w], old[w]) if w else (0.0, 0.0)
             d = self.w * (n_c - o_c)
-            t = self._state(int(lat.dst[a]), seq + (w,) if w else seq, alpha + self.cost[a] + d, delta + d)
+            if w:
+                self.delta_sum, self.delta_count = self.delta_sum + d, self.delta_count + 1
+            t = self._state(int(lat.dst[a]), seq + (w,) if w else seq, alpha + self.cost[a] + d)
             self.arcs.append((c, t, a, n_c, o_c))
         if np.isfinite(self.fcost[s]):
             self.finals[c] = (nn[None], old[None])
-            total = alpha + self.fcost[s] + self.w * (nn[None] - old[None])
+            d = self.w * (nn[None] - old[None])
+            self.delta_sum, self.delta_count = self.delta_sum + d, self.delta_count + 1
+            total = alpha + self.fcost[s] + d
             self.best_complete = min(self.best_complete, total)
 
     # -- output ----------------------------------------------------------------------------------------------
