@@ -129,6 +129,21 @@ def test_lattices_searched_together_equal_one_at_a_time(setup, scorers):
         assert alone[0.8].equals(together[key][0.8], rtol=1e-5)  # batch layout moves NN costs by float noise
 
 
+def test_lookahead_changes_the_work_not_the_result(setup, scorers):
+    syms, old, sc = setup["symbols"], ArpaLM(setup["arpa"]), scorers["lstm"]
+    items = _lattices(syms, 4, seed=7, states=10)
+    outs, stats = [], []
+    for k in (0, 4):
+        st = PrunedStats()
+        outs.append(dict(rescore_lattices_pruned(items, sc, old, syms, [0.8],
+                                                 PrunedOptions(order=3, beam=6.0, lookahead=k), st)))
+        stats.append(st)
+    for key, _ in items:
+        assert outs[0][key][0.8].equals(outs[1][key][0.8], rtol=1e-5)
+    assert stats[0].expanded_states == stats[1].expanded_states
+    assert stats[1].rounds <= stats[0].rounds
+
+
 # --- approximation and pruning -------------------------------------------------------------------------------
 def test_history_order_merges_states(setup, scorers):
     syms, old, sc = setup["symbols"], ArpaLM(setup["arpa"]), scorers["transformer"]
@@ -200,7 +215,7 @@ def test_empty_and_single_state_lattices(setup, scorers):
 
 def test_bad_options():
     for opts, msg in ((PrunedOptions(order=1), "--ngram-order 1"), (PrunedOptions(beam=0.0), "--beam"),
-                      (PrunedOptions(max_states=0), "--max-states")):
+                      (PrunedOptions(max_states=0), "--max-states"), (PrunedOptions(lookahead=-1), "lookahead")):
         with pytest.raises(InputError, match=msg):
             opts.check()
 

