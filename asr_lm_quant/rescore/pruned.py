@@ -15,7 +15,8 @@ LSTM, float or packed):
    in this lattice, so that completions with more or fewer words are weighed as the new LM will weigh them.
    The backward costs are recomputed when that mean moves. States are expanded best first.
 3. **Pruning**: once some complete path exists, a state whose estimate exceeds the best complete cost by
-   more than ``beam`` is not expanded (nor is anything after it); a guard on expanded states
+   more than ``beam`` is not expanded (nor is anything after it); a round expands states within ``beam``
+   of its best one only (the others wait for later rounds); a guard on expanded states
    (``max_states``) stops the search, finishing greedily first if nothing is complete yet.
 4. **Expanding** a state scores, in one NN call with the other states of the round (``batch_states`` per
    lattice, every lattice of a chunk together, shared prefixes computed once by the scorer), its history
@@ -167,6 +168,10 @@ class _Search:
             if self.expanded[c] or prio != self._estimate(c):
                 heapq.heappop(self.heap)  # expanded already, or pushed again with a better cost
                 continue
+            if not out:
+                # A round takes states within the beam of its best one too: before any path is complete
+                # that keeps unlikely states waiting (not dropped) while the likely ones go first.
+                limit = min(limit, prio + self.opts.beam)
             if prio > limit:
                 break
             heapq.heappop(self.heap)
