@@ -9,26 +9,28 @@ LSTM, float or packed):
    the merged state keeps the full word sequence of the path that created it, which is the history the NN
    (and the old n-gram) is asked about for every arc leaving it. With ``order`` above the longest path every
    history is its own state and the result is exact rescoring of every path.
-2. **Priority**: a composed state's estimated total cost is its forward cost in the composed lattice (new
-   LM costs), plus the input lattice's own backward cost from its lattice state with the LM change still to
-   come estimated as a constant per word (and end of sentence): the mean change of the arcs expanded so far
-   in this lattice, so that completions with more or fewer words are weighed as the new LM will weigh them.
-   The backward costs are recomputed when that mean moves. States are expanded best first.
-3. **Pruning**: once some complete path exists, a state whose estimate exceeds the best complete cost by
-   more than ``beam`` is not expanded (nor is anything after it); a round expands states within ``beam``
-   of its best one only (the others wait for later rounds); a guard on expanded states
-   (``max_states``) stops the search, finishing greedily first if nothing is complete yet.
-4. **Expanding** a state scores, in one NN call with the other states of the round (``batch_states`` per
-   lattice, every lattice of a chunk together, shared prefixes computed once by the scorer), its history
-   followed by each word leaving its lattice state, and the end of sentence if that state is final. Each
-   history + word goes on with a few words of the lattice's best completion (``lookahead``): the scorer has
-   no state cache, so a later state whose words were scored this way needs no call (on the mini recipe this
-   cuts NN positions by about 30%). Every
-   leaving arc gets ``w * (nn - old)``; the old LM's per-word costs come from the same call of the old LM
-   that :mod:`asr_lm_quant.rescore.lattice` uses (``word_costs(words, eos=True)``) on that history.
-5. **Output**: the expanded states and the arcs between them, trimmed to complete paths, as an ordinary
-   CompactLattice with ``graph += w * (nn - old)`` per arc and per final weight, one lattice per
-   interpolation weight; the search itself runs at the largest weight asked for.
+2. **Priority**: the estimated total cost through a composed state and one of its arcs is the state's
+   forward cost in the composed lattice (new LM costs) plus the arc's cost plus the input lattice's own
+   backward cost after it, with the LM change still to come estimated as a constant per word (and end of
+   sentence): the mean change of the arcs expanded so far in this lattice, so that completions with more
+   or fewer words are weighed as the new LM will weigh them (the backward costs are recomputed when that
+   mean moves). A state waits in the queue at the estimate of its best arc not expanded yet.
+3. **Pruning**: once some path is complete, nothing estimated beyond the best complete cost plus ``beam``
+   is expanded. Each round takes states best first, only those within ``beam`` of the round's best one,
+   and of each only the arcs within that limit (Kaldi expands arcs, not states): before any path is
+   complete this keeps unlikely arcs waiting, not dropped, while the likely ones go first. A guard
+   (``max_states`` expansions) stops the search, finishing greedily first if nothing is complete yet.
+4. **Expanding** arcs scores, in one NN call with every other state of the round (``batch_states`` per
+   lattice, every lattice of a chunk together, shared prefixes computed once by the scorer), the state's
+   history followed by each arc's word, and the end of sentence where ending there is expanded. Each
+   history + word goes on with a few words of the lattice's best completion (``lookahead``): the scorer
+   keeps no state between calls, so a later state whose words were scored this way needs no call (fewer
+   calls and positions). Every arc gets ``w * (nn - old)``; the old LM's per-word costs come from the same
+   call of the old LM that :mod:`asr_lm_quant.rescore.lattice` uses (``word_costs(words, eos=True)``) on
+   that history.
+5. **Output**: the states with an expanded arc and the arcs between them, trimmed to complete paths, as
+   an ordinary CompactLattice with ``graph += w * (nn - old)`` per arc and per final weight, one lattice
+   per interpolation weight; the search itself runs at the largest weight asked for.
 
 A composed state's forward cost can still improve after it was expanded (a cheaper path with the same key
 arriving later); that only affects the priorities, never the costs written, which are per arc.
@@ -58,7 +60,7 @@ BOS = -1  # the sentence start in history keys (no word id is negative)
 class PrunedOptions:
     """``order``: n-gram history order (Kaldi's ``max-ngram-order``), at least 2.
     ``beam``: expand only states estimated within this of the best complete path (costs at ``acoustic_scale``).
-    ``max_states``: most composed states expanded per lattice.
+    ``max_states``: most expansions per lattice (a state's arcs may be expanded over several rounds).
     ``batch_states``: states of one lattice expanded per NN round.
     ``lookahead``: each scored history + word goes on with up to this many words of the lattice's best
     completion, whose costs are kept for the states that follow (0: none)."""
@@ -93,7 +95,7 @@ class _Search:
         self.lat_state: list = []
         self.seq: list = []
         self.alpha: list = []
-        self.expanded: list = []
+        self.rest: list = []     # per state: None (untouched) or the arcs not expanded yet (-1: its end)
         self.index: dict = {}
         self.heap: list = []
         self.arcs: list = []     # (src state, dst state, lattice arc, nn cost, old cost)
@@ -122,8 +124,28 @@ class _Search:
     def _history_key(self, seq):
         return ((BOS,) + seq)[-(self.opts.order - 1):]
 
+    def _item_cost(self, s, a) -> float:
+        """Estimated cost from lattice state ``s`` through its arc ``a`` (-1: ending there) to the end."""
+        if a < 0:
+            return self.fcost[s] + self.beta_delta
+        return self.cost[a] + self.beta_delta * self.is_word[a] + self.beta[self.lat.dst[a]]
+
+    def _items(self, c) -> list:
+        s = self.lat_state[c]
+        if self.rest[c] is not None:
+            return self.rest[c]
+        return list(range(self.offs[s], self.offs[s + 1])) + ([-1] if np.isfinite(self.fcost[s]) else [])
+
     def _estimate(self, c) -> float:
-        return self.alpha[c] + self.beta[self.lat_state[c]]
+        """Estimated total cost of the best path through ``c`` and an arc of it not expanded yet."""
+        s, rest = self.lat_state[c], self.rest[c]
+        if rest is None:
+            return self.alpha[c] + self.beta[s]
+        return self.alpha[c] + min((self._item_cost(s, a) for a in rest), default=INF)
+
+    @property
+    def expanded_states(self) -> int:
+        return sum(r is not None for r in self.rest)
 
     def _update_beta(self) -> None:
         """Backward costs with the mean LM change per word so far; the queue re-ordered by them."""
@@ -133,7 +155,7 @@ class _Search:
         self.beta_delta = mean
         self.beta = shortest_distance_to_final(self.lat, self.cost + mean * self.is_word, self.fcost + mean,
                                                self.order)
-        self.heap = [(self._estimate(c), c) for c in range(len(self.lat_state)) if not self.expanded[c]]
+        self.heap = [(self._estimate(c), c) for c in range(len(self.lat_state)) if self.rest[c] != []]
         heapq.heapify(self.heap)
 
     def _state(self, s, seq, alpha) -> int:
@@ -145,17 +167,17 @@ class _Search:
             self.lat_state.append(s)
             self.seq.append(seq)
             self.alpha.append(alpha)
-            self.expanded.append(False)
+            self.rest.append(None)
             heapq.heappush(self.heap, (self._estimate(c), c))
         elif alpha < self.alpha[c]:
             self.alpha[c] = alpha
-            if not self.expanded[c]:
+            if self.rest[c] != []:
                 heapq.heappush(self.heap, (self._estimate(c), c))
         return c
 
     # -- one round -----------------------------------------------------------------------------------------
-    def requests(self) -> list[int]:
-        """The composed states to expand next (empty when the search is over)."""
+    def requests(self) -> list:
+        """``(composed state, its arcs to expand now)`` of this round (empty when the search is over)."""
         if self.done:
             return []
         if self.greedy:
@@ -165,8 +187,8 @@ class _Search:
         out = []
         while self.heap and len(out) < self.opts.batch_states:
             prio, c = self.heap[0]
-            if self.expanded[c] or prio != self._estimate(c):
-                heapq.heappop(self.heap)  # expanded already, or pushed again with a better cost
+            if self.rest[c] == [] or prio != self._estimate(c):
+                heapq.heappop(self.heap)  # expanded already, or pushed again with another estimate
                 continue
             if not out:
                 # A round takes states within the beam of its best one too: before any path is complete
@@ -175,7 +197,10 @@ class _Search:
             if prio > limit:
                 break
             heapq.heappop(self.heap)
-            out.append(c)
+            # Kaldi expands arcs, not states: only the arcs within the limit now, the others may follow.
+            s, items = self.lat_state[c], self._items(c)
+            now = [a for a in items if self.alpha[c] + self._item_cost(s, a) <= limit]
+            out.append((c, now or [min(items, key=lambda a: self._item_cost(s, a))]))
         if self.expanded_count + len(out) > self.opts.max_states:
             out = out[:max(0, self.opts.max_states - self.expanded_count)]
             if not np.isfinite(self.best_complete):
@@ -191,20 +216,20 @@ class _Search:
         if np.isfinite(self.best_complete):
             self.done = True
             return []
-        c = min((c for c in range(len(self.lat_state)) if not self.expanded[c]), key=self._estimate,
-                default=None)
+        c = min((c for c in range(len(self.lat_state)) if self.rest[c] != []), key=self._estimate, default=None)
         if c is None:
             self.done = True
             return []
-        return [c]
+        return [(c, list(self._items(c)))]
 
-    def words_needed(self, c):
-        """The lattice words leaving composed state ``c`` (each with the words of the best completion after
-        its arc, up to ``lookahead``) and whether it may end there."""
-        s = self.lat_state[c]
+    def words_needed(self, c, items):
+        """The words of the arcs ``items`` of composed state ``c`` (each with the words of the best completion
+        after its arc, up to ``lookahead``) and whether it ends there."""
         lat, k = self.lat, self.opts.lookahead
         words = {}
-        for a in range(self.offs[s], self.offs[s + 1]):
+        for a in items:
+            if a < 0:
+                continue
             w = int(lat.olabel[a])
             if w and w not in words:
                 more, t = [], int(lat.dst[a])
@@ -214,15 +239,19 @@ class _Search:
                         more.append(int(lat.olabel[j]))
                     t = int(lat.dst[j])
                 words[w] = tuple(more)
-        return words, bool(np.isfinite(self.fcost[s]))
+        return words, -1 in items
 
-    def expand(self, c, nn: dict, old: dict) -> None:
-        """Add the arcs of composed state ``c``: ``nn`` and ``old`` map each word (None: the end) to its cost."""
-        self.expanded[c] = True
+    def expand(self, c, items, nn: dict, old: dict) -> None:
+        """Add the arcs ``items`` of composed state ``c`` (-1: its end of sentence); ``nn`` and ``old`` map each
+        word (None: the end) to its cost."""
+        done = set(items)
+        self.rest[c] = [a for a in self._items(c) if a not in done]
         self.expanded_count += 1
         s, seq, alpha = self.lat_state[c], self.seq[c], self.alpha[c]
         lat = self.lat
-        for a in range(self.offs[s], self.offs[s + 1]):
+        for a in items:
+            if a < 0:
+                continue
             w = int(lat.olabel[a])
             n_c, o_c = (nn[w], old[w]) if w else (0.0, 0.0)
             d = self.w * (n_c - o_c)
@@ -230,7 +259,9 @@ class _Search:
                 self.delta_sum, self.delta_count = self.delta_sum + d, self.delta_count + 1
             t = self._state(int(lat.dst[a]), seq + (w,) if w else seq, alpha + self.cost[a] + d)
             self.arcs.append((c, t, a, n_c, o_c))
-        if np.isfinite(self.fcost[s]):
+        if self.rest[c]:
+            heapq.heappush(self.heap, (self._estimate(c), c))
+        if -1 in items:
             self.finals[c] = (nn[None], old[None])
             d = self.w * (nn[None] - old[None])
             self.delta_sum, self.delta_count = self.delta_sum + d, self.delta_count + 1
@@ -243,8 +274,8 @@ class _Search:
         lat = self.lat
         if lat.start < 0 or not self.finals:
             return {w: Lattice.empty(lat.compact) for w in weights}
-        keep = np.flatnonzero(np.asarray(self.expanded, bool))
-        new_id = np.full(len(self.expanded), -1, np.int64)
+        keep = np.flatnonzero([r is not None for r in self.rest])
+        new_id = np.full(len(self.rest), -1, np.int64)
         new_id[keep] = np.arange(len(keep))
         arcs = [x for x in self.arcs if new_id[x[1]] >= 0]
         arcs.sort(key=lambda x: new_id[x[0]])  # grouped by source already, so arc_delta keeps the arcs' order
@@ -276,7 +307,8 @@ class PrunedStats:
     """What :func:`rescore_lattices_pruned` did, summed over its lattices."""
     lattices: int = 0
     composed_states: int = 0
-    expanded_states: int = 0
+    expanded_states: int = 0   # composed states with at least one arc expanded
+    expansions: int = 0        # (state, arcs) expansions: a state's arcs may be expanded in several rounds
     rounds: int = 0
     nn_queries: int = 0        # distinct histories (and history + word) sent to the NN
     nn_positions: int = 0      # model positions the scorer computed
@@ -352,17 +384,18 @@ def rescore_lattices_pruned(items, scorer, ngram_lm, symbols, weights, opts: Pru
             raise InputError(key, f"cannot rescore a cyclic lattice ({e})") from None
     cache = _HistoryCosts(scorer, ngram_lm, symbols, stats)
     while True:
-        todo = [(s, c) for s in searches for c in s.requests()]
+        todo = [(s, c, items) for s in searches for c, items in s.requests()]
         if not todo:
             break
-        wanted = [(s.seq[c], *s.words_needed(c), s.key) for s, c in todo]
+        wanted = [(s.seq[c], *s.words_needed(c, items), s.key) for s, c, items in todo]
         cache.fetch(wanted)
-        for (s, c), (seq, words, final, _) in zip(todo, wanted):
-            s.expand(c, *cache.costs(seq, words, final))
+        for (s, c, items), (seq, words, final, _) in zip(todo, wanted):
+            s.expand(c, items, *cache.costs(seq, words, final))
     for s in searches:
         stats.lattices += 1
         stats.composed_states += len(s.lat_state)
-        stats.expanded_states += s.expanded_count
+        stats.expanded_states += s.expanded_states
+        stats.expansions += s.expanded_count
         yield s.key, s.result(weights)
 
 
