@@ -4,10 +4,10 @@ utterance, every method in one run on the same lattices, model and old LM.
 
 **Data.**
 
-- The mini recipe's first pass (``--recipe-dir``, default ``recipes/mini/quick``, what ``./run.sh --quick``
-  leaves): its ``exp/ngram/decode_test_{dev,eval}`` lattices, ``exp/ngram/3gram.arpa`` as the old LM,
-  ``data/lang/words.txt``, the references in ``data/test_{dev,eval}/text`` and the NN LM ``--model``
-  (default ``exp/lm``). WER is Kaldi's scoring sweep (LMWT 7..17, penalties 0, 0.5, 1) of each output per
+- The mini recipe's first pass (``--recipe-dirs``, default ``recipes/mini/quick``, what ``./run.sh --quick``
+  leaves; more test sentences can be decoded beside it, see bench/results/pruned_lattice.md): its ``exp/ngram/decode_test_{dev,eval}`` lattices, ``exp/ngram/3gram.arpa`` as the old LM,
+  ``data/lang/words.txt``, the references in ``data/test_{dev,eval}/text`` and the NN LMs ``--models``
+  (default ``exp/lm``, the float Transformer, and ``exp/quant/admm-4``, its 4-bit model scored packed). WER is Kaldi's scoring sweep (LMWT 7..17, penalties 0, 0.5, 1) of each output per
   weight: the best over the sweep per half, and the eval WER at the (weight, LMWT, penalty) best on dev.
 - The real Kaldi text lattice of ``../shared/fixtures/kaldi-lattice-text`` (skipped if absent): it has no
   reference and no LM of its own, so a small random Transformer and a 3-gram over random text of its words
@@ -22,7 +22,7 @@ history scored; the reference for what pruning saves).
 calls. Time is the whole job (read, search, NN, write) per utterance; the machine is shared with other
 work, so runs are interleaved (``--repeats``) and medians and ratios to ``nbest100`` are reported.
 
-    PYTHONPATH=. python bench/bench_pruned_lattice.py [--recipe-dir recipes/mini/quick] [--repeats 3] \\
+    PYTHONPATH=. python bench/bench_pruned_lattice.py [--recipe-dirs recipes/mini/quick] [--repeats 3] \\
         [--out bench/results/pruned_lattice.json]
 """
 
@@ -40,6 +40,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+ALL_METHODS = ("nbest100", "path-cover", "pruned", "pruned-exhaustive")
 
 
 class CountingScorer:
@@ -122,14 +125,15 @@ def wer_sweeps(data, words, out_dir, weights):
     return out
 
 
-def recipe_bench(args, methods, tmp):
+def recipe_bench(args, recipe_dir, model_dir, methods, tmp):
     from asr_lm_quant.kaldi.symbols import SymbolTable
     from asr_lm_quant.ngram import ArpaLM
     from asr_lm_quant.quant.packed import load_lm_for_inference
     from asr_lm_quant.rescore.nnscore import make_scorer
-    root = Path(args.recipe_dir)
+    root = Path(recipe_dir)
+    tmp = tmp / root.name
     words = root / "data" / "lang" / "words.txt"
-    model, vocab = load_lm_for_inference(root / args.model)
+    model, vocab = load_lm_for_inference(root / model_dir)
     scorer = make_scorer(model, vocab)
     old, symbols = ArpaLM(root / "exp" / "ngram" / "3gram.arpa"), SymbolTable.load(words)
     weights = [float(w) for w in args.weights.split(",")]
@@ -143,10 +147,13 @@ def recipe_bench(args, methods, tmp):
     for rep in range(args.repeats):  # interleaved: every method sees the same machine load
         for half, (_, lattices) in halves.items():
             for m in methods:
-                runs[m, half].append(run_method(m, scorer, old, symbols, weights, lattices, tmp / m / half, args))
-    result = {"data": str(root), "model": args.model, "weights": weights, "methods": {}}
+                runs[m, half].append(run_method(m, scorer, old, symbols, weights, lattices,
+                                                tmp / model_dir / m / half, args))
+    result = {"data": str(root), "model": model_dir, "weights": weights, "methods": {},
+              "first_pass_best_wer": {h: (root / "exp" / "ngram" / f"decode_test_{h}" / "scoring_kaldi" / "best_wer")
+                                      .read_text().split("]")[0] + "]" for h in halves}}
     for m in methods:
-        sweeps = {h: wer_sweeps(halves[h][0], words, tmp / m / h, weights) for h in halves}
+        sweeps = {h: wer_sweeps(halves[h][0], words, tmp / model_dir / m / h, weights) for h in halves}
         best = {h: min(e / n * 100 for by_w in sweeps[h].values() for e, n in by_w.values()) for h in halves}
         # the eval WER at the setting (weight, LMWT, penalty) with the fewest dev errors
         dev_pick = min(((e, w, k) for w, by_w in sweeps["dev"].items() for k, (e, _) in by_w.items()))
@@ -226,26 +233,35 @@ def fixture_bench(args, methods, tmp):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe-dir", default=str(REPO / "recipes" / "mini" / "quick"))
-    p.add_argument("--model", default="exp/lm", help="NN LM dir under --recipe-dir")
+    p.add_argument("--recipe-dirs", default=str(REPO / "recipes" / "mini" / "quick"),
+                   help="recipe dirs (comma-separated) holding a first pass and models as run.sh leaves them")
+    p.add_argument("--models", default="exp/lm,exp/quant/admm-4", help="NN LM dirs under --recipe-dir")
     p.add_argument("--weights", default="0.5,0.8")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--beam", type=float, default=5.0)
     p.add_argument("--ngram-order", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help="methods on the recipe dirs; pruned-exhaustive scores every history: small lattices "
+                        "only (the real fixture always runs all)")
     shared = Path(os.environ.get("ASR_LM_QUANT_SHARED", REPO.parent / "shared"))
     p.add_argument("--fixture-dir", default=str(shared / "fixtures" / "kaldi-lattice-text"))
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "pruned_lattice.json"))
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
-    methods = ["nbest100", "path-cover", "pruned", "pruned-exhaustive"]
+    methods = a.methods.split(",")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
+        from asr_lm_quant.rescore.pruned import PrunedOptions
+        d = PrunedOptions()
         result = {"machine": machine(), "options": {"n": a.n, "beam": a.beam, "ngram_order": a.ngram_order,
+                                                    "lookahead": d.lookahead, "batch_states": d.batch_states,
                                                     "repeats": a.repeats, "threads": a.threads},
-                  "mini_recipe": recipe_bench(a, methods, tmp), "real_fixture": fixture_bench(a, methods, tmp)}
+                  "mini_recipe": {Path(r).name: {m: recipe_bench(a, r, m, methods, tmp) for m in a.models.split(",")}
+                                  for r in a.recipe_dirs.split(",")},
+                  "real_fixture": fixture_bench(a, ALL_METHODS, tmp)}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
