@@ -5,10 +5,12 @@ utterance, every method in one run on the same lattices, model and old LM.
 **Data.**
 
 - The mini recipe's first pass (``--recipe-dirs``, default ``recipes/mini/quick``, what ``./run.sh --quick``
-  leaves; more test sentences can be decoded beside it, see bench/results/pruned_lattice.md): its ``exp/ngram/decode_test_{dev,eval}`` lattices, ``exp/ngram/3gram.arpa`` as the old LM,
+  leaves; more test sentences can be decoded beside it, see bench/results/pruned_lattice.md): its
+  ``exp/ngram/decode_test_{dev,eval}`` lattices, ``exp/ngram/3gram.arpa`` as the old LM,
   ``data/lang/words.txt``, the references in ``data/test_{dev,eval}/text`` and the NN LMs ``--models``
-  (default ``exp/lm``, the float Transformer, and ``exp/quant/admm-4``, its 4-bit model scored packed). WER is Kaldi's scoring sweep (LMWT 7..17, penalties 0, 0.5, 1) of each output per
-  weight: the best over the sweep per half, and the eval WER at the (weight, LMWT, penalty) best on dev.
+  (default ``exp/lm``, the float Transformer, and ``exp/quant/admm-4``, its 4-bit model scored packed).
+  WER is Kaldi's scoring sweep (LMWT 7..17, penalties 0, 0.5, 1) of each output per weight: the best over
+  the sweep per half, and the eval WER at the (weight, LMWT, penalty) best on dev.
 - The real Kaldi text lattice of ``../shared/fixtures/kaldi-lattice-text`` (skipped if absent): it has no
   reference and no LM of its own, so a small random Transformer and a 3-gram over random text of its words
   stand in; reported is whether each method's best path is the exact best (every path rescored), with

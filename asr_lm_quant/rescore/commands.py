@@ -21,9 +21,10 @@ def _weights(s: str) -> list[float]:
         raise InputError(None, f"--weight: expected numbers separated by commas, got {s!r}") from None
 
 
-LATTICE_EPILOG = """--method pruned composes the lattice with the NN LM instead (Kaldi's RNNLM pruned rescoring): histories
-that share their last --ngram-order - 1 words are merged, states are expanded best first by the lattice's own
-forward-backward costs, and none estimated beyond --beam of the best complete path is scored.
+LATTICE_EPILOG = """--method pruned composes the lattice with the NN LM instead (Kaldi's RNNLM pruned
+rescoring): histories that share their last --ngram-order - 1 words are merged, arcs are expanded best first
+by the lattice's own forward-backward costs, and none estimated beyond --beam of the best complete path is
+scored.
 
 examples:
   asr-lm-quant rescore-lattice --old-lm data/lang_test --lm-dir exp/lm --words data/lang_test/words.txt \\
