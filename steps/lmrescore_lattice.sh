@@ -5,6 +5,7 @@
 # the estimate of the best covering path through it, then graph += weight * nn - weight * ngram (old LM:
 # ARPA, G.fst, G.carpa or lang dir). Writes <out-decode-dir>/lat.JOB.gz (same keys as the input) and
 # num_jobs; logs in <out-decode-dir>/log/. One job per lat.JOB.gz through $cmd (run.pl, queue.pl, slurm.pl).
+# --method pruned composes the lattices with the NN LM instead (Kaldi's RNNLM pruned rescoring).
 
 cmd=run.pl
 nj=
@@ -12,6 +13,8 @@ weight=0.8
 acwt=0.1
 beam=5.0
 epsilon=0.5
+method=path-cover
+ngram_order=4
 words=
 device=cpu
 bf16=false
@@ -39,6 +42,9 @@ Options:
                             models; GMM decodes use their own, e.g. 0.0833 = 1/12 as in Kaldi's GMM recipes)
   --beam <b>                pruning beam (default: 5.0)
   --epsilon <p>             posterior above which an arc gets a unique history (default: 0.5)
+  --method <m>              path-cover, or pruned: compose with the NN LM under an n-gram history within
+                            --beam, as Kaldi's RNNLM pruned rescoring (default: path-cover)
+  --ngram-order <n>         --method pruned: histories sharing their last n-1 words are merged (default: 4)
   --words <words.txt>       symbol table of the lattices (default: the old-LM lang dir's words.txt, else
                             <in-decode-dir>/../graph*/words.txt)
   --use-phi <true|false>    a G.fst old LM: true removes the ARPA back-off walk's cost (Kaldi's --use-phi true)
@@ -49,7 +55,7 @@ Options:
   --bf16 <true|false>       bfloat16 autocast for the NN LM (default: false)
   --token-budget <n>        model positions per NN batch (default: 4096)
   --check <bool>            self-check that weight 0 keeps the first pass's best path at LMWT 7..17
-                            (default: true; cheap beside the NN LM)
+                            (path-cover only; default: true; cheap beside the NN LM)
   --inv-acwt <x>            Kaldi's form of the acoustic scale: --acwt 1/x (default: unset)
   --skip-scoring <bool>     do not run steps/score_kaldi.sh afterwards (default: false)
   --min-lmwt, --max-lmwt <int>, --word-ins-penalty <list>
@@ -66,9 +72,14 @@ opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --acwt "$
       --use-phi "$use_phi"
       --beam "$beam" --epsilon "$epsilon" --device "$device" --token-budget "$token_budget")
 [ "$bf16" = true ] && opts+=(--bf16)
-[ "$check" = true ] && opts+=(--check)
+opts+=(--method "$method")
+if [ "$method" = pruned ]; then
+  opts+=(--ngram-order "$ngram_order")  # --check is the path cover's self-check
+else
+  [ "$check" = true ] && opts+=(--check)
+fi
 
-echo "$0: rescoring $njobs lattice archives of $indir (weight=$weight, beam=$beam, epsilon=$epsilon)"
+echo "$0: rescoring $njobs lattice archives of $indir (method=$method, weight=$weight, beam=$beam, epsilon=$epsilon)"
 $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   $aq rescore-lattice "${opts[@]}" --lattices "ark:gunzip -c $indir/lat.JOB.gz|" \
     --out-lattices "ark:|gzip -c >$dir/lat.JOB.gz" --json "$dir/log/rescore.JOB.json" || {

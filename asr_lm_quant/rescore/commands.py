@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -18,6 +19,30 @@ def _weights(s: str) -> list[float]:
         return [float(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise InputError(None, f"--weight: expected numbers separated by commas, got {s!r}") from None
+
+
+LATTICE_EPILOG = """--method pruned composes the lattice with the NN LM instead (Kaldi's RNNLM pruned
+rescoring): histories that share their last --ngram-order - 1 words are merged, arcs are expanded best first
+by the lattice's own forward-backward costs, and none estimated beyond --beam of the best complete path is
+scored.
+
+examples:
+  asr-lm-quant rescore-lattice --old-lm data/lang_test --lm-dir exp/lm --words data/lang_test/words.txt \\
+      --lattices 'ark:gunzip -c exp/decode/lat.1.gz|' --out-lattices 'ark:|gzip -c >exp/decode_nn/lat.1.gz'
+  # the pruned composition, histories merged beyond 3 words, within 5 of the best path:
+  asr-lm-quant rescore-lattice --method pruned --ngram-order 4 --beam 5 --old-lm data/lang_test \\
+      --lm-dir exp/lm --words data/lang_test/words.txt --lattices 'ark:gunzip -c exp/decode/lat.1.gz|' \\
+      --out-lattices 'ark:|gzip -c >exp/decode_nn/lat.1.gz'
+"""
+
+
+class _KeepExamples(argparse.HelpFormatter):
+    """Wraps the description; text with line breaks of its own (the examples) is printed as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def _add_lm_options(p):
@@ -90,7 +115,8 @@ def register(sub):
     p = sub.add_parser("rescore-lattice", help="lattice rescoring with the path-cover estimate",
                        description="Prune, expand likely arcs to unique histories, score a set of paths "
                                    "covering every arc with the NN LM and give each arc the estimate of the "
-                                   "best path through it: graph += w * nn - w * ngram.")
+                                   "best path through it: graph += w * nn - w * ngram.",
+                       formatter_class=_KeepExamples, epilog=LATTICE_EPILOG)
     _add_lm_options(p)
     p.add_argument("--lattices", required=True, help="lattice rspecifier")
     p.add_argument("--beam", type=float, default=5.0, help="pruning beam (default 5)")
@@ -100,6 +126,14 @@ def register(sub):
     p.add_argument("--check", action="store_true",
                    help="self-check: at weight 0 the output must keep the first pass's best path at every "
                         "LMWT 7..17 (unless pruning removed it); stop with an error naming the utterance if not")
+    p.add_argument("--method", choices=("path-cover", "pruned"), default="path-cover",
+                   help="path-cover: the estimate above; pruned: compose the lattice with the NN LM under an "
+                        "n-gram history, best first within --beam (Kaldi's RNNLM pruned rescoring) "
+                        "(default path-cover)")
+    p.add_argument("--ngram-order", type=int, default=4,
+                   help="--method pruned: histories sharing their last ORDER-1 words are merged (default 4)")
+    p.add_argument("--max-states", type=int, default=10000,
+                   help="--method pruned: most composed states expanded per lattice (default 10000)")
     p.set_defaults(func=_lattice)
     _register_decide(sub)
 
@@ -386,9 +420,23 @@ def _lattice(args):
                                "dir)")
     if args.beam <= 0 or not 0.0 <= args.epsilon <= 1.0:
         raise InputError(None, f"--beam must be positive and --epsilon in [0, 1] (got {args.beam}, {args.epsilon})")
+    if args.method == "pruned":
+        from asr_lm_quant.rescore.pruned import PrunedOptions
+        if args.check:
+            raise InputError(None, "--check applies to --method path-cover only")
+        opts = PrunedOptions(order=args.ngram_order, beam=args.beam, max_states=args.max_states,
+                             acoustic_scale=0.1 if args.acwt is None else args.acwt)
+        opts.check()  # before the model is loaded
     outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices)
     _check_outputs(args, outs)
     weights, scorer, old, symbols = _setup(args)
+    if args.method == "pruned":
+        from asr_lm_quant.rescore.pruned import rescore_lattice_pruned_job
+        summary = rescore_lattice_pruned_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
+                                             lattices=args.lattices, out_lattices=outs["out_lattices"], opts=opts,
+                                             overwrite=args.overwrite)
+        _finish(args, summary)
+        return
     summary = rescore_lattice_job(scorer=scorer, ngram_lm=old, symbols=symbols, weights=weights,
                                   lattices=args.lattices, out_lattices=outs["out_lattices"],
                                   acoustic_scale=0.1 if args.acwt is None else args.acwt, beam=args.beam,
