@@ -45,7 +45,6 @@ class Segment:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.weight) if t is not None)
 
 
-_TABLES: dict = {}
 _SCRATCH: dict = {}
 
 
@@ -59,18 +58,6 @@ def scratch(numel: int, dtype: torch.dtype, device) -> torch.Tensor:
         with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
             buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
-
-
-def _byte_table(bits: int, device) -> torch.Tensor:
-    """[256, 8 // bits] float32: the codes (``u - kmax``, or +-1 for one bit) held by each byte value."""
-    key = (bits, str(device))
-    if key not in _TABLES:
-        per = 8 // bits
-        b = torch.arange(256, dtype=torch.int64)
-        u = (b[:, None] >> (torch.arange(per) * bits)) & ((1 << bits) - 1)
-        codes = (2 * u - 1) if bits == 1 else (u - kmax(bits))
-        _TABLES[key] = codes.to(torch.float32).to(device)
-    return _TABLES[key]
 
 
 def valid_codes(buf: torch.Tensor, bits: int, numel: int) -> bool:
