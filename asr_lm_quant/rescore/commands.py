@@ -382,6 +382,8 @@ def _prune_sweep(args, weights):
         if args.prune_beam is not None:
             raise InputError(None, "--prune-beam needs --prune-lmwt")
         return None
+    if args.hf_lm:
+        raise InputError(args.hf_lm, "--prune-lmwt applies to --lm-dir models only")
     try:
         lo, hi = (int(x) for x in args.prune_lmwt.split(":"))
         wips = [float(x) for x in args.prune_wips.split(",")]
