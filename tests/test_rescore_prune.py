@@ -135,3 +135,19 @@ def test_rescore_nbest_command_prunes(tmp_path, scorer, capsys):
     assert main(common + ["--out-nbest", str(tmp_path / "x.{weight}.tsv"), "--prune-beam", "3"]) != 0
     assert "needs --prune-lmwt" in capsys.readouterr().err
     assert not list(tmp_path.glob("x.*"))
+
+
+def test_self_normalised_costs_are_bounded_and_pruning_stays_exact(scorer):
+    """Without the normaliser a word's cost is minus its logit and can be negative: the bound then comes from
+    the weights, and pruning still leaves every setting's 1-best as it was."""
+    sn = NNScorer(scorer.model, VOCAB, token_budget=512, self_normalized=True)
+    hyps = nbest(7)
+    floor = sn.word_cost_floor()
+    per_word = np.concatenate(sn.word_costs([h.words for h in hyps]))
+    assert floor < 0 and per_word.min() < 0  # costs below 0 do occur, the bound lies under them
+    assert per_word.min() >= floor
+    sweep = PruneSweep(weights=[0.5, 1.0], lmwts=[8, 12], wips=[0.0, 1.0])
+    full = score_hypotheses(hyps, sn, Ngram())
+    pruned, _ = score_pruned(hyps, sn, Ngram(), sweep)
+    assert best_per_setting(pruned, sweep) == best_per_setting(full, sweep)
+    assert scorer.word_cost_floor() == 0.0

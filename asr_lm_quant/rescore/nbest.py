@@ -94,7 +94,9 @@ class PruneSweep:
 
     ``references`` hypotheses of each utterance (its first-pass best ranks) are scored first. Every other
     hypothesis ``h`` has a lower bound on its NN cost: the words it shares from the start with a reference
-    cost exactly what they cost in that reference (the LM sees the same history), the rest at least 0. It
+    cost exactly what they cost in that reference (the LM sees the same history), each of the rest at least
+    the scorer's ``word_cost_floor()`` (0 for a normalised LM; a bound from the weights without the
+    normaliser, where a word's cost is minus its logit and can be negative). It
     is dropped when, at every setting, even that bound leaves it behind the best reference: then it is the
     1-best at no setting of the sweep, and neither is anything else it would have beaten, so the 1-best at
     every setting is the one full scoring gives. ``beam``: also drop hypotheses whose first-pass cost is
@@ -134,6 +136,7 @@ def score_pruned(hyps, scorer, ngram_lm, sweep: PruneSweep, lattices=None, oov_p
     for i, h in enumerate(hyps):
         by_utt.setdefault(h.utterance, []).append(i)
     refs = [i for idx in by_utt.values() for i in sorted(idx, key=lambda i: hyps[i].rank)[:sweep.references]]
+    floor = scorer.word_cost_floor()
     per_word = scorer.word_costs([hyps[i].words for i in refs]) if refs else []
     ref_positions = scorer.stats.positions if refs else 0
     ref_set = set(refs)
@@ -156,7 +159,8 @@ def score_pruned(hyps, scorer, ngram_lm, sweep: PruneSweep, lattices=None, oov_p
             if i in ref_set:
                 continue
             words = hyps[i].words
-            bound = max(float(np.sum(ref_of[r][:_shared_prefix(words, hyps[r].words)])) for r in r_idx)
+            bound = max(float(np.sum(ref_of[r][:k])) + floor * (len(words) + 1 - k)
+                        for r in r_idx for k in [_shared_prefix(words, hyps[r].words)])
             can_win = first_pass(i, bound + oov_penalty * oov[i]) <= best + margin
             if sweep.beam is not None:
                 can_win &= first_pass(i, ngram[i]) <= zero + sweep.beam

@@ -111,6 +111,11 @@ class WordScorer:
     def costs_from_ids(self, seqs, stats=None, per_token=None) -> np.ndarray:
         raise NotImplementedError
 
+    def word_cost_floor(self) -> float:
+        """A lower bound on the cost of any one word (or end of sentence): 0, as a log-probability is at most
+        0 (n-best pruning builds on it)."""
+        return 0.0
+
 
 class NNScorer(WordScorer):
     """Cost every hypothesis with a :class:`TransformerLM`.
@@ -404,6 +409,27 @@ class NNScorer(WordScorer):
                 m[r0:r1] = top
         out = (m + total.log())[:n]
         return out + shift if low else out
+
+    def word_cost_floor(self) -> float:
+        """With the normaliser 0; without it (a word's cost is minus its logit, which can be negative) minus
+        the largest logit any hidden state can give: the last LayerNorm bounds the hidden state's norm by
+        ``max|gamma| * sqrt(d) + |beta|``, so a logit is at most that times the largest row norm of the output
+        matrix plus the largest bias. No such LayerNorm: no bound (-inf)."""
+        if not self.self_normalized:
+            return 0.0
+        m = self.model
+        norm = m.final_norm if m.final_norm is not None else (m.layers[-1].norm2 if m.cfg.norm == "post" else None)
+        if norm is None or norm.weight is None:
+            return -math.inf
+        h = float(norm.weight.detach().abs().max()) * math.sqrt(m.cfg.d_model)
+        h += float(norm.bias.detach().norm()) if norm.bias is not None else 0.0
+        out = m.out
+        if isinstance(out, PackedLinear):
+            w = max(float(rows.norm(dim=1).max()) for _, _, rows in out.matrix.chunks(reuse=True))
+        else:
+            w = float(out.weight.detach().norm(dim=1).max())
+        b = float(out.bias.detach().max()) if out.bias is not None else 0.0
+        return -(h * w + b)
 
     def _weights(self) -> "_Weights":
         """The weights the forward uses: the model's own in fp32; in bf16 mode cached bfloat16 copies of every
