@@ -1,29 +1,36 @@
 #!/usr/bin/env python3
-"""100-best rescoring of an eval2000-sized set on 2 CPU cores: measured on a subset, projected to the whole.
+"""100-best rescoring of an eval2000-sized set on 2 CPU cores: measured on a sample, projected to the whole.
 
 The set: 4,459 utterances (``--utts``) of decoder-shaped lattices (``bench_nbest_from_lattices.py``
-explains the shape: ~12 words per 1-best, hypotheses that differ in length and early as well as late), in
-two archives ``lat.1.gz``, ``lat.2.gz`` as a decode dir of ``--nj 2``. The model is the Switchboard
-configuration (6 x 512, 30k words, random weights), the old LM a 3-gram ARPA trained on random text of the
-model's words (queried through kenlm, as a real ARPA is).
+explains the shape: hypotheses that differ in length and early as well as late) whose lengths follow
+conversational speech: about 30% backchannels and other 1-3 word segments ("uh-huh", "yeah", "right"), the rest
+a gamma distribution with a mean of 13 words (eval2000 averages about 9.6 words per segment), in two archives
+``lat.1.gz``, ``lat.2.gz`` as a decode dir of ``--nj 2``. The model is the Switchboard configuration (6 x 512,
+30k words, random weights), the old LM a 3-gram ARPA trained on random text of the model's words (queried
+through kenlm, as a real ARPA is).
 
 What runs is the real path: two ``asr-lm-quant rescore-nbest`` processes at once, one per archive, each
 with one thread, with the options ``steps/lmrescore_nbest.sh --nj 2 --N 100`` gives them (lattices read
 and turned into 100-best lists, old n-gram costs, NN costs, rescored lattices, Kaldi n-best tables and the
-TSV written). Measured on a ``--subset`` of utterances (the first ones of each archive; utterances are drawn
-independently, so they are a random sample), and once on a single utterance for the fixed start-up cost
-(imports, model and ARPA loading). The whole set is projected as
+TSV written). Measured on a ``--subset`` of utterances drawn from the same distribution, and on an empty
+decode dir for the fixed start-up cost (imports, model and ARPA loading). The two jobs' samples are pooled:
 
-    start-up + (subset time - start-up) * (utterances per job, whole set) / (utterances per job, subset)
+    per utterance = sum over jobs (job time - start-up) / subset utterances
+    whole set     = start-up + per utterance * (utterances of the larger job)
 
-from wall time (as measured, with whatever else the machine ran) and from each job's CPU time (what 2
-otherwise idle cores would take: each job is single-threaded). The naive baseline (Kaldi's
-``compute_sentence_scores.py``: each utterance's N-best as one padded fp32 batch, full softmax) scores the
-same 100-best lists (read from the fp32 run's TSV), also as two processes at once; only its NN scoring is
-timed, not reading, n-gram or writing, which favours it. ``--full`` also runs the whole set once (measured).
+from each job's CPU time (what 2 otherwise idle cores would take: each job is single-threaded) and from
+wall time. Every variant runs ``--repeats`` times, the repeats interleaved (round 1 of every variant, then
+round 2, ...), so a busy spell on a shared machine falls on all of them alike; ``min`` and ``median`` of the
+projections are reported. Variants: ``fp32``, ``selfnorm`` (``--self-normalized``), ``bf16``, the packed
+models, and ``+prune`` (``--prune-lmwt 7:17``: only hypotheses that can be the 1-best at some scoring
+setting are NN-scored) or ``+beam`` (that and ``--prune-beam 5``) after any of them. The naive baseline
+(Kaldi's ``compute_sentence_scores.py``: each utterance's N-best as one padded fp32 batch, full softmax)
+scores the same 100-best lists (read from the first fp32 run's TSV), also as two processes at once; only its
+NN scoring is timed, which favours it. ``--full`` also runs the whole set once (measured).
 
-    PYTHONPATH=. python bench/bench_eval2000_projection.py [--subset 60] [--variants fp32,selfnorm,mixed16x]
-        [--work-dir /tmp/bench_models] [--full] [--out bench/results/eval2000_projection.json --md ...]
+    PYTHONPATH=. python bench/bench_eval2000_projection.py [--subset 100] [--repeats 3]
+        [--variants fp32,selfnorm,fp32+prune,selfnorm+beam] [--work-dir /tmp/bench_models] [--full]
+        [--out bench/results/eval2000_projection.json --md ...]
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +58,32 @@ VARIANTS = {"fp32": [], "selfnorm": ["--self-normalized"], "bf16": ["--bf16"]}
 for _name in lat_bench.PACKED:
     VARIANTS[_name] = []
     VARIANTS[_name + "+selfnorm"] = ["--self-normalized"]
+PRUNE = ["--prune-lmwt", "7:17"]  # score.sh's LM weights (and its word insertion penalties, the default)
+for _name, _opts in list(VARIANTS.items()):
+    VARIANTS[_name + "+prune"] = _opts + PRUNE
+    VARIANTS[_name + "+beam"] = _opts + PRUNE + ["--prune-beam", "5"]
+BACKCHANNEL_SHARE = 0.3
+MEAN_WORDS_LONG = 13.0
+
+
+def conversational_lattices(seed: int, utts: int, vocab_size: int, prefix: str):
+    """Decoder-shaped lattices (as ``bench_nbest_from_lattices.synthetic_lattice``) whose 1-best lengths
+    follow conversational speech: a share of 1-3 word segments, the rest gamma-distributed."""
+    import numpy as np
+
+    from asr_lm_quant.kaldi.synthetic import random_compact_lattice
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(utts):
+        if rng.random() < BACKCHANNEL_SHARE:
+            k = float(rng.integers(1, 4))
+        else:
+            k = float(np.clip(rng.gamma(2.0, MEAN_WORDS_LONG / 2), 2, 40))
+        states = max(3, round(3.3 * k))
+        out.append((f"{prefix}{u:05d}", random_compact_lattice(
+            rng, num_frames=8 * states, num_states=states, arcs_per_state=3.5, vocab=vocab_size - 1,
+            max_tid=5000, eps_prob=0.1)))
+    return out
 
 
 def write_decode_dir(d: Path, lattices, jobs: int = 2) -> list[int]:
@@ -108,13 +142,13 @@ def run_concurrently(cmds, threads: int = 1) -> dict:
 
 
 def project(measured: dict, startup: dict, utts_per_job: list[int], full_per_job: list[int]) -> dict:
-    """The whole set's time from the subset's: the fixed start-up, then the rest scaled by utterances."""
-    walls, cpus = [], []
-    for job, n, full in zip(measured["jobs"], utts_per_job, full_per_job):
-        scale = full / n
-        walls.append(startup["wall_s"] + max(0.0, job["wall_s"] - startup["wall_s"]) * scale)
-        cpus.append(startup["cpu_s"] + max(0.0, job["cpu_s"] - startup["cpu_s"]) * scale)
-    return {"wall_s": max(walls), "idle_2_cores_s": max(cpus)}
+    """The whole set's time from the sample's, pooled over the jobs: the fixed start-up, then the time per
+    utterance (both jobs' together over both jobs' utterances) times the larger job's utterances."""
+    out = {}
+    for key, name in (("wall_s", "wall_s"), ("cpu_s", "idle_2_cores_s")):
+        work = sum(max(0.0, job[key] - startup[key]) for job in measured["jobs"])
+        out[name] = startup[key] + work / sum(utts_per_job) * max(full_per_job)
+    return out
 
 
 def make_arpa(path: Path, vocab, lines: int = 5000) -> None:
@@ -153,8 +187,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--utts", type=int, default=EVAL2000_UTTS, help="utterances of the whole set (default 4459)")
-    ap.add_argument("--subset", type=int, default=60, help="utterances measured, both jobs together (default 60)")
-    ap.add_argument("--variants", default="fp32,selfnorm,mixed16x,mixed16x+selfnorm",
+    ap.add_argument("--subset", type=int, default=100,
+                    help="utterances measured, both jobs together (default 100)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of every variant (default 3)")
+    ap.add_argument("--variants", default="fp32,selfnorm,fp32+prune,selfnorm+prune,selfnorm+beam",
                     help=f"rescore-nbest variants (default %(default)s; of {', '.join(VARIANTS)})")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     ap.add_argument("--full", action="store_true", help="also run the whole set once, measured")
@@ -185,66 +221,79 @@ def main(argv=None) -> int:
         symbols.save(words)
         arpa = tmp / "old.arpa"
         make_arpa(arpa, vocab)
-        # The whole set's lattices are the first `utts` of one seeded stream; the subset is each job's first.
         per_job_full = [-(-a.utts // 2), a.utts - -(-a.utts // 2)]
         t0 = time.perf_counter()
         sub_per_job = [min(-(-a.subset // 2), per_job_full[0]), min(a.subset // 2, per_job_full[1])]
-        lats = lat_bench.synthetic_lattices(a.seed, per_job_full[0] if a.full else sub_per_job[0], V, "sw_a")
-        lats2 = lat_bench.synthetic_lattices(a.seed + 1, per_job_full[1] if a.full else sub_per_job[1], V, "sw_b")
+        lats = conversational_lattices(a.seed, per_job_full[0] if a.full else sub_per_job[0], V, "sw_a")
+        lats2 = conversational_lattices(a.seed + 1, per_job_full[1] if a.full else sub_per_job[1], V, "sw_b")
         sub = tmp / "decode_subset"
         write_decode_dir(sub, lats[:sub_per_job[0]] + lats2[:sub_per_job[1]])
-        one = tmp / "decode_one"
-        write_decode_dir(one, lats[:1], jobs=1)
+        empty = tmp / "decode_empty"
+        write_decode_dir(empty, [], jobs=1)
         say(f"lattices ready ({time.perf_counter() - t0:.0f} s)")
         results = {"benchmark": "eval2000-sized 100-best rescoring, 2 jobs x 1 thread", "machine": info,
                    "set": {"utterances": a.utts, "n": N, "jobs": 2, "utterances_per_job": per_job_full,
-                           "lattices": "synthetic, decoder-shaped (bench_nbest_from_lattices.py)"},
-                   "subset": {"utterances_per_job": sub_per_job},
+                           "lattices": "synthetic, decoder-shaped, conversational lengths "
+                                       f"({BACKCHANNEL_SHARE:.0%} of 1-3 words, the rest mean "
+                                       f"{MEAN_WORDS_LONG:g})"},
+                   "subset": {"utterances_per_job": sub_per_job}, "repeats": a.repeats,
                    "model": {"config": lat_bench.config_name(a.config), "vocab_size": V,
                              "files": lat_bench.model_facts(dirs)},
                    "goal_seconds": GOAL_SECONDS, "variants": {}}
+        runs = {v: [] for v in variants}
+        for r in range(a.repeats):  # interleaved: every variant once per round
+            for v in variants:
+                name = v.split("+")[0]
+                model_dir = dirs[name] if name in lat_bench.PACKED else dirs["fp32"]
+                extra = VARIANTS[v]
+                out = tmp / f"out_{v}"
+                startup = run_concurrently([rescore_job(model_dir, arpa, words, empty, 1, tmp / f"empty_{v}",
+                                                        extra)])["jobs"][0]
+                measured = run_concurrently([rescore_job(model_dir, arpa, words, sub, j, out, extra)
+                                             for j in (1, 2)])
+                summaries = [json.loads((out / f"rescore.{j}.json").read_text()) for j in (1, 2)]
+                runs[v].append({"measured_subset": measured, "startup_no_utterance": startup,
+                                "projected_full": project(measured, startup, sub_per_job, per_job_full),
+                                "summaries": summaries})
+                say(f"round {r + 1} {v}: subset {measured['wall_s']:.1f} s wall, "
+                    f"projected {runs[v][-1]['projected_full']}")
+                if v == "fp32" and r == 0 and not a.no_naive:
+                    nv = naive_pair(a, out, dirs["fp32"], tmp)
+                    scale = [f / s for f, s in zip(per_job_full, sub_per_job)]
+                    nv["projected_full"] = {
+                        "wall_s": max(j["scoring_wall_s"] * k for j, k in zip(nv["jobs"], scale)),
+                        "idle_2_cores_s": max(j["scoring_cpu_s"] * k for j, k in zip(nv["jobs"], scale))}
+                    results["naive_baseline"] = nv
+                    say(f"naive: projected {nv['projected_full']}")
         for v in variants:
-            name = v.split("+")[0]
-            model_dir = dirs[name] if name in lat_bench.PACKED else dirs["fp32"]
-            extra = VARIANTS[v]
-            out = tmp / f"out_{v}"
-            startup = run_concurrently([rescore_job(model_dir, arpa, words, one, 1, tmp / f"one_{v}", extra)])
-            startup = startup["jobs"][0]
-            measured = run_concurrently([rescore_job(model_dir, arpa, words, sub, j, out, extra) for j in (1, 2)])
-            summaries = [json.loads((out / f"rescore.{j}.json").read_text()) for j in (1, 2)]
-            row = {"measured_subset": {**measured, "utterances": sum(s["utterances"] for s in summaries),
-                                       "hypotheses": sum(s["hypotheses"] for s in summaries),
-                                       "words": sum(s["words"] for s in summaries),
-                                       "nn_seconds": [s["nn_seconds"] for s in summaries]},
-                   "measured_startup_one_utterance": startup,
-                   "projected_full": project(measured, startup, sub_per_job, per_job_full)}
-            m = row["measured_subset"]
-            m["words_per_s_wall"] = m["words"] / measured["wall_s"]
-            m["words_per_cpu_s"] = m["words"] / sum(j["cpu_s"] for j in measured["jobs"])
-            say(f"{v}: subset {measured['wall_s']:.1f} s wall, projected {row['projected_full']}")
+            summaries = runs[v][0]["summaries"]
+            proj = {k: [x["projected_full"][k] for x in runs[v]] for k in ("wall_s", "idle_2_cores_s")}
+            row = {"subset": {"utterances": sum(x["utterances"] for x in summaries),
+                              "hypotheses": sum(x["hypotheses"] for x in summaries),
+                              "pruned": sum(x.get("pruned", 0) for x in summaries),
+                              "nn_positions": sum(x.get("nn_positions", 0) for x in summaries),
+                              "words_scored": sum(x["words"] for x in summaries)},
+                   "runs": [{k: x[k] for k in ("measured_subset", "startup_no_utterance", "projected_full")}
+                            for x in runs[v]],
+                   "projected_full": {f"{k}_{stat}": f(vals) for k, vals in proj.items()
+                                      for stat, f in (("min", min), ("median", statistics.median))}}
             if a.full:
                 full = tmp / "decode_full"
                 if not (full / "num_jobs").exists():
                     write_decode_dir(full, lats + lats2)
-                fm = run_concurrently([rescore_job(model_dir, arpa, words, full, j, tmp / f"full_{v}", extra)
+                name = v.split("+")[0]
+                model_dir = dirs[name] if name in lat_bench.PACKED else dirs["fp32"]
+                fm = run_concurrently([rescore_job(model_dir, arpa, words, full, j, tmp / f"full_{v}", VARIANTS[v])
                                        for j in (1, 2)])
                 row["measured_full"] = fm
                 say(f"{v}: whole set {fm['wall_s']:.1f} s wall")
-            if v == "fp32" and not a.no_naive:
-                nv = naive_pair(a, out, dirs["fp32"], tmp)
-                scale = [f / s for f, s in zip(per_job_full, sub_per_job)]
-                nv["projected_full"] = {
-                    "wall_s": max(j["scoring_wall_s"] * k for j, k in zip(nv["jobs"], scale)),
-                    "idle_2_cores_s": max(j["scoring_cpu_s"] * k for j, k in zip(nv["jobs"], scale))}
-                results["naive_baseline"] = nv
-                say(f"naive: projected {nv['projected_full']}")
             results["variants"][v] = row
     for v, row in results["variants"].items():
         p = row["projected_full"]
-        p["meets_goal_idle_2_cores"] = p["idle_2_cores_s"] < GOAL_SECONDS
+        p["meets_goal_idle_2_cores"] = p["idle_2_cores_s_median"] < GOAL_SECONDS
         if "naive_baseline" in results:
             nb = results["naive_baseline"]["projected_full"]
-            p["x_naive_idle_2_cores"] = nb["idle_2_cores_s"] / p["idle_2_cores_s"]
+            p["x_naive_idle_2_cores"] = nb["idle_2_cores_s"] / p["idle_2_cores_s_median"]
     text = json.dumps(results, indent=2)
     print(text)
     if a.out:
@@ -258,30 +307,27 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     s = r["set"]
     lines = [f"eval2000-sized 100-best rescoring ({s['utterances']} utterances, 2 jobs x 1 thread), "
-             f"{r['model']['config']} with {r['model']['vocab_size']} words; {m['cpu']}, {m['cpu_count']} cores, "
-             f"avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load average at start "
-             f"{m['load_average_at_start'][0]:.1f}; {m['date']}. Subset measured: "
-             f"{sum(r['subset']['utterances_per_job'])} utterances.\n",
-             "| system | subset: hyps | words/hyp | wall s (measured) | CPU s, 2 jobs (measured) | "
-             "whole set, wall (projected) | whole set, 2 idle cores (projected) | whole set (measured) | "
-             "x naive |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{r['model']['config']} with {r['model']['vocab_size']} words, lattices {s['lattices']}; "
+             f"{m['cpu']}, {m['cpu_count']} cores, avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load "
+             f"average at start {m['load_average_at_start'][0]:.1f}; {m['date']}. Sample measured: "
+             f"{sum(r['subset']['utterances_per_job'])} utterances, {r['repeats']} interleaved runs per "
+             "system, pooled over the two jobs.\n",
+             "| system | hyps scored / listed | NN positions | whole set, 2 idle cores: min | median | "
+             "wall: median | whole set (measured) | x naive |",
+             "|---|---|---|---|---|---|---|---|"]
     nb = r.get("naive_baseline")
     if nb:
         p = nb["projected_full"]
-        slowest = max(j["scoring_wall_s"] for j in nb["jobs"])
-        lines.append(f"| naive baseline (NN scoring only) | - | - | {slowest:.1f} | "
-                     f"{sum(j['scoring_cpu_s'] for j in nb['jobs']):.1f} | {p['wall_s'] / 60:.1f} min | "
-                     f"{p['idle_2_cores_s'] / 60:.1f} min | - | 1.00 |")
+        lines.append(f"| naive baseline (NN scoring only) | - | - | - | {p['idle_2_cores_s'] / 60:.1f} min | "
+                     f"{p['wall_s'] / 60:.1f} min | - | 1.00 |")
     for v, row in r["variants"].items():
-        ms, p = row["measured_subset"], row["projected_full"]
+        sub, p = row["subset"], row["projected_full"]
         full = row.get("measured_full")
         full_text = f"{full['wall_s'] / 60:.1f} min" if full else "-"
-        lines.append(f"| rescore-nbest {v} | {ms['hypotheses']} | {ms['words'] / ms['hypotheses']:.1f} | "
-                     f"{ms['wall_s']:.1f} | {sum(j['cpu_s'] for j in ms['jobs']):.1f} | "
-                     f"{p['wall_s'] / 60:.1f} min | {p['idle_2_cores_s'] / 60:.1f} min | "
-                     f"{full_text} | "
-                     f"{p.get('x_naive_idle_2_cores', float('nan')):.2f} |")
+        lines.append(f"| rescore-nbest {v} | {sub['hypotheses'] - sub['pruned']} / {sub['hypotheses']} | "
+                     f"{sub['nn_positions']} | {p['idle_2_cores_s_min'] / 60:.1f} min | "
+                     f"{p['idle_2_cores_s_median'] / 60:.1f} min | {p['wall_s_median'] / 60:.1f} min | "
+                     f"{full_text} | {p.get('x_naive_idle_2_cores', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,8 +104,18 @@ def test_projection_arithmetic(proj):
     measured = {"jobs": [{"wall_s": 25.0, "cpu_s": 14.0}, {"wall_s": 20.0, "cpu_s": 13.0}]}
     startup = {"wall_s": 5.0, "cpu_s": 4.0}
     p = proj.project(measured, startup, [10, 10], [100, 50])
-    assert p["wall_s"] == pytest.approx(5 + 20 * 10)      # job 1: the slower
-    assert p["idle_2_cores_s"] == pytest.approx(4 + 10 * 10)
+    # pooled: (20 + 15) s of wall work over 20 utterances, times the larger job's 100
+    assert p["wall_s"] == pytest.approx(5 + 35 / 20 * 100)
+    assert p["idle_2_cores_s"] == pytest.approx(4 + 19 / 20 * 100)
+
+
+def test_conversational_lengths_have_many_short_segments(proj):
+    from asr_lm_quant.kaldi.algorithms import best_path
+    lats = proj.conversational_lattices(3, 200, 600, "u")
+    assert [k for k, _ in lats[:2]] == ["u00000", "u00001"]
+    words = [len([w for w in best_path(lat, 0.1).words]) if best_path(lat, 0.1) else 0 for _, lat in lats]
+    short = sum(1 for n in words if n <= 3) / len(words)
+    assert 0.25 < short < 0.6 and 6 < np.mean(words) < 14
 
 
 def test_markdown_tables(lat_bench, proj):
@@ -125,19 +135,20 @@ def test_markdown_tables(lat_bench, proj):
     assert "1 thread(s)" in md[0] and "avx512_bf16 no" in md[0] and "2026-12-01" in md[0]
     assert md[5] == "| 100 | 4 | 400 | 12.3 | trie_fp32 | 2.50 | 2.25 | 2,192 | 4.00 | 4.00 | 5 | 2.0e-04 |"
     assert md[4].endswith("| naive | 10.00 | 9.00 | 548 | 1.00 | 1.00 | 300 | - |") and "error: boom" in md[6]
-    r = {"machine": machine, "set": {"utterances": 4459}, "subset": {"utterances_per_job": [30, 30]},
-         "model": {"config": "c", "vocab_size": 30000},
+    r = {"machine": machine, "set": {"utterances": 4459, "lattices": "synthetic"}, "repeats": 3,
+         "subset": {"utterances_per_job": [30, 30]}, "model": {"config": "c", "vocab_size": 30000},
          "naive_baseline": {"jobs": [{"scoring_wall_s": 90.0, "scoring_cpu_s": 60.0}] * 2,
                             "projected_full": {"wall_s": 6690.0, "idle_2_cores_s": 4460.0}},
-         "variants": {"fp32": {"measured_subset": {"hypotheses": 6000, "words": 72000, "wall_s": 40.0,
-                                                   "jobs": [{"cpu_s": 15.0}, {"cpu_s": 16.0}]},
-                               "projected_full": {"wall_s": 2400.0, "idle_2_cores_s": 1200.0,
-                                                  "x_naive_idle_2_cores": 4460 / 1200},
-                               "measured_full": {"wall_s": 1500.0}}}}
+         "variants": {"fp32+prune": {"subset": {"hypotheses": 6000, "pruned": 1000, "nn_positions": 30000},
+                                     "projected_full": {"wall_s_median": 2400.0, "idle_2_cores_s_min": 1100.0,
+                                                        "idle_2_cores_s_median": 1200.0,
+                                                        "x_naive_idle_2_cores": 4460 / 1200},
+                                     "measured_full": {"wall_s": 1500.0}}}}
     md = proj.markdown(r).splitlines()
-    assert "4459 utterances" in md[0] and "60 utterances" in md[0]
-    assert md[4] == "| naive baseline (NN scoring only) | - | - | 90.0 | 120.0 | 111.5 min | 74.3 min | - | 1.00 |"
-    assert md[5] == "| rescore-nbest fp32 | 6000 | 12.0 | 40.0 | 31.0 | 40.0 min | 20.0 min | 25.0 min | 3.72 |"
+    assert "4459 utterances" in md[0] and "60 utterances" in md[0] and "3 interleaved runs" in md[0]
+    assert md[4] == "| naive baseline (NN scoring only) | - | - | - | 74.3 min | 111.5 min | - | 1.00 |"
+    assert md[5] == ("| rescore-nbest fp32+prune | 5000 / 6000 | 30000 | 18.3 min | 20.0 min | 40.0 min | "
+                     "25.0 min | 3.72 |")
 
 
 def test_bench_runs_end_to_end_on_a_tiny_model(lat_bench, tmp_path):
@@ -164,15 +175,19 @@ def test_bench_runs_end_to_end_on_a_tiny_model(lat_bench, tmp_path):
 def test_projection_runs_end_to_end_on_a_tiny_model(proj, tmp_path):
     out = tmp_path / "p.json"
     rc = proj.main(["--config", str(TINY_CONFIG), "--vocab", "600", "--utts", "12", "--subset", "4",
-                    "--variants", "fp32,selfnorm", "--work-dir", str(tmp_path / "m"), "--out", str(out)])
+                    "--repeats", "2", "--variants", "fp32,selfnorm+prune", "--work-dir", str(tmp_path / "m"),
+                    "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["subset"]["utterances_per_job"] == [2, 2] and res["set"]["utterances_per_job"] == [6, 6]
-    for v in ("fp32", "selfnorm"):
+    for v in ("fp32", "selfnorm+prune"):
         row = res["variants"][v]
-        m = row["measured_subset"]
-        assert m["utterances"] == 4 and m["hypotheses"] > 4 and len(m["jobs"]) == 2
-        assert row["projected_full"]["idle_2_cores_s"] == pytest.approx(proj.project(
-            m, row["measured_startup_one_utterance"], [2, 2], [6, 6])["idle_2_cores_s"])
+        assert row["subset"]["utterances"] == 4 and row["subset"]["hypotheses"] > 4
+        assert len(row["runs"]) == 2
+        projected = [proj.project(x["measured_subset"], x["startup_no_utterance"], [2, 2], [6, 6])
+                     for x in row["runs"]]
+        assert row["projected_full"]["idle_2_cores_s_min"] == pytest.approx(
+            min(p["idle_2_cores_s"] for p in projected))
+    assert res["variants"]["fp32"]["subset"]["pruned"] == 0
     nb = res["naive_baseline"]
-    assert sum(j["words"] for j in nb["jobs"]) == res["variants"]["fp32"]["measured_subset"]["words"]
+    assert sum(j["words"] for j in nb["jobs"]) == res["variants"]["fp32"]["subset"]["words_scored"]

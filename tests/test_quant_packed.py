@@ -106,3 +106,6 @@ def test_switchboard_shape_overhead_under_2_percent(tmp_path):
         save_packed(tmp_path / name, m, plan, vocab_of(30000))
         rep = inspect_packed(tmp_path / name)
         assert 0 < rep["overhead"] < 0.02, (name, rep["overhead"])
+        # the compression quantize reports: the 32-bit model over the file; the ideal one is labelled so
+        assert rep["compression"] == rep["fp32_bytes"] / (tmp_path / name / PACKED).stat().st_size
+        assert rep["ideal_compression"] == rep["fp32_bytes"] / rep["ideal_bytes"] > rep["compression"]

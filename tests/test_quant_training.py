@@ -155,6 +155,8 @@ def test_cli_end_to_end_deterministic(wiki, tmp_path, capsys):
     assert main(["quant-inspect", str(tmp_path / "a")]) == 0
     table = capsys.readouterr().out
     assert "embed.weight" in table and "overhead" in table
+    # the same compression as quantize reported, the ideal one labelled as such
+    assert f"compression {res['compression']:.2f}x (of the file; ideal {res['ideal_compression']:.2f}x)" in table
     # refuses to overwrite, and a budget below the candidates is a clear error with nothing written
     assert main(args) == 1
     bad = list(args)

@@ -3,8 +3,10 @@
 A :class:`PackedMatrix` is a weight matrix as the packed file stores it: one or more row segments (a whole
 matrix, or the word-frequency bands of a vocabulary-sized one), each either b-bit codes, bit-packed as in the
 file, with one scale or one per row, or 32-bit rows. Nothing converts a whole matrix to floats: rows are
-decoded a chunk at a time (by a 256-entry table per byte for 1, 2, 4 and 8 bits, by bit planes for the
-others), straight into the dtype of the product, and multiplied by their scale there.
+decoded a chunk at a time (for 1, 2, 4 and 8 bits by shifting and masking whole byte arrays, one field of
+the byte at a time; by bit planes for the others) and multiplied by their scale. The chunks of a product go
+to one float32 buffer per device that every packed matrix reuses (:func:`scratch`), so scoring holds one
+decoded chunk at any time and leaves no freed temporaries of that size behind in the heap.
 
 What a product gives: the decoded chunk is ``scale * code`` computed in float32 and then cast to the product's
 dtype, exactly the dequantized model's weight (float32) or its bfloat16 copy (bfloat16), so a packed model's
@@ -43,19 +45,19 @@ class Segment:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.weight) if t is not None)
 
 
-_TABLES: dict = {}
+_SCRATCH: dict = {}
 
 
-def _byte_table(bits: int, device) -> torch.Tensor:
-    """[256, 8 // bits] float32: the codes (``u - kmax``, or +-1 for one bit) held by each byte value."""
-    key = (bits, str(device))
-    if key not in _TABLES:
-        per = 8 // bits
-        b = torch.arange(256, dtype=torch.int64)
-        u = (b[:, None] >> (torch.arange(per) * bits)) & ((1 << bits) - 1)
-        codes = (2 * u - 1) if bits == 1 else (u - kmax(bits))
-        _TABLES[key] = codes.to(torch.float32).to(device)
-    return _TABLES[key]
+def scratch(numel: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A flat ``dtype`` buffer of ``numel`` elements on ``device``, the same memory on every call (grown when
+    a larger one is asked for): the decoded chunk of a product. What it holds is valid until the next call."""
+    key = (dtype, str(device))
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < numel:
+        _SCRATCH.pop(key, None)  # the old buffer goes before the larger one is made
+        with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
+            buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
 
 
 def valid_codes(buf: torch.Tensor, bits: int, numel: int) -> bool:
@@ -81,10 +83,39 @@ def valid_codes(buf: torch.Tensor, bits: int, numel: int) -> bool:
     return True
 
 
+def decode_into(buf: torch.Tensor, bits: int, out: torch.Tensor) -> torch.Tensor:
+    """float32 codes of the first ``out.numel()`` values of a bit-packed uint8 buffer (little-endian bit
+    order) written into ``out`` (float32, contiguous). Whole-byte widths: field ``j`` of every byte is
+    ``(byte >> j*bits) & mask``, written as the j-th of each byte's ``8 // bits`` outputs; the unsigned
+    values then become codes in place (``u - kmax``; ``2u - 1`` for one bit), all exact in float32."""
+    numel = out.numel()
+    flat = out.view(-1)
+    if 8 % bits:
+        flat.copy_(decode_codes(buf, bits, numel))
+        return out
+    per, mask = 8 // bits, (1 << bits) - 1
+    full, rest = divmod(numel, per)
+    if full:
+        fields = flat[:full * per].view(full, per)
+        if per == 1:
+            fields[:, 0].copy_(buf[:full])
+        else:
+            for j in range(per):
+                f = buf[:full] if j == 0 else torch.bitwise_right_shift(buf[:full], j * bits)
+                fields[:, j].copy_(f if j == per - 1 else f & mask)
+    if rest:  # codes that share the last byte with padding
+        flat[full * per:].copy_((buf[full].long() >> (torch.arange(rest, device=buf.device) * bits)) & mask)
+    if bits == 1:
+        flat.mul_(2).sub_(1)
+    else:
+        flat.sub_(kmax(bits))
+    return out
+
+
 def decode_codes(buf: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """float32 codes of the first ``numel`` values of a bit-packed uint8 buffer (little-endian bit order)."""
     if 8 % bits == 0:
-        return _byte_table(bits, buf.device)[buf.long()].reshape(-1)[:numel]
+        return decode_into(buf, bits, torch.empty(numel, dtype=torch.float32, device=buf.device))
     planes = (buf[:, None].int() >> torch.arange(8, dtype=torch.int32, device=buf.device)) & 1
     planes = planes.reshape(-1)[:numel * bits].reshape(numel, bits)
     u = (planes << torch.arange(bits, dtype=torch.int32, device=buf.device)).sum(dim=1)
@@ -119,28 +150,36 @@ class PackedMatrix:
         return PackedMatrix(self.rows, self.cols, [Segment(s.row0, s.row1, s.bits, s.per_row, move(s.codes),
                                                            move(s.scale), move(s.weight)) for s in self.segments])
 
-    def _decode(self, s: Segment, r0: int, r1: int, dtype) -> torch.Tensor:
-        """Rows ``r0:r1`` (segment-relative) as ``dtype``: float32 ``scale * code`` cast to ``dtype``."""
+    def _decode(self, s: Segment, r0: int, r1: int, dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``r0:r1`` (segment-relative) as ``dtype``: float32 ``scale * code`` (as ``dequantize`` forms
+        it) cast to ``dtype``; into ``out`` (float32 [r1 - r0, cols]) when given, else a new tensor."""
         if s.weight is not None:
-            return s.weight[r0:r1].to(dtype)
+            w = s.weight[r0:r1]
+            return w.to(dtype) if out is None or dtype != torch.float32 else out.copy_(w)
+        if out is None:
+            out = torch.empty(r1 - r0, self.cols, dtype=torch.float32, device=s.codes.device)
         row_bytes = self.cols * s.bits // 8
-        buf = s.codes[r0 * row_bytes:r1 * row_bytes]
-        if not s.per_row and 8 % s.bits == 0:
-            # One scale: a table of the scaled values per byte gives the weights in one gather.
-            table = (_byte_table(s.bits, buf.device) * s.scale.reshape(1, 1)).to(dtype)
-            return table[buf.long()].reshape(r1 - r0, self.cols)
-        codes = decode_codes(buf, s.bits, (r1 - r0) * self.cols).reshape(r1 - r0, self.cols)
-        scale = s.scale[r0:r1].reshape(-1, 1) if s.per_row else s.scale.reshape(1, 1)
-        return (codes * scale).to(dtype)
+        decode_into(s.codes[r0 * row_bytes:r1 * row_bytes], s.bits, out)
+        out.mul_(s.scale[r0:r1].reshape(-1, 1) if s.per_row else s.scale.reshape(1, 1))
+        return out if dtype == torch.float32 else out.to(dtype)
 
-    def chunks(self, dtype=torch.float32, max_rows: int | None = None):
-        """``(row0, row1, rows as dtype)`` over the whole matrix, a bounded number of rows at a time."""
+    def chunks(self, dtype=torch.float32, max_rows: int | None = None, reuse: bool = False):
+        """``(row0, row1, rows as dtype)`` over the whole matrix, a bounded number of rows at a time.
+        ``reuse``: every chunk is decoded into the same buffer (:func:`scratch`), valid until the next one."""
         step = max_rows or max(1, CHUNK_ELEMENTS // max(1, self.cols))
         for s in self.segments:
             n = s.row1 - s.row0
             for a in range(0, n, step):
                 b = min(n, a + step)
-                yield s.row0 + a, s.row0 + b, self._decode(s, a, b, dtype)
+                if s.weight is not None and dtype == torch.float32:
+                    yield s.row0 + a, s.row0 + b, s.weight[a:b]  # float rows are used in place
+                    continue
+                out = scratch((b - a) * self.cols, torch.float32, self.device).view(b - a, self.cols) \
+                    if reuse else None
+                w = self._decode(s, a, b, torch.float32, out)
+                if dtype != torch.float32:
+                    w = scratch(w.numel(), dtype, self.device).view_as(w).copy_(w) if reuse else w.to(dtype)
+                yield s.row0 + a, s.row0 + b, w
 
     def gather_rows(self, index: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """Rows ``index`` (any shape of int64 ids) -> ``[*index.shape, cols]``; each distinct row decoded once."""
@@ -157,18 +196,21 @@ class PackedMatrix:
                 continue
             row_bytes = self.cols * s.bits // 8
             byte_idx = (local[:, None] * row_bytes + torch.arange(row_bytes, device=flat.device)).reshape(-1)
-            codes = decode_codes(s.codes[byte_idx], s.bits, len(sel) * self.cols).reshape(len(sel), self.cols)
-            scale = s.scale[local].reshape(-1, 1) if s.per_row else s.scale.reshape(1, 1)
-            out[sel] = (codes * scale).to(dtype)
+            rows = self._decode(Segment(0, len(sel), s.bits, s.per_row, s.codes[byte_idx],
+                                        s.scale[local] if s.per_row else s.scale, None), 0, len(sel),
+                                torch.float32)
+            out[sel] = rows.to(dtype)
         return out[inverse].reshape(*index.shape, self.cols)
 
     def matmul_t(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x @ W.T + bias`` for ``x`` [..., cols] in ``x``'s dtype, chunk by chunk of W's rows (the bias
-        added inside the product, as ``nn.Linear`` does)."""
+        added inside the product, as ``nn.Linear`` does). The chunks are decoded into the shared buffer,
+        unless autograd must keep them (then each is its own tensor)."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.cols)
         out = torch.empty(x2.shape[0], self.rows, dtype=x.dtype, device=x.device)
-        for r0, r1, w in self.chunks(x.dtype):
+        reuse = not (torch.is_grad_enabled() and x.requires_grad)
+        for r0, r1, w in self.chunks(x.dtype, reuse=reuse):
             whole = r1 - r0 == self.rows
             if bias is None:
                 y = torch.mm(x2, w.t(), out=out) if whole else x2 @ w.t()
@@ -180,7 +222,10 @@ class PackedMatrix:
 
     def dense(self) -> torch.Tensor:
         """The whole matrix in float32, decoded anew (the fused output loss takes it for one batch)."""
-        return torch.cat([w for _, _, w in self.chunks(torch.float32)])
+        out = torch.empty(self.rows, self.cols, dtype=torch.float32, device=self.device)
+        for s in self.segments:
+            self._decode(s, 0, s.row1 - s.row0, torch.float32, out[s.row0:s.row1])
+        return out
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

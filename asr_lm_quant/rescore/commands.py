@@ -110,6 +110,15 @@ def register(sub):
     p.add_argument("--out-lattices", help="wspecifier for rescored lattices (one per utterance)")
     p.add_argument("--out-nbest", help="rescored n-best list (.tsv or .jsonl)")
     p.add_argument("--out-tables", help="dir for Kaldi n-best tables (words, acwt, lmwt.*)")
+    p.add_argument("--prune-lmwt", metavar="MIN:MAX",
+                   help="score with the NN LM only the hypotheses that can be the 1-best at some LM weight "
+                        "MIN..MAX (integers, as score.sh sweeps them), --prune-wips and --weight; the others "
+                        "are left out of the outputs (1-best at those settings unchanged)")
+    p.add_argument("--prune-wips", default="0.0,0.5,1.0",
+                   help="word insertion penalties of that sweep (default 0.0,0.5,1.0)")
+    p.add_argument("--prune-beam", type=float,
+                   help="with --prune-lmwt: also drop hypotheses more than this many nats behind the "
+                        "first-pass best at every setting (faster; may change the 1-best)")
     p.set_defaults(func=_nbest)
 
     p = sub.add_parser("rescore-lattice", help="lattice rescoring with the path-cover estimate",
@@ -395,6 +404,7 @@ def _nbest(args):
         log.warning("%s: its acoustic costs are per-token averages and stay so in the output: decide with "
                     "--per-token-costs acoustic", args.nbest)
     _check_outputs(args, outs)
+    prune = _prune_sweep(args, _weights(args.weight))
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
     if args.nbest:
@@ -407,8 +417,30 @@ def _nbest(args):
                                 acoustic_scale=0.1 if args.acwt is None else args.acwt,
                                 oov_penalty=args.oov_penalty, out_lattices=outs.get("out_lattices"),
                                 out_nbest=outs.get("out_nbest"), out_tables=outs.get("out_tables"),
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, prune=prune)
     _finish(args, summary)
+
+
+def _prune_sweep(args, weights):
+    """The :class:`PruneSweep` of ``--prune-lmwt/--prune-wips/--prune-beam``, or None."""
+    from asr_lm_quant.rescore.nbest import PruneSweep
+    if args.prune_lmwt is None:
+        if args.prune_beam is not None:
+            raise InputError(None, "--prune-beam needs --prune-lmwt")
+        return None
+    if args.hf_lm:
+        raise InputError(args.hf_lm, "--prune-lmwt applies to --lm-dir models only")
+    try:
+        lo, hi = (int(x) for x in args.prune_lmwt.split(":"))
+        wips = [float(x) for x in args.prune_wips.split(",")]
+    except ValueError:
+        raise InputError(None, f"--prune-lmwt {args.prune_lmwt!r} / --prune-wips {args.prune_wips!r}: expected "
+                               "MIN:MAX (integers) and numbers separated by commas") from None
+    if not 0 < lo <= hi:
+        raise InputError(None, f"--prune-lmwt {args.prune_lmwt}: need 0 < MIN <= MAX")
+    if args.prune_beam is not None and args.prune_beam < 0:
+        raise InputError(None, f"--prune-beam {args.prune_beam}: must not be negative")
+    return PruneSweep(list(weights), list(range(lo, hi + 1)), wips, beam=args.prune_beam)
 
 
 def _lattice(args):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,94 @@ def rescore_hypotheses(hyps, scorer, ngram_lm, weights) -> dict[float, list[Nbes
         out[w] = [NbestHyp(h.utterance, h.rank, h.words, h.acoustic_cost, float(x))
                   for h, x in zip(scored.hyps, g)]
     return out
+
+
+# --- pruning before NN scoring --------------------------------------------------------------------------
+@dataclass
+class PruneSweep:
+    """The settings the rescored lists will be scored at, so hypotheses that cannot be the best at any of
+    them need no NN cost: interpolation ``weights``, LM weights ``lmwts`` (Kaldi's LMWT: the best path
+    minimises ``graph + acoustic / LMWT + wip * words``) and word insertion penalties ``wips``.
+
+    ``references`` hypotheses of each utterance (its first-pass best ranks) are scored first. Every other
+    hypothesis ``h`` has a lower bound on its NN cost: the words it shares from the start with a reference
+    cost exactly what they cost in that reference (the LM sees the same history), each of the rest at least
+    the scorer's ``word_cost_floor()`` (0 for a normalised LM; a bound from the weights without the
+    normaliser, where a word's cost is minus its logit and can be negative). It
+    is dropped when, at every setting, even that bound leaves it behind the best reference: then it is the
+    1-best at no setting of the sweep, and neither is anything else it would have beaten, so the 1-best at
+    every setting is the one full scoring gives. ``beam``: also drop hypotheses whose first-pass cost is
+    more than ``beam`` behind the utterance's best at every setting (a heuristic: this can change the
+    1-best). Dropped hypotheses are left out of the outputs."""
+    weights: list
+    lmwts: list
+    wips: list = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    references: int = 1
+    beam: float | None = None
+
+    def settings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weight, 1 / lmwt, wip) of every setting, as three parallel arrays."""
+        grid = np.array([(w, 1.0 / m, p) for w in self.weights for m in self.lmwts for p in self.wips],
+                        dtype=np.float64).reshape(-1, 3)
+        return grid[:, 0], grid[:, 1], grid[:, 2]
+
+
+def _shared_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def score_pruned(hyps, scorer, ngram_lm, sweep: PruneSweep, lattices=None, oov_penalty: float = 0.0):
+    """:func:`score_hypotheses` of the hypotheses that can be the best at some setting of ``sweep`` (see
+    :class:`PruneSweep`): ``(ScoredNbest of those kept, NN positions of the reference pass)``."""
+    hyps = list(hyps)
+    ngram = ngram_costs(ngram_lm, hyps)
+    w, inv_lmwt, wip = sweep.settings()
+    vocab = scorer.vocab
+    oov = np.array([sum(x not in vocab for x in h.words) for h in hyps], dtype=np.float64)
+    by_utt: dict[str, list[int]] = {}
+    for i, h in enumerate(hyps):
+        by_utt.setdefault(h.utterance, []).append(i)
+    refs = [i for idx in by_utt.values() for i in sorted(idx, key=lambda i: hyps[i].rank)[:sweep.references]]
+    floor = scorer.word_cost_floor()
+    per_word = scorer.word_costs([hyps[i].words for i in refs]) if refs else []
+    ref_positions = scorer.stats.positions if refs else 0
+    ref_set = set(refs)
+    ref_of = {i: c for i, c in zip(refs, per_word)}
+    keep = np.zeros(len(hyps), dtype=bool)
+    for idx in by_utt.values():
+        r_idx = [i for i in idx if i in ref_set]
+        keep[r_idx] = True
+
+        def first_pass(i, nn):  # score of hypothesis i at every setting, given an NN cost (or its bound)
+            h = hyps[i]
+            return (h.acoustic_cost * inv_lmwt + h.lm_cost - w * ngram[i] + w * nn
+                    + wip * len(h.words))
+
+        best = np.min([first_pass(i, float(np.sum(ref_of[i])) + oov_penalty * oov[i]) for i in r_idx], axis=0)
+        margin = 1e-6 * (np.abs(best) + 1.0)  # the bound's sum and the final costs may differ in the last bits
+        if sweep.beam is not None:
+            zero = np.min([first_pass(i, ngram[i]) for i in idx], axis=0)  # the first pass: the old LM's costs
+        for i in idx:
+            if i in ref_set:
+                continue
+            words = hyps[i].words
+            bound = max(float(np.sum(ref_of[r][:k])) + floor * (len(words) + 1 - k)
+                        for r in r_idx for k in [_shared_prefix(words, hyps[r].words)])
+            can_win = first_pass(i, bound + oov_penalty * oov[i]) <= best + margin
+            if sweep.beam is not None:
+                can_win &= first_pass(i, ngram[i]) <= zero + sweep.beam
+            keep[i] = bool(can_win.any())
+    kept = np.flatnonzero(keep)
+    sub = [hyps[i] for i in kept]
+    nn = scorer.costs([h.words for h in sub])
+    if oov_penalty:
+        nn = nn + oov_penalty * oov[kept]
+    return ScoredNbest(sub, ngram[kept], nn, [lattices[i] for i in kept] if lattices else None), ref_positions
 
 
 # --- hypotheses from lattices -----------------------------------------------------------------------------
@@ -222,7 +311,7 @@ def _chunks(items, max_hyps: int):
 def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | None = None,
                       hyps=None, hyp_groups=None, n: int = 20, acoustic_scale: float = 0.1, out_lattices=None,
                       out_nbest=None, out_tables=None, chunk_hyps: int = 4000, overwrite: bool = True,
-                      oov_penalty: float = 0.0) -> dict:
+                      oov_penalty: float = 0.0, prune: PruneSweep | None = None) -> dict:
     """Rescore one job: lattices from the rspecifier ``lattices`` (converted to N-best as
     ``lattice-to-nbest``), ready-made ``hyps`` (NbestHyp, grouped by utterance) or ``hyp_groups`` (an
     iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.kaldi.nbest.iter_nbest_groups`: streamed).
@@ -230,7 +319,8 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
     ``out_lattices`` / ``out_nbest`` / ``out_tables``: dicts weight -> wspecifier / file / dir.
     Hypotheses of many utterances are scored together (``chunk_hyps`` at a time), so the NN batches
     stay full while memory stays bounded: outputs are written chunk by chunk. Existing outputs are replaced
-    only with ``overwrite``. Returns a summary dict.
+    only with ``overwrite``. ``prune``: score only the hypotheses that can be the best at some setting of
+    that sweep (:class:`PruneSweep`); the others are left out of the outputs. Returns a summary dict.
     """
     if sum(x is not None for x in (lattices, hyps, hyp_groups)) != 1:
         raise ValueError("give exactly one of lattices, hyps and hyp_groups")
@@ -263,13 +353,23 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
                 yield group, None
 
     summary = {"utterances": 0, "hypotheses": 0, "words": 0, "oov": 0, "ngram_oov": 0, "nn_seconds": 0.0,
-               "weights": weights}
+               "nn_positions": 0, "weights": weights}
+    if prune is not None:
+        summary["pruned"] = 0
     outs.open()
     ok = False
     try:
         for chunk, lats in _chunks(items(), chunk_hyps):
-            scored = score_hypotheses(chunk, scorer, ngram_lm,
-                                      lats if any(x is not None for x in lats) else None, oov_penalty)
+            lats = lats if any(x is not None for x in lats) else None
+            if prune is None:
+                scored = score_hypotheses(chunk, scorer, ngram_lm, lats, oov_penalty)
+            else:
+                t = time.perf_counter()
+                scored, ref_positions = score_pruned(chunk, scorer, ngram_lm, prune, lats, oov_penalty)
+                summary["pruned"] += len(chunk) - len(scored.hyps)
+                summary["nn_positions"] += ref_positions
+                scorer.stats.seconds = time.perf_counter() - t  # both passes
+            summary["nn_positions"] += scorer.stats.positions
             outs.add(scored)
             summary["utterances"] += len({h.utterance for h in chunk})
             summary["hypotheses"] += len(chunk)

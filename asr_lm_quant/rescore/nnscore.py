@@ -292,16 +292,27 @@ class NNScorer(WordScorer):
         return out
 
     def _log_normalisers_packed(self, h, weights, shift):
-        """:meth:`_log_normalisers` for a packed output matrix: its rows are decoded a chunk at a time (as
-        many as keep ``[nodes, chunk]`` logits within ``logits_bytes``) and the log-sum-exp runs over the
-        chunks (a running maximum and sum per node), so the whole matrix never exists as floats. bf16: the
-        same bias and shift columns as the float path, appended to each decoded chunk."""
+        """:meth:`_log_normalisers` for a packed output matrix, blocked so that nothing vocabulary-sized is
+        ever held: the matrix is decoded ``vocab_rows`` rows at a time into the one buffer packed matrices
+        share, each block multiplies ``node_rows`` nodes at a time into one reused logits buffer (small
+        enough to stay in cache while its exponentials are summed), and the log-sum-exp runs over the blocks
+        (a running maximum and sum per node). Each row of the matrix is decoded once per batch. bf16: the
+        same bias and shift columns as the float path, appended to each decoded block."""
         W = weights.packed
         n, D = h.shape
         dt = weights.dtype
         low = dt != torch.float32
-        n32 = -(-n // 32) * 32  # row counts in multiples of 32 (odd counts make oneDNN's bf16 matmul slow)
-        x = torch.zeros(n32, D + (4 if low else 0), dtype=dt, device=h.device)
+        dev = h.device
+        # bf16: row counts in multiples of 32 (odd counts make oneDNN's bf16 matmul slow)
+        rows = -(-n // 32) * 32 if low else n
+        size = 2 if low else 4
+        if dev.type == "cpu":  # cache-sized blocks
+            node_rows, vocab_rows = 512, 1024
+        else:  # few large products: each launch costs more than its arithmetic
+            node_rows = rows
+            vocab_rows = max(32, int(self.logits_bytes // (size * max(rows, 1))) // 32 * 32)
+        vocab_rows = min(vocab_rows, max(32, int(self.logits_bytes // (size * min(node_rows, rows))) // 32 * 32))
+        x = torch.zeros(rows, D + (4 if low else 0), dtype=dt, device=dev)
         x[:n, :D] = h
         if low:
             hi = shift.to(dt)
@@ -310,23 +321,52 @@ class NNScorer(WordScorer):
             x[:n, D + 3] = (hi.float() - shift).to(dt)
             b_hi = weights.out_bias.to(dt)
             b_lo = (weights.out_bias - b_hi.float()).to(dt)
-        chunk = max(32, int(self.logits_bytes // ((2 if low else 4) * n32)) // 32 * 32)
-        m = torch.full((n32,), -torch.inf, device=h.device)
-        total = torch.zeros(n32, device=h.device)
-        for v0, v1, w in W.chunks(dt, max_rows=chunk):
+            ext = torch.empty(min(vocab_rows, W.rows), D + 4, dtype=dt, device=dev)
+        logits = torch.empty(min(node_rows, rows) * min(vocab_rows, W.rows), dtype=dt, device=dev)
+        m = torch.full((rows,), -torch.inf, device=dev)
+        total = torch.zeros(rows, device=dev)
+        for v0, v1, w in W.chunks(dt, max_rows=vocab_rows, reuse=True):
+            k = v1 - v0
             if low:
-                ext = torch.empty(v1 - v0, D + 4, dtype=dt, device=h.device)
-                ext[:, :D] = w
-                ext[:, D], ext[:, D + 1] = b_hi[v0:v1], b_lo[v0:v1]
-                ext[:, D + 2:] = 1
-                logits = torch.mm(x, ext.t()).float()
-            else:
-                logits = torch.mm(x, w.t()).add_(weights.out_bias[v0:v1])
-            top = torch.maximum(m, logits.amax(dim=1))
-            total.mul_(torch.exp(m - top)).add_(logits.sub_(top[:, None]).exp_().sum(dim=1))
-            m = top
+                e = ext[:k]
+                e[:, :D] = w
+                e[:, D], e[:, D + 1] = b_hi[v0:v1], b_lo[v0:v1]
+                e[:, D + 2:] = 1
+                w = e
+            for r0 in range(0, rows, node_rows):
+                r1 = min(rows, r0 + node_rows)
+                lg = logits[:(r1 - r0) * k].view(r1 - r0, k)
+                if low:
+                    torch.mm(x[r0:r1], w.t(), out=lg)
+                    lg = lg.float()
+                else:
+                    torch.addmm(weights.out_bias[v0:v1], x[r0:r1], w.t(), out=lg)
+                top = torch.maximum(m[r0:r1], lg.amax(dim=1))
+                total[r0:r1].mul_(torch.exp(m[r0:r1] - top)).add_(lg.sub_(top[:, None]).exp_().sum(dim=1))
+                m[r0:r1] = top
         out = (m + total.log())[:n]
         return out + shift if low else out
+
+    def word_cost_floor(self) -> float:
+        """With the normaliser 0; without it (a word's cost is minus its logit, which can be negative) minus
+        the largest logit any hidden state can give: the last LayerNorm bounds the hidden state's norm by
+        ``max|gamma| * sqrt(d) + |beta|``, so a logit is at most that times the largest row norm of the output
+        matrix plus the largest bias. No such LayerNorm: no bound (-inf)."""
+        if not self.self_normalized:
+            return 0.0
+        m = self.model
+        norm = m.final_norm if m.final_norm is not None else (m.layers[-1].norm2 if m.cfg.norm == "post" else None)
+        if norm is None or norm.weight is None:
+            return -math.inf
+        h = float(norm.weight.detach().abs().max()) * math.sqrt(m.cfg.d_model)
+        h += float(norm.bias.detach().norm()) if norm.bias is not None else 0.0
+        out = m.out
+        if isinstance(out, PackedLinear):
+            w = max(float(rows.norm(dim=1).max()) for _, _, rows in out.matrix.chunks(reuse=True))
+        else:
+            w = float(out.weight.detach().norm(dim=1).max())
+        b = float(out.bias.detach().max()) if out.bias is not None else 0.0
+        return -(h * w + b)
 
     def _weights(self) -> "_Weights":
         """The weights the forward uses: the model's own in fp32; in bf16 mode cached bfloat16 copies of every

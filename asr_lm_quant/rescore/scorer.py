@@ -69,3 +69,8 @@ class WordScorer:
 
     def costs_from_ids(self, seqs, stats=None, per_token=None) -> np.ndarray:
         raise NotImplementedError
+
+    def word_cost_floor(self) -> float:
+        """A lower bound on the cost of any one word (or end of sentence): 0, as a log-probability is at most
+        0 (n-best pruning builds on it)."""
+        return 0.0
