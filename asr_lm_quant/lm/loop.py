@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.lm.checkpoint import save_checkpoint
@@ -32,6 +31,7 @@ from asr_lm_quant.lm.data import PAD_TARGET, Batch, BatchPlan
 from asr_lm_quant.lm.files import state_for_saving
 from asr_lm_quant.lm.optim import lr_at
 from asr_lm_quant.lm.options import TrainOptions
+from asr_lm_quant.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ def train_loop(model, optimizer, plan: BatchPlan, opts: TrainOptions, *, valid: 
         logf = open(out_dir / "log" / "train.jsonl", "a", encoding="utf-8")
         _log(logf, {"event": "start", "step": p["step"], "epoch": p["epoch"], "world_size": world_size,
                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-    pbar = tqdm(total=total_steps, initial=p["step"], disable=not is_main, unit="step", mininterval=2.0,
-                dynamic_ncols=True, desc="train")
+    pbar = progress_bar(total=total_steps, initial=p["step"], enabled=is_main, unit="step", mininterval=2.0,
+                        dynamic_ncols=True, desc="train")
     win_loss, win_tok, win_t0, win_tokens_global = 0.0, 0, time.perf_counter(), 0
     win_log_z = 0.0
     run_steps = 0

@@ -17,11 +17,11 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
 from asr_lm_quant.lm.loop import TrainingInterrupted, _StopSignal, autocast, step_seed
 from asr_lm_quant.lm.model import final_hidden
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import BatchStream, PhaseState
 from asr_lm_quant.quant.plan import QuantPlan, assemble, group_views, split_group
@@ -118,8 +118,8 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
     t0 = time.perf_counter()
     stop = _StopSignal() if ckpts is not None else None
     try:
-        for step in tqdm(range(start, opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True,
-                         initial=start, total=opts.steps, disable=not rt.is_main):
+        for step in progress_bar(range(start, opts.steps), desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True,
+                                 initial=start, total=opts.steps, enabled=rt.is_main):
             b = rt.batch(next(stream))
             warm = min(1.0, (step + 1) / max(1, opts.warmup))
             decay = 0.5 * (1 + math.cos(math.pi * step / max(1, opts.steps)))  # cosine to 0: W settles on Q
