@@ -139,7 +139,7 @@ def existing_dir(text: str) -> str:
 def add_json_option(p, what: str, *, bare_is_stdout: bool = False):
     """``--json FILE`` (``-``: stdout). ``bare_is_stdout``: a bare ``--json`` also means stdout (older switch)."""
     kw = dict(nargs="?", const="-") if bare_is_stdout else {}
-    p.add_argument("--json", metavar="FILE", help=f"write {what} as JSON to FILE ('-': standard output)", **kw)
+    p.add_argument("--json", metavar="FILE", help=f"write {what} to FILE as JSON ('-': standard output)", **kw)
 
 
 def write_json_output(path, obj, *, overwrite: bool = True) -> None:
@@ -170,10 +170,11 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.required and action.option_strings:
+        if (action.required or getattr(action, "late_required", False)) and action.option_strings:
             text += " (required)"
         default = action.default
-        shown = default not in (None, False, True, argparse.SUPPRESS) and default != [] and default != ""
+        shown = not (default is None or isinstance(default, bool) or default is argparse.SUPPRESS
+                     or default == [] or default == "")
         if shown and action.option_strings and not action.required and "%(default)" not in text \
                 and not re.search(r"\bdefault\b", text):
             if isinstance(default, (list, tuple)):
@@ -181,6 +182,17 @@ class HelpFormatter(argparse.HelpFormatter):
             else:
                 text += " (default: %(default)s)"
         return text
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        # Options checked after parsing (see positional_fallback) are shown as required, unbracketed.
+        late = [a for a in actions if getattr(a, "late_required", False)]
+        for a in late:
+            a.required = True
+        try:
+            return super()._format_usage(usage, actions, groups, prefix)
+        finally:
+            for a in late:
+                a.required = False
 
     def _fill_text(self, text, width, indent):
         blocks, prose = [], []
@@ -205,6 +217,11 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.aliases: dict[str, str] = {}
+        self.checks = []  # fn(parser, namespace), run after parsing; may call parser.error
+
+    def error(self, message):
+        # One line, as the commands' own input errors: the whole usage would bury the message.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
     def alias(self, old: str, new: str) -> None:
         if new not in self._option_string_actions:
@@ -214,7 +231,10 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         if self.aliases:
             args = self._unalias(sys.argv[1:] if args is None else list(args))
-        return super().parse_known_args(args, namespace)
+        namespace, rest = super().parse_known_args(args, namespace)
+        for check in self.checks:
+            check(self, namespace)
+        return namespace, rest
 
     def _unalias(self, args: list[str]) -> list[str]:
         out = []
@@ -226,6 +246,28 @@ class ArgumentParser(argparse.ArgumentParser):
                 a = self.aliases[name] + eq + value
             out.append(a)
         return out
+
+
+def positional_fallback(p: ArgumentParser, *options: str) -> None:
+    """Let bare positional arguments fill ``options`` (required options of ``p``) that were not given, in order:
+    an older form of the command, ``quantize MODEL OUT``, keeps working beside ``--lm-dir MODEL --out OUT``."""
+    actions = [p._option_string_actions[o] for o in options]
+    for a in actions:
+        a.late_required = True  # marked "(required)" in the help; checked below
+    p.add_argument("_positional", nargs="*", help=argparse.SUPPRESS)
+
+    def check(parser, ns):
+        values = list(getattr(ns, "_positional", None) or [])
+        delattr(ns, "_positional")
+        for a in actions:
+            if getattr(ns, a.dest, None) is None and values:
+                setattr(ns, a.dest, values.pop(0))
+        if values:
+            parser.error(f"unrecognized arguments: {' '.join(values)}")
+        missing = [a.option_strings[0] for a in actions if getattr(ns, a.dest, None) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+    p.checks.append(check)
 
 
 def add_command(sub, name: str, *, help: str, description: str, example, **kwargs) -> ArgumentParser:

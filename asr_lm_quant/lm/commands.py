@@ -41,7 +41,7 @@ def register(sub):
     p.add_argument("--config", required=True, help="JSON file: {'model': {...}, 'train': {...}}")
     p.add_argument("--train", required=True, help="training text, one sentence per line")
     p.add_argument("--valid", help="validation text (for early stopping and the best model)")
-    p.add_argument("--words", dest="vocab", required=True, help="words.txt with <s> and <unk>")
+    p.add_argument("--words", dest="vocab", metavar="WORDS_TXT", required=True, help="words.txt with <s> and <unk>")
     p.alias("--vocab", "--words")
     p.add_argument("--out", required=True, help="output directory (model, checkpoints/, log/, results.json)")
     p.add_argument("--seed", type=int, help="overrides the configuration's seed")
@@ -65,7 +65,7 @@ def register(sub):
         description="Perplexity with and without end-of-sentence (<s> ends each sentence), OOV words scored as "
                     "<unk> and counted. The model may be plain or packed (quantized). Prints JSON.",
         example="asr-lm-quant ppl --lm-dir exp/lm --text data/lm/test.txt --json exp/lm/ppl_test.json")
-    p.add_argument("--lm-dir", dest="model", required=True, help="model directory (plain or packed)")
+    p.add_argument("--lm-dir", dest="model", metavar="LM_DIR", required=True, help="model directory (plain or packed)")
     p.alias("--model", "--lm-dir")
     p.add_argument("--text", required=True, help="text, one sentence per line")
     add_json_option(p, "the result (it is always printed)")
