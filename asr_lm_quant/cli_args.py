@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -175,8 +174,7 @@ class HelpFormatter(argparse.HelpFormatter):
         default = action.default
         shown = not (default is None or isinstance(default, bool) or default is argparse.SUPPRESS
                      or default == [] or default == "")
-        if shown and action.option_strings and not action.required and "%(default)" not in text \
-                and not re.search(r"\bdefault\b", text):
+        if shown and action.option_strings and not action.required and "(default" not in text:
             if isinstance(default, (list, tuple)):
                 text += " (default: " + ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default) + ")"
             else:

@@ -19,10 +19,12 @@ sweep of hundreds of settings over tens of thousands of hypotheses takes seconds
 from __future__ import annotations
 
 import logging
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
 
 import numpy as np
 
+from asr_lm_quant.cli_args import float_grid
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring.wer import utt_counts
 
@@ -52,20 +54,11 @@ def normalize_words(words, how: str) -> list[str]:
 
 
 def parse_grid(spec: str, name: str) -> list[float]:
-    """``"0.5,1,2"`` or ``"START:STOP:STEP"`` (STOP included) -> floats."""
+    """``"0.5,1,2"`` or ``"START:STOP:STEP"`` (STOP included) -> floats (the command line's own parser)."""
     try:
-        if ":" in spec:
-            a, b, c = (float(x) for x in spec.split(":"))
-            if c <= 0 or b < a:
-                raise ValueError
-            return [round(a + k * c, 10) for k in range(int(np.floor((b - a) / c + 1e-9)) + 1)]
-        vals = [float(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(None, f"--{name} {spec!r}: expected numbers separated by commas or START:STOP:STEP") \
-            from None
-    if not vals or not all(np.isfinite(vals)):
-        raise InputError(None, f"--{name} {spec!r}: no finite values")
-    return vals
+        return float_grid(spec)
+    except ArgumentTypeError as e:
+        raise InputError(None, f"--{name}: {e}") from None
 
 
 @dataclass
