@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("rspecifier", help="input lattices, e.g. 'ark:gunzip -c lat.1.gz|' or a lat.N.gz file")
     p.add_argument("wspecifier", nargs="?", help="output lattices (omit to write only --nbest/--tables-dir)")
     p.add_argument("--nbest-size", dest="n", type=positive_int, default=10, metavar="N",
-                   help="paths per lattice (Kaldi's --n)")
+                   help="paths per lattice (N of Kaldi's lattice-to-nbest)")
     p.alias("--n", "--nbest-size")
     p.add_argument("--acwt", dest="acoustic_scale", type=float, default=0.1,
                    help="acoustic scale for choosing the paths")

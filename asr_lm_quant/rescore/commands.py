@@ -78,7 +78,7 @@ def register(sub):
     src.add_argument("--nbest-tables", help="dir with Kaldi n-best tables words, acwt, lmwt.withlm")
     _add_nbest_format(p)
     p.add_argument("--nbest-size", dest="n", type=int, default=20, metavar="N",
-                   help="N-best size when reading lattices (Kaldi's --n)")
+                   help="N-best size when reading lattices")
     p.alias("--n", "--nbest-size")
     p.add_argument("--oov-penalty", type=float, default=0.0,
                    help="nats added to the NN LM cost per word outside its vocabulary")

@@ -199,8 +199,8 @@ def register(sub) -> None:
     _common(p, 5, 17)
     p.add_argument("--frame-shift", type=float, default=0.03,
                    help="seconds per frame of the lattice alignments (0.03 for chain models, 0.01 otherwise)")
-    p.add_argument("--glm", help="GLM file (default <data-dir>/glm)")
-    p.add_argument("--stm", help="STM file (default <data-dir>/stm)")
+    p.add_argument("--glm", help="GLM file (default: <data-dir>/glm)")
+    p.add_argument("--stm", help="STM file (default: <data-dir>/stm)")
     p.add_argument("--name", help="set name for file names and subsets (default: the data dir's name)")
     p.add_argument("--sctk-bin", help="folder with sclite and hubscr.pl (default: $SCTK_BIN, Kaldi's, Debian's)")
     p.add_argument("--nj", type=positive_int, default=2, help="hubscr runs at once")
@@ -239,7 +239,8 @@ def register(sub) -> None:
     p.add_argument("--baseline", help="compare every other system with this one (default: all pairs)")
     p.add_argument("--sclite", action="store_true", help="count errors as sclite does (3/3/4 costs)")
     p.add_argument("--segments", choices=["utterance", "sctk"], default="utterance",
-                   help="MAPSSWE segments: whole utterances (default), or sc_stats's cut at --min-good right words")
+                   help="MAPSSWE segments: utterance (whole utterances) or sctk (sc_stats's cut at --min-good right "
+                        "words)")
     p.add_argument("--min-good", type=int, default=2,
                    help="right words that end an sctk segment (as sc_stats)")
     p.add_argument("--samples", type=int, default=10000, help="bootstrap resamples")
