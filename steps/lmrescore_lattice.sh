@@ -63,6 +63,7 @@ opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --acwt "$
 [ "$check" = true ] && opts+=(--check)
 
 echo "$0: rescoring $njobs lattice archives of $indir (weight=$weight, beam=$beam, epsilon=$epsilon)"
+echo "$0: follow it with: tail -f $dir/log/rescore.1.log"
 $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   $aq rescore-lattice "${opts[@]}" --lattices "ark:gunzip -c $indir/lat.JOB.gz|" \
     --out-lattices "ark:|gzip -c >$dir/lat.JOB.gz" --json "$dir/log/rescore.JOB.json" || {

@@ -26,6 +26,7 @@ import numpy as np
 
 from asr_lm_quant.cli_args import float_grid
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.scoring.wer import utt_counts
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,14 @@ def subset_masks(utts, subsets) -> dict:
 def sweep(tables: dict, counts: dict, lm_scales, penalties) -> list[dict]:
     """Dev WER of every (weight, lm_scale, penalty); ``tables``/``counts``: weight (or None) -> table/counts."""
     rows = []
-    for w, t in tables.items():
-        for s in lm_scales:
-            for p in penalties:
-                res = counts[w].result(t.pick(s, p))
-                rows.append({"weight": w, "lm_scale": s, "penalty": p, **res})
+    with progress_bar(total=len(tables) * len(lm_scales) * len(penalties), desc="dev settings", unit=" setting",
+                      mininterval=2.0) as bar:
+        for w, t in tables.items():
+            for s in lm_scales:
+                for p in penalties:
+                    res = counts[w].result(t.pick(s, p))
+                    rows.append({"weight": w, "lm_scale": s, "penalty": p, **res})
+                    bar.update(1)
     return rows
 
 
