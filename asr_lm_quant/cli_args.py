@@ -74,8 +74,6 @@ def list_of(item):
 
 int_list = list_of(int)
 float_list = list_of(float)
-positive_int_list = list_of(positive_int)
-probability_list = list_of(probability)
 nonneg_int_list = list_of(nonneg_int)
 
 
@@ -87,17 +85,6 @@ def number_strings(text: str) -> list[str]:
     for x in items:
         _number(x, float, "a number")
     return items
-
-
-def choice_list(choices):
-    """A comma list of names, each one of ``choices``."""
-    def parse(text: str) -> list[str]:
-        items = split_list(text)
-        bad = [x for x in items if x not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"{bad[0]!r} is not one of {', '.join(choices)}")
-        return items
-    return parse
 
 
 def float_grid(text: str) -> list[float]:
@@ -113,23 +100,9 @@ def float_grid(text: str) -> list[float]:
     return [round(a + k * c, 10) for k in range(int(math.floor((b - a) / c + 1e-9)) + 1)]
 
 
-def name_value(text: str) -> tuple[str, str]:
-    """``NAME=VALUE`` -> ``(NAME, VALUE)``."""
-    name, eq, value = text.partition("=")
-    if not eq or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
-    return name.strip(), value
-
-
 def existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
-    return text
-
-
-def existing_dir(text: str) -> str:
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no such directory")
     return text
 
 

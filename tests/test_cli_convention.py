@@ -160,10 +160,12 @@ def test_aliases_give_the_same_values_as_the_canonical_names(tmp_path):
     assert vars(old) == vars(new)
     assert new.weight == [0.5, 0.8] and new.acwt == 0.0833 and new.token_budget == 128 and new.n == 7
     assert parse("decide-nbest", "--dev", "d", "--out", "o", "--weights", "0.5").weights == [0.5]
-    assert parse("train", "--config", "c", "--train", "t", "--vocab", "w", "--out", "o").vocab == "w"
+    conf = tmp_path / "lm.json"
+    conf.write_text("{}")
+    assert parse("train", "--config", conf, "--train", "t", "--vocab", "w", "--out", "o").vocab == "w"
     assert parse("ppl", "--model", "m", "--text", "t").model == "m"
     assert parse("lattice-to-nbest", "ark:x", "--n", "3", "--acoustic-scale", "0.5").n == 3
-    assert parse("quant-sweep", "--systems", "s", "--model", "base=a", "--lm-dir", "deep=b", "out").model == [
+    assert parse("quant-sweep", "--systems", conf, "--model", "base=a", "--lm-dir", "deep=b", "out").model == [
         "base=a", "deep=b"]
     # An alias after "--" is a value, not an option.
     assert parse("wer-compare", "--", "--n", "b").inputs == ["--n", "b"]
@@ -191,6 +193,9 @@ def test_quantize_takes_the_model_and_output_either_way():
     (["ngram-train", "--text", "t", "--out", "o", "--min-counts", "0,-1"], "must be at least 0"),
     (["lattice-to-nbest", "ark:x", "--nbest-size", "0"], "must be at least 1"),
     (["ppl", "--lm-dir", "m", "--text", "t", "--tokens-per-batch", "0"], "must be at least 1"),
+    (["rescore-lattice", "--lm-dir", "m", "--lattices", "l", "--out-lattices", "o", "--epsilon", "1.5"],
+     "must be at most 1"),
+    (["train", "--config", "no/such.json", "--train", "t", "--words", "w", "--out", "o"], "no/such.json: no such file"),
 ])
 def test_bad_values_are_one_usage_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, nonneg_float, nonneg_int,
-                                   positive_int, write_json_output)
+from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, existing_file, nonneg_float,
+                                   nonneg_int, positive_int, write_json_output)
 from asr_lm_quant.errors import InputError
 
 
@@ -38,7 +38,7 @@ def register(sub):
                     "GPU) with the same global batch. Follow it in OUT/log/train.jsonl.",
         example="asr-lm-quant train --config conf/lm.json --train data/lm/train.txt --valid data/lm/valid.txt "
                 "--words data/lm/words.txt --out exp/lm")
-    p.add_argument("--config", required=True, help="JSON file: {'model': {...}, 'train': {...}}")
+    p.add_argument("--config", required=True, type=existing_file, help="JSON file: {'model': {...}, 'train': {...}}")
     p.add_argument("--train", required=True, help="training text, one sentence per line")
     p.add_argument("--valid", help="validation text (for early stopping and the best model)")
     p.add_argument("--words", dest="vocab", metavar="WORDS_TXT", required=True, help="words.txt with <s> and <unk>")
@@ -85,7 +85,7 @@ def register(sub):
                     "give --nhead and --activation as the model was trained.",
         example="asr-lm-quant import-kaldi --model-pt exp/pytorchnn/model.pt --words data/pytorchnn/words.txt "
                 "--out exp/lm_kaldi")
-    p.add_argument("--model-pt", required=True, help="Kaldi model.pt (state_dict)")
+    p.add_argument("--model-pt", required=True, type=existing_file, help="Kaldi model.pt (state_dict)")
     p.add_argument("--words", required=True, help="the words.txt the model was trained with (line order = index)")
     p.add_argument("--out", required=True, help="output model directory")
     # Not a model directory: the architecture, named as Kaldi's train.py --model names it.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, int_list, positional_fallback,
-                                   positive_int, split_list, write_json_output)
+from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, existing_file, int_list,
+                                   positional_fallback, positive_int, split_list, write_json_output)
 from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, FinetuneOptions, SearchOptions
 
 
@@ -101,7 +100,7 @@ def register(sub):
                     "OUT/results.json, OUT/results.md and PNG plots. A system that is done is not run again.",
         example="asr-lm-quant quant-sweep --systems conf/quant_systems.json --lm-dir base=exp/lm "
                 "--train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt --out exp/quant")
-    p.add_argument("--systems", required=True, help="systems JSON file")
+    p.add_argument("--systems", required=True, type=existing_file, help="systems JSON file")
     p.add_argument("--lm-dir", dest="model", action="append", default=[], metavar="NAME=DIR",
                    help="a model directory under the name the systems file uses (repeatable)")
     p.alias("--model", "--lm-dir")

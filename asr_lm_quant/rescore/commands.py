@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, float_grid, float_list,
-                                   write_json_output)
+                                   positive_float, probability, write_json_output)
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.commands import add_self_norm_options, self_normalized
 
@@ -96,8 +96,8 @@ def register(sub):
                                 "best path through it: graph += w * nn - w * ngram.")
     _add_lm_options(p)
     p.add_argument("--lattices", required=True, help="lattice rspecifier")
-    p.add_argument("--beam", type=float, default=5.0, help="pruning beam")
-    p.add_argument("--epsilon", type=float, default=0.5,
+    p.add_argument("--beam", type=positive_float, default=5.0, help="pruning beam")
+    p.add_argument("--epsilon", type=probability, default=0.5,
                    help="arcs with a posterior above this get a unique history")
     p.add_argument("--out-lattices", required=True, help="wspecifier for the rescored lattices")
     p.add_argument("--check", action="store_true",
