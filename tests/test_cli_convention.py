@@ -74,7 +74,7 @@ def test_every_option_has_help_and_defaults_are_shown_one_way(name):
         assert "(default: None)" not in text, f"{name} {what}: {text}"
         assert text.count("(default") <= 1, f"{name} {what}: {text}"
         # One way: "(default: X)", never "(default X)" or "default %(default)s" by hand.
-        assert not re.search(r"\(default(?!: )", text), f"{name} {what}: {text}"
+        assert not re.search(r"\(default(?!: )|(?<!\()default:", text), f"{name} {what}: {text}"
         if action.required and action.option_strings:
             assert text.endswith("(required)") and "(default" not in text, f"{name} {what}: {text}"
     assert "(default: None)" not in p.format_help()

@@ -98,8 +98,8 @@ def register(subparsers):
     q.add_argument("--dictionary", default=None,
                    help="Switchboard dictionary (default: SWB_MS98_DIR/sw-ms98-dict.text)")
     q.add_argument("--words", default=None,
-                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
-                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
+                   help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
     common(q)
     q.set_defaults(func=_ldc_swbd)
 
@@ -126,8 +126,8 @@ def register(subparsers):
     q.add_argument("--dev-utterances", type=int, default=4000,
                    help="hold out the first N Switchboard utterances as valid.txt, as s5c's train_dev")
     q.add_argument("--words", default=None,
-                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
-                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
+                   help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
     common(q)
     q.set_defaults(func=_lhotse_swbd)
 
