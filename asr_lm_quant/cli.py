@@ -59,10 +59,10 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    progress.set_quiet(getattr(args, "quiet", False))
     name = f"asr-lm-quant {args.command}"
     try:
-        rc = args.func(args)
+        with progress.session(getattr(args, "quiet", False)):
+            rc = args.func(args)
     except (InputError, FileExistsError) as e:
         return _fail(name, e)
     except KeyboardInterrupt as e:
