@@ -139,8 +139,8 @@ log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-# The long steps write to logs, not to the terminal: say which one to follow.
-watch() { log "  follow it with: tail -f $1"; }
+# The long steps write to logs, not to the terminal: say which one to follow (a path that works from anywhere).
+watch() { case $1 in /*) log "  follow it with: tail -f $1" ;; *) log "  follow it with: tail -f $PWD/$1" ;; esac; }
 export OMP_NUM_THREADS=$threads
 start_time=$(date +%s)
 

@@ -128,8 +128,8 @@ done
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
-# The long steps write to logs, not to the terminal: say which one to follow.
-watch() { log "  follow it with: tail -f $1"; }
+# The long steps write to logs, not to the terminal: say which one to follow (a path that works from anywhere).
+watch() { case $1 in /*) log "  follow it with: tail -f $1" ;; *) log "  follow it with: tail -f $PWD/$1" ;; esac; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: LM text into $text_dir"
