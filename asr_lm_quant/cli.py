@@ -11,31 +11,43 @@ import importlib
 import logging
 import sys
 
-from asr_lm_quant import __version__
+from asr_lm_quant import __version__, progress
+from asr_lm_quant.cli_args import ArgumentParser
 from asr_lm_quant.errors import InputError
 
-# Order here is the order in --help.
+# Order here is the order in --help: one group of commands per concern.
 COMMAND_MODULES = [
-    "asr_lm_quant.text.commands",
-    "asr_lm_quant.ngram.commands",
-    "asr_lm_quant.lm.commands",
-    "asr_lm_quant.quant.commands",
-    "asr_lm_quant.kaldi.commands",
-    "asr_lm_quant.rescore.commands",
-    "asr_lm_quant.scoring.commands",
-    "asr_lm_quant.report.commands",
+    ("asr_lm_quant.text.commands", "LM text and vocabulary"),
+    ("asr_lm_quant.ngram.commands", "n-gram LMs"),
+    ("asr_lm_quant.lm.commands", "neural LMs"),
+    ("asr_lm_quant.quant.commands", "quantization"),
+    ("asr_lm_quant.kaldi.commands", "Kaldi lattices"),
+    ("asr_lm_quant.rescore.commands", "rescoring"),
+    ("asr_lm_quant.scoring.commands", "scoring (WER)"),
+    ("asr_lm_quant.report.commands", "reports"),
 ]
+
+DOCS = ("Documentation: README.md (set-up, quick start, the three routes), docs/cli.md (option names and "
+        "conventions); 'asr-lm-quant COMMAND --help' shows each command's options and an example.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="asr-lm-quant",
         description="Train, quantize and apply Transformer LMs for rescoring Kaldi lattices and n-best lists.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    listing = []
+    for name, concern in COMMAND_MODULES:
+        known = set(sub.choices)
         importlib.import_module(name).register(sub)
+        listing.append(f"\n{concern}:" if listing else f"{concern}:")
+        listing += [f"  {a.dest:<18} {a.help}" for a in sub._choices_actions if a.dest not in known]
+    # The commands are listed once, grouped, below; argparse's flat list would repeat them.
+    sub._choices_actions.clear()
+    sub.help = "one of the commands below"
+    parser.epilog = "\n".join(listing) + "\n\n" + DOCS
     return parser
 
 
@@ -49,7 +61,8 @@ def main(argv=None) -> int:
         return 2
     name = f"asr-lm-quant {args.command}"
     try:
-        rc = args.func(args)
+        with progress.session(getattr(args, "quiet", False)):
+            rc = args.func(args)
     except (InputError, FileExistsError) as e:
         return _fail(name, e)
     except KeyboardInterrupt as e:

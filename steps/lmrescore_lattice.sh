@@ -80,6 +80,7 @@ else
 fi
 
 echo "$0: rescoring $njobs lattice archives of $indir (method=$method, weight=$weight, beam=$beam, epsilon=$epsilon)"
+echo "$0: follow it with: tail -f $dir/log/rescore.1.log"
 $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   $aq rescore-lattice "${opts[@]}" --lattices "ark:gunzip -c $indir/lat.JOB.gz|" \
     --out-lattices "ark:|gzip -c >$dir/lat.JOB.gz" --json "$dir/log/rescore.JOB.json" || {

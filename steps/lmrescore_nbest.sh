@@ -65,6 +65,7 @@ opts=(--overwrite --old-lm "$oldlm" --lm-dir "$lmdir" --words "$words" --n "$N" 
 [ "$bf16" = true ] && opts+=(--bf16)
 
 echo "$0: rescoring $njobs lattice archives of $indir (N=$N, weight=$weight)"
+echo "$0: follow it with: tail -f $dir/log/rescore.1.log"
 $cmd JOB=1:"$njobs" "$dir/log/rescore.JOB.log" \
   $aq rescore-nbest "${opts[@]}" --lattices "ark:gunzip -c $indir/lat.JOB.gz|" \
     --out-lattices "ark:|gzip -c >$dir/lat.JOB.gz" --out-tables "$dir/archives.JOB" \

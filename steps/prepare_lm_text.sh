@@ -43,6 +43,7 @@ extra=()
 [ "$overwrite" = true ] && extra+=(--overwrite)
 
 mkdir -p "$out/log" || exit 1
+echo "$0: preparing $out; follow it with: tail -f $out/log/prepare_text.log"
 $cmd "$out/log/prepare_text.log" \
   $aq prepare-text "$source_kind" "$@" --out "$out" "${extra[@]}" || {
   echo "$0: text preparation failed; see $out/log/prepare_text.log" >&2

@@ -43,6 +43,7 @@ case $method in
      else echo "$0: --method $method needs --budget-bits or --compression" >&2; exit 1; fi ;;
 esac
 mkdir -p "$out/log" || exit 1
+echo "$0: quantizing into $out; follow it with: tail -f $out/log/quantize.log"
 $cmd "$out/log/quantize.log" \
   $aq quantize $model $out $opts $extra_opts \
     --train $data/train.txt --valid $data/valid.txt --test $data/test.txt || {

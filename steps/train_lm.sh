@@ -55,6 +55,7 @@ else
 fi
 
 mkdir -p "$dir/log" || exit 1
+echo "$0: training into $dir; follow it with: tail -f $dir/log/train.log"
 $cmd "$dir/log/train.log" "${launcher[@]}" train "${opts[@]}" || {
   echo "$0: training failed; see $dir/log/train.log" >&2
   tail -n 5 "$dir/log/train.log" | grep -v '^#' >&2

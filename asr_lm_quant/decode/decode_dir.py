@@ -14,7 +14,6 @@ import shlex
 import time
 from pathlib import Path
 
-from tqdm import tqdm
 
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.decode.expand import expand_with_lm, prune_word_graph
@@ -24,6 +23,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import prune
 from asr_lm_quant.kaldi.archive import LatticeWriter
 from asr_lm_quant.kaldi.symbols import SymbolTable
+from asr_lm_quant.progress import bar as progress_bar
 
 
 def read_table(path) -> list[tuple[str, str]]:
@@ -77,7 +77,7 @@ def decode_job(data_dir, lm_path, words_txt, decode_dir, *, job: int, nj: int, c
     n_states = n_arcs = 0
     with LatticeWriter(f"ark:| gzip -c > {shlex.quote(str(decode_dir / f'lat.{job}.gz'))}") as lat_w, \
             atomic_open(decode_dir / f"ps_hyp.{job}") as hyp_f:
-        for utt, wav in tqdm(mine, desc=f"decode job {job}/{nj}", unit=" utt", mininterval=5.0):
+        for utt, wav in progress_bar(mine, desc=f"decode job {job}/{nj}", unit=" utt", mininterval=5.0):
             samples = read_wav_16k(wav.strip())
             audio_s += len(samples) / 16000
             ps_path = ps_dir / f"{utt}.lat.gz"

@@ -6,44 +6,64 @@ import json
 import sys
 import time
 
+from asr_lm_quant.cli_args import add_command, add_quiet_option, positive_int
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lattice-copy", help="copy lattices between Kaldi archives (binary/text, gzip)",
-                       description="Copy a lattice table, e.g. 'ark:gunzip -c lat.1.gz|' -> 'ark,t:-'. "
-                                   "As Kaldi's lattice-copy: binary unless the wspecifier has ',t'.")
-    p.add_argument("rspecifier")
-    p.add_argument("wspecifier")
+    p = add_command(
+        sub, "lattice-copy", help="copy lattices between Kaldi archives (binary/text, gzip)",
+        description="Copy a lattice table, e.g. 'ark:gunzip -c lat.1.gz|' -> 'ark,t:-'. As Kaldi's "
+                    "lattice-copy: binary unless the wspecifier has ',t'.",
+        example="asr-lm-quant lattice-copy 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|' ark,t:lat.1.txt")
+    p.add_argument("rspecifier", help="input lattices, e.g. 'ark:gunzip -c lat.1.gz|' or a lat.N.gz file")
+    p.add_argument("wspecifier", help="output lattices, e.g. ark,t:lat.txt or 'ark:|gzip -c > lat.1.gz'")
     p.add_argument("--write-lattice", action="store_true",
                    help="write Lattice (transition-ids as ilabels) instead of keeping each lattice's type")
     p.add_argument("--write-compact", action="store_true", help="write CompactLattice")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=_copy)
 
-    p = sub.add_parser("lattice-info", help="statistics of a lattice table (JSON)")
-    p.add_argument("rspecifier")
-    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p = add_command(
+        sub, "lattice-info", help="statistics of a lattice table (JSON)",
+        description="Reads every lattice of a table and prints one JSON line of totals: lattices, states, arcs, "
+                    "frames, arcs per frame, words on the best paths, empty lattices; with --per-lattice, one "
+                    "line per lattice first (its best path's words and costs).",
+        example="asr-lm-quant lattice-info --per-lattice 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|'")
+    p.add_argument("rspecifier", help="input lattices, e.g. 'ark:gunzip -c lat.1.gz|' or a lat.N.gz file")
+    p.add_argument("--acwt", dest="acoustic_scale", type=float, default=0.1,
+                   help="acoustic scale of the best path")
+    p.alias("--acoustic-scale", "--acwt")
     p.add_argument("--per-lattice", action="store_true", help="one JSON line per lattice, then the totals")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("lattice-to-nbest", help="N-best paths of each lattice (as Kaldi's lattice-to-nbest)",
-                       description="Writes linear CompactLattices keyed <utt>-1..<utt>-N to WSPECIFIER, and "
-                                   "optionally the plain n-best file (--nbest, needs --words) and Kaldi's "
-                                   "n-best tables (--tables-dir: words, acwt, lmwt.withlm).")
-    p.add_argument("rspecifier")
+    p = add_command(
+        sub, "lattice-to-nbest", help="N-best paths of each lattice (as Kaldi's lattice-to-nbest)",
+        description="Writes linear CompactLattices keyed <utt>-1..<utt>-N to WSPECIFIER, and optionally the "
+                    "plain n-best file (--nbest, needs --words) and Kaldi's n-best tables (--tables-dir: words, "
+                    "acwt, lmwt.withlm).",
+        example="asr-lm-quant lattice-to-nbest --nbest-size 20 --words data/lang/words.txt "
+                "--nbest exp/nbest/dev.tsv 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|'")
+    p.add_argument("rspecifier", help="input lattices, e.g. 'ark:gunzip -c lat.1.gz|' or a lat.N.gz file")
     p.add_argument("wspecifier", nargs="?", help="output lattices (omit to write only --nbest/--tables-dir)")
-    p.add_argument("--n", type=int, default=10)
-    p.add_argument("--acoustic-scale", type=float, default=0.1)
-    p.add_argument("--lm-scale", type=float, default=1.0)
+    p.add_argument("--nbest-size", dest="n", type=positive_int, default=10, metavar="N",
+                   help="paths per lattice (N of Kaldi's lattice-to-nbest)")
+    p.alias("--n", "--nbest-size")
+    p.add_argument("--acwt", dest="acoustic_scale", type=float, default=0.1,
+                   help="acoustic scale for choosing the paths")
+    p.alias("--acoustic-scale", "--acwt")
+    p.add_argument("--lm-scale", type=float, default=1.0, help="graph (LM) scale for choosing the paths")
     p.add_argument("--words", help="words.txt (for --nbest and --tables-dir)")
-    p.add_argument("--keep-duplicates", "--kaldi-exact", dest="keep_duplicates", action="store_true",
+    p.add_argument("--keep-duplicates", action="store_true",
                    help="list every one of the N cheapest paths, as Kaldi's lattice-to-nbest does, even when two "
-                        "paths of a state-level lattice have the same words (default: distinct word sequences, "
+                        "paths of a state-level lattice have the same words (otherwise: distinct word sequences, "
                         "each with its best path)")
+    p.alias("--kaldi-exact", "--keep-duplicates")
     p.add_argument("--nbest", help="plain n-best output, .tsv or .jsonl")
     p.add_argument("--tables-dir", help="directory for Kaldi n-best tables")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    add_quiet_option(p)
     p.set_defaults(func=_to_nbest)
 
 
@@ -111,8 +131,6 @@ def _to_nbest(args) -> int:
     from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
     from asr_lm_quant.kaldi.nbest import hyps_from_paths, lattice_to_nbest, write_kaldi_nbest_tables, write_nbest
     from asr_lm_quant.kaldi.symbols import SymbolTable
-    if args.n < 1:
-        raise InputError(None, "--n must be at least 1")
     if not (args.wspecifier or args.nbest or args.tables_dir):
         raise InputError(None, "nothing to write: give a wspecifier, --nbest or --tables-dir")
     if (args.nbest or args.tables_dir) and not args.words:
@@ -125,7 +143,8 @@ def _to_nbest(args) -> int:
     hyps = []
     ok = False
     try:
-        for key, lat in read_lattices(args.rspecifier):
+        for key, lat in progress_bar(read_lattices(args.rspecifier), desc="lattice-to-nbest", unit=" lat",
+                                     mininterval=2.0):
             try:
                 entries = lattice_to_nbest(key, lat, args.n, args.acoustic_scale, args.lm_scale,
                                            unique=not args.keep_duplicates)

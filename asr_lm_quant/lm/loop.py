@@ -28,7 +28,6 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from asr_lm_quant.atomic import atomic_path
 from asr_lm_quant.lm.checkpoint import save_checkpoint
@@ -36,6 +35,7 @@ from asr_lm_quant.lm.data import PAD_TARGET, Batch, BatchPlan
 from asr_lm_quant.lm.files import state_for_saving
 from asr_lm_quant.lm.optim import lr_at
 from asr_lm_quant.lm.options import TrainOptions
+from asr_lm_quant.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class _LMRun:
             self.logf = open(self.out_dir / "log" / "train.jsonl", "a", encoding="utf-8")
             _log(self.logf, {"event": "start", "step": p["step"], "epoch": p["epoch"], "world_size": world_size,
                              "steps_per_epoch": len(plan), "total_steps": self.total_steps})
-        self.pbar = tqdm(total=self.total_steps, initial=p["step"], disable=rank != 0, unit="step",
+        self.pbar = progress_bar(total=self.total_steps, initial=p["step"], enabled=rank == 0, unit="step",
                          mininterval=2.0, dynamic_ncols=True, desc="train")
         self._new_window()
         self.k, self.epoch_len = 0, 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.loop import autocast
 from asr_lm_quant.lm.model import target_logits
+from asr_lm_quant.progress import bar as progress_bar
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def perplexity(model, vocab, text_path, *, device="cpu", tokens_per_batch: int =
     total = total_eos = 0.0
     log_z_sum = log_z_abs = 0.0
     n_tok = n_eos = 0
-    for _, batch in tqdm(plan.iterate(0), total=len(plan), disable=not progress, desc="ppl", unit="batch"):
+    for _, batch in progress_bar(plan.iterate(0), total=len(plan), enabled=progress, desc="ppl", unit="batch"):
         inputs, targets = batch.inputs.to(device), batch.targets.to(device)
         mask = targets != PAD_TARGET
         eos = mask & (targets == vocab.eos)

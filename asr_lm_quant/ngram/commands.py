@@ -5,50 +5,51 @@ from __future__ import annotations
 import json
 import sys
 
-from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.cli_args import add_command, add_json_option, float_list, nonneg_int_list, write_json_output
 from asr_lm_quant.errors import InputError
 
 
-def _floats(s):
-    return [float(x) for x in s.split(",")] if s else None
-
-
-def _ints(s):
-    return [int(x) for x in s.split(",")] if s else None
-
-
 def register(sub):
-    p = sub.add_parser("ngram-train", help="train a Kneser-Ney ARPA n-gram LM (kaldingram)",
-                       description="Count a text (one sentence per line) and write a Kneser-Ney back-off "
-                                   "ARPA LM. With --vocab, words outside it are mapped to <unk> first.")
+    p = add_command(
+        sub, "ngram-train", help="train a Kneser-Ney ARPA n-gram LM (kaldingram)",
+        description="Count a text (one sentence per line) and write a Kneser-Ney back-off ARPA LM. With "
+                    "--words, words outside it are mapped to <unk> first.",
+        example="asr-lm-quant ngram-train --text data/lm/train.txt --order 3 --words data/lm/words.txt "
+                "--out exp/ngram/3gram.arpa --json exp/ngram/train.json")
     p.add_argument("--text", required=True, help="training text, one sentence per line")
     p.add_argument("--out", required=True, help="output ARPA file")
-    p.add_argument("--order", type=int, default=3, help="n-gram order, 2..5 (default 3)")
-    p.add_argument("--vocab", help="words.txt (Kaldi's or ours); out-of-vocabulary words become the "
-                                   "unknown-word symbol")
+    p.add_argument("--order", type=int, default=3, help="n-gram order, 2..5")
+    p.add_argument("--words", dest="vocab", metavar="WORDS_TXT",
+                   help="words.txt (Kaldi's or ours); out-of-vocabulary words become the unknown-word symbol")
+    p.alias("--vocab", "--words")
     p.add_argument("--unk", default=None,
-                   help="unknown-word symbol with --vocab (default: oov.txt beside words.txt, as in a Kaldi "
+                   help="unknown-word symbol with --words (default: oov.txt beside words.txt, as in a Kaldi "
                         "lang dir, else <unk>)")
-    p.add_argument("--min-counts", type=_ints, help="per-order minimum counts, e.g. 0,0,2")
-    p.add_argument("--discounts", type=_floats, help="per-order KN discounts for orders 2..N, e.g. 0.7,0.8")
-    p.add_argument("--json", help="write the training summary here")
+    p.add_argument("--min-counts", type=nonneg_int_list, help="per-order minimum counts, e.g. 0,0,2")
+    p.add_argument("--discounts", type=float_list, help="per-order KN discounts for orders 2..N, e.g. 0.7,0.8")
+    add_json_option(p, "the training summary (it is always printed)")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and --json) if they exist")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("ngram-ppl", help="perplexity of an ARPA LM on a text file (kenlm)",
-                       description="Perplexity with and without end-of-sentence; OOVs are scored as <unk> "
-                                   "and counted unless --skip-oov (or the LM has no <unk>).")
-    p.add_argument("--lm", required=True, help="ARPA file")
+    p = add_command(
+        sub, "ngram-ppl", help="perplexity of an ARPA LM on a text file (kenlm)",
+        description="Perplexity with and without end-of-sentence; OOVs are scored as <unk> and counted unless "
+                    "--skip-oov (or the LM has no <unk>). Prints JSON.",
+        example="asr-lm-quant ngram-ppl --lm exp/ngram/3gram.arpa --text data/lm/test.txt "
+                "--json exp/ngram/ppl_test.json")
+    p.add_argument("--lm", required=True, help="ARPA file (plain, .gz or kenlm binary)")
     p.add_argument("--text", required=True, help="text, one sentence per line")
     p.add_argument("--skip-oov", action="store_true", help="leave OOV words out of the perplexity (SRILM style)")
-    p.add_argument("--json", help="write the result here (it is always printed)")
+    add_json_option(p, "the result (it is always printed)")
     p.set_defaults(func=_ppl)
 
-    p = sub.add_parser("old-lm", help="check an old LM for rescoring (ARPA, G.fst, G.carpa, lang dir); costs",
-                       description="Says which LM file and words.txt --old-lm would use and which cost it "
-                                   "removes ('semantics': min-over-paths or arpa; JSON on stdout). With "
-                                   "--text, also the cost of each line as rescoring takes it out of the graph "
-                                   "costs: 'cost<TAB>sentence', negated natural log of <s> words </s>.")
+    p = add_command(
+        sub, "old-lm", help="check an old LM for rescoring (ARPA, G.fst, G.carpa, lang dir); costs",
+        description="Says which LM file and words.txt --old-lm would use and which cost it removes "
+                    "('semantics': min-over-paths or arpa; JSON on stdout). With --text, also the cost of each "
+                    "line as rescoring takes it out of the graph costs: 'cost<TAB>sentence', negated natural log "
+                    "of <s> words </s>.",
+        example="asr-lm-quant old-lm data/lang_test --text data/dev/sentences.txt")
     p.add_argument("lm", help="ARPA file, G.fst, G.carpa or Kaldi lang dir")
     p.add_argument("--words", help="words.txt for a G.fst or G.carpa without one beside it")
     p.add_argument("--use-phi", default="false", metavar="true|false",
@@ -68,7 +69,7 @@ def _train(args):
     if not 2 <= args.order <= 5:
         raise InputError(None, f"--order {args.order}: must be 2..5")
     for f in (args.out, args.json):
-        if f:
+        if f and f != "-":
             check_writable(f, overwrite=args.overwrite)
     vocab, unk = None, "<unk>"
     if args.vocab:
@@ -77,7 +78,7 @@ def _train(args):
         unk = unknown_word(args.vocab, args.unk)
         vocab = {w for w in read_symbol_table(args.vocab) if w not in NON_WORDS and not is_disambiguation_symbol(w)}
     elif args.unk:
-        raise InputError(None, "--unk goes with --vocab")
+        raise InputError(None, "--unk goes with --words")
     summary = train_arpa(args.text, args.out, order=args.order, vocab=vocab, min_counts=args.min_counts,
                          discounts=args.discounts, unk=unk, overwrite=args.overwrite)
     _emit(summary, args.json, overwrite=args.overwrite)
@@ -94,9 +95,8 @@ def _ppl(args):
 def _emit(result, path, overwrite=True):
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    if path:
-        with atomic_open(path, overwrite=overwrite) as f:
-            json.dump(result, f, indent=2)
+    if path and path != "-":  # the result is on stdout already
+        write_json_output(path, result, overwrite=overwrite)
 
 
 def _old_lm(args):

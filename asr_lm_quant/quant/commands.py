@@ -2,43 +2,54 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, existing_file, int_list,
+                                   positional_fallback, positive_int, split_list, write_json_output)
 from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, FinetuneOptions, SearchOptions
 
 
 def register(sub):
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("quantize", help="quantize an LM (PTQ, STE-QAT, ADMM; Hessian, KL or search mixed precision)",
-                       formatter_class=fmt,
-                       description="Quantize a model directory and write a packed model directory with "
-                                   "quant_config.json, plan.json and results.json. Fine-tuning checkpoints go "
-                                   "to OUT/checkpoints/; after an interruption the same command resumes. Under "
-                                   "`torchrun --nproc-per-node N` it fine-tunes data-parallel (gloo on CPU, nccl "
-                                   "on GPU) with the same global batch.")
-    p.add_argument("model", help="input model directory (plain or packed)")
-    p.add_argument("out", help="output directory (packed model)")
-    p.add_argument("--method", choices=METHODS, required=True)
+    p = add_command(
+        sub, "quantize", help="quantize an LM (PTQ, STE-QAT, ADMM; Hessian, KL or search mixed precision)",
+        description="Quantize a model directory and write a packed model directory with quant_config.json, "
+                    "plan.json and results.json. Fine-tuning checkpoints go to OUT/checkpoints/; after an "
+                    "interruption the same command resumes. Under `torchrun --nproc-per-node N` it fine-tunes "
+                    "data-parallel (gloo on CPU, nccl on GPU) with the same global batch. The older form "
+                    "`quantize LM_DIR OUT ...` is accepted too.",
+        example=["asr-lm-quant quantize --lm-dir exp/lm --out exp/lm_ptq4 --method ptq --bits 4 "
+                 "--valid data/lm/valid.txt",
+                 "asr-lm-quant quantize --lm-dir exp/lm --out exp/lm_hessian8x --method hessian --compression 8 "
+                 "--train data/lm/train.txt --valid data/lm/valid.txt"])
+    p.add_argument("--lm-dir", dest="model", metavar="LM_DIR", help="input model directory (plain or packed)")
+    p.alias("--model", "--lm-dir")
+    p.add_argument("--out", help="output directory (packed model)")
+    positional_fallback(p, "--lm-dir", "--out")
+    p.add_argument("--method", choices=METHODS, required=True, help="quantization method")
     p.add_argument("--bits", type=int, help="uniform precision (ptq, ste, admm)")
     p.add_argument("--budget-bits", type=float, help="mixed precision budget: average bits per weight")
     p.add_argument("--compression", type=float, help="mixed precision budget: compression ratio of the model")
     p.add_argument("--budget-mb", type=float, help="mixed precision budget: model size in MB")
-    p.add_argument("--candidates", default="1,2,4,8", help="candidate precisions (comma-separated)")
+    p.add_argument("--candidates", type=int_list, default=[1, 2, 4, 8],
+                   help="candidate precisions of the mixed-precision methods (comma-separated)")
     p.add_argument("--per-row", action="store_true", help="one scale per row instead of per group")
     bands = p.add_mutually_exclusive_group()
     bands.add_argument("--bands", type=int, help="split vocabulary-sized matrices (embedding, output) into K row "
                        "bands that double in size: word-frequency classes of a frequency-ordered vocabulary")
-    bands.add_argument("--band-edges", help="... or at these row boundaries (comma-separated)")
-    p.add_argument("--train", dest="train_text", help="training text (methods that train)")
-    p.add_argument("--valid", dest="valid_text", help="validation text (reported; Hessian and KL sensitivities)")
-    p.add_argument("--test", dest="test_text", help="test text (reported)")
+    bands.add_argument("--band-edges", type=int_list, help="... or at these row boundaries (comma-separated)")
+    p.add_argument("--train", dest="train_text", metavar="FILE", help="training text (methods that train)")
+    p.add_argument("--valid", dest="valid_text", metavar="FILE",
+                   help="validation text (reported; Hessian and KL sensitivities)")
+    p.add_argument("--test", dest="test_text", metavar="FILE", help="test text (reported)")
     d, a, s = FinetuneOptions(), AdmmOptions(), SearchOptions()
     p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--tokens-per-batch", type=int, default=2048)
-    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="fine-tuning learning rate (Adam; warm-up, then cosine decay to 0)")
+    p.add_argument("--tokens-per-batch", type=int, default=2048,
+                   help="tokens per fine-tuning and held-out batch, padding included")
+    p.add_argument("--max-len", type=int, default=128,
+                   help="longest sequence; longer sentences are cut into windows")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
     p.add_argument("--distill", type=float, default=d.distill,
                    help="weight of distillation from the full-precision model (0: cross entropy only)")
@@ -57,42 +68,55 @@ def register(sub):
     p.add_argument("--gumbel", action="store_true", help="search with Gumbel-softmax samples")
     p.add_argument("--search-steps", type=int, help="search steps (default: --steps)")
     p.add_argument("--hessian-tol", type=float, default=1e-2, help="Hutchinson stopping tolerance (relative)")
-    p.add_argument("--hessian-max-samples", type=int, default=50)
+    p.add_argument("--hessian-max-samples", type=int, default=50,
+                   help="most Hutchinson samples per Hessian trace, if the tolerance is not reached first")
     p.add_argument("--hessian-batches", type=int, default=8, help="held-out batches the Hessian cycles over")
     p.add_argument("--kl-tokens", type=int, default=8192,
                    help="held-out tokens the KL sensitivities average over (batches of --tokens-per-batch)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of batches, initialisation and sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cpu, or cuda for the "
                    "GPU of each process's LOCAL_RANK)")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="fine-tuning steps between checkpoints in OUT/checkpoints (0: only on SIGINT/SIGTERM)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing result in OUT (and discard a checkpoint of another configuration)")
+    add_quiet_option(p)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("quant-inspect", help="per-group bits, scales and sizes of a packed model",
-                       formatter_class=fmt)
-    p.add_argument("model", help="packed model directory")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = add_command(
+        sub, "quant-inspect", help="per-group bits, scales and sizes of a packed model",
+        description="Reads a packed (quantized) model directory and prints, per weight group, its precision, "
+                    "scales and size, then the model's totals: a table, or JSON with --json.",
+        example="asr-lm-quant quant-inspect --lm-dir exp/lm_hessian8x --json exp/lm_hessian8x/inspect.json")
+    p.add_argument("--lm-dir", dest="model", metavar="LM_DIR", help="packed model directory")
+    p.alias("--model", "--lm-dir")
+    positional_fallback(p, "--lm-dir")
+    add_json_option(p, "the report (instead of a table)", bare_is_stdout=True)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("quant-sweep", help="run a list of quantization systems and tabulate them",
-                       formatter_class=fmt,
-                       description="Runs the systems of a JSON file (see asr_lm_quant/quant/sweep.py); writes "
-                                   "OUT/<system>/, OUT/results.json, OUT/results.md and PNG plots.")
-    p.add_argument("--systems", required=True, help="systems JSON file")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="model directories")
+    p = add_command(
+        sub, "quant-sweep", help="run a list of quantization systems and tabulate them",
+        description="Runs the systems of a JSON file (see asr_lm_quant/quant/sweep.py); writes OUT/<system>/, "
+                    "OUT/results.json, OUT/results.md and PNG plots. A system that is done is not run again.",
+        example="asr-lm-quant quant-sweep --systems conf/quant_systems.json --lm-dir base=exp/lm "
+                "--train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt --out exp/quant")
+    p.add_argument("--systems", required=True, type=existing_file, help="systems JSON file")
+    p.add_argument("--lm-dir", dest="model", action="append", default=[], metavar="NAME=DIR",
+                   help="a model directory under the name the systems file uses (repeatable)")
+    p.alias("--model", "--lm-dir")
     p.add_argument("--train", help="training text")
     p.add_argument("--valid", help="validation text")
     p.add_argument("--test", help="test text")
-    p.add_argument("--only", help="comma-separated system names to run")
+    p.add_argument("--only", type=split_list, help="comma-separated system names to run")
     p.add_argument("--worker", action="store_true",
                    help="one of several parallel jobs (e.g. run.pl JOB=1:N ...): run the systems no other job "
                         "holds, costliest first, and write no table; then run once more without --worker to "
                         "tabulate")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("out", help="output directory")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="output directory")
+    positional_fallback(p, "--out")
+    add_quiet_option(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -106,9 +130,9 @@ def cmd_quantize(args):
         "model": args.model, "out": args.out, "method": args.method,
         "train_text": args.train_text, "valid_text": args.valid_text, "test_text": args.test_text,
         "bits": args.bits, "budget_bits": args.budget_bits, "compression": args.compression,
-        "budget_mb": args.budget_mb, "candidates": _int_list(args.candidates, "--candidates"),
+        "budget_mb": args.budget_mb, "candidates": args.candidates,
         "per_row": args.per_row,
-        "bands": _int_list(args.band_edges, "--band-edges") if args.band_edges else args.bands,
+        "bands": args.band_edges or args.bands,
         "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
         "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed,
                                     distill=args.distill),
@@ -134,7 +158,10 @@ def cmd_quantize(args):
 def cmd_inspect(args):
     from asr_lm_quant.quant.packed import format_inspect, inspect_packed
     rep = inspect_packed(args.model)
-    print(json.dumps(rep, indent=1) if args.json else format_inspect(rep))
+    if args.json:
+        write_json_output(args.json, rep)
+    else:
+        print(format_inspect(rep))
 
 
 def cmd_sweep(args):
@@ -151,13 +178,5 @@ def cmd_sweep(args):
         models[k] = v
     rows = run_sweep(args.systems, args.out, models=models,
                      texts={"train": args.train, "valid": args.valid, "test": args.test},
-                     only=args.only.split(",") if args.only else None, worker=args.worker)
+                     only=args.only, worker=args.worker)
     print(results_table(rows), end="")
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    """``1,2,4,8`` -> [1, 2, 4, 8]; anything else is an error naming the option and the value."""
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise InputError(None, f"{option} {text!r}: expected integers separated by commas") from None

@@ -13,8 +13,8 @@ import math
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from tqdm import tqdm
 
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.plan import group_view, split_group, weight_groups
 from asr_lm_quant.quant.quantizers import quant_error
@@ -70,8 +70,8 @@ def hutchinson_traces(model, batches: list, *, tol: float = 1e-2, max_samples: i
     sums = {n: 0.0 for n in params}
     sq = {n: 0.0 for n in params}
     prev, converged, k = None, False, 0
-    bar = tqdm(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True,
-               disable=not rt.is_main)
+    bar = progress_bar(range(max_samples), desc="hutchinson", unit="sample", mininterval=5.0, dynamic_ncols=True,
+                       enabled=rt.is_main)
     while k < max_samples and not converged:
         n_round = min(rt.world_size, max_samples - k)
         values = torch.zeros(n_round, len(params), dtype=torch.float64)

@@ -22,9 +22,9 @@ import logging
 import time
 
 import torch
-from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.quant.plan import group_names, group_views
 from asr_lm_quant.quant.quantizers import FLOAT_BITS, dequantize, quantize
 
@@ -98,8 +98,8 @@ def kl_sensitivities(model, batches: list, candidates, groups: list[str] | None 
     originals = {n: p.detach().clone() for n, p in views.items()}
     sums = {n: {b: 0.0 for b in cands} for n in names}
     tokens = 0
-    bar = tqdm(total=len(batches) * len(fitted), desc="kl sensitivities", unit="pass", mininterval=5.0,
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(batches) * len(fitted), desc="kl sensitivities", unit="pass", mininterval=5.0,
+                       dynamic_ncols=True)
     device = next(model.parameters()).device
     try:
         for batch in batches:

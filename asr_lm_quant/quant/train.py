@@ -17,12 +17,12 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm import tqdm
 
 from asr_lm_quant.lm.data import PAD_TARGET, BatchPlan
 from asr_lm_quant.lm.loop import StepSpec, autocast, fit, step_seed
 from asr_lm_quant.lm.optim import warmup_cosine
 from asr_lm_quant.lm.model import final_hidden
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.quant.parallel import LOCAL, Runtime
 from asr_lm_quant.quant.resume import BatchStream, PhaseState
 from asr_lm_quant.quant.plan import QuantPlan, assemble, group_views, split_group
@@ -153,8 +153,8 @@ def run_steps(model, params, train: BatchPlan, opts: FinetuneOptions, loss_fn, a
             return (f"stopped by {signal_name} after {desc} step {steps_done}; checkpoint in {ckpts.root}, "
                     "the same command resumes")
     model.train()
-    bar = tqdm(desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True, initial=run.start, total=opts.steps,
-               disable=not rt.is_main)
+    bar = progress_bar(desc=desc, unit="step", mininterval=5.0, dynamic_ncols=True, initial=run.start,
+                       total=opts.steps, enabled=rt.is_main)
     try:
         fit(spec, (rt.batch(next(stream)) for _ in range(run.start, opts.steps)), run.start,
             lambda step, b, out: run.on_step(step, out, ckpts), save=save, interrupted=interrupted, bar=bar,

@@ -2,47 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
-from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, float_grid, float_list,
+                                   positive_float, positive_int, probability, write_json_output)
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.commands import add_self_norm_options, self_normalized
 
 log = logging.getLogger(__name__)
-
-
-def _weights(s: str) -> list[float]:
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(None, f"--weight: expected numbers separated by commas, got {s!r}") from None
-
-
-LATTICE_EPILOG = """--method pruned composes the lattice with the NN LM instead (Kaldi's RNNLM pruned
-rescoring): histories that share their last --ngram-order - 1 words are merged, arcs are expanded best first
-by the lattice's own forward-backward costs, and none estimated beyond --beam of the best complete path is
-scored.
-
-examples:
-  asr-lm-quant rescore-lattice --old-lm data/lang_test --lm-dir exp/lm --words data/lang_test/words.txt \\
-      --lattices 'ark:gunzip -c exp/decode/lat.1.gz|' --out-lattices 'ark:|gzip -c >exp/decode_nn/lat.1.gz'
-  # the pruned composition, histories merged beyond 3 words, within 5 of the best path:
-  asr-lm-quant rescore-lattice --method pruned --ngram-order 4 --beam 5 --old-lm data/lang_test \\
-      --lm-dir exp/lm --words data/lang_test/words.txt --lattices 'ark:gunzip -c exp/decode/lat.1.gz|' \\
-      --out-lattices 'ark:|gzip -c >exp/decode_nn/lat.1.gz'
-"""
-
-
-class _KeepExamples(argparse.HelpFormatter):
-    """Wraps the description; text with line breaks of its own (the examples) is printed as written."""
-
-    def _fill_text(self, text, width, indent):
-        if "\n" in text:
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
 
 
 def _add_lm_options(p):
@@ -57,33 +26,38 @@ def _add_lm_options(p):
                         "epsilons, the cost lattices from decoding hold (default false, as Kaldi's pytorchnn "
                         "scripts). ARPA files and G.carpa always use the ARPA walk")
     lm = p.add_mutually_exclusive_group(required=True)
-    lm.add_argument("--lm-dir", help="NN LM directory (Transformer or LSTM, plain or quantized)")
+    lm.add_argument("--lm-dir", metavar="LM_DIR",
+                    help="NN LM directory (Transformer or LSTM, plain or quantized); this or --hf-lm is required")
     lm.add_argument("--hf-lm", metavar="DIR",
                     help="a local Hugging Face causal LM checkpoint directory (GPT-2 style, safetensors weights "
                          "and its tokenizer) in place of --lm-dir: subword costs added per word")
     p.add_argument("--words", help="words.txt of the lattices and Kaldi n-best tables (data/lang/words.txt)")
-    p.add_argument("--weight", default="0.8",
-                   help="NN LM interpolation weight w, or several separated by commas (default 0.8)")
+    p.add_argument("--weight", type=float_list, default=[0.8], metavar="W[,W...]",
+                   help="NN LM interpolation weight w, or several separated by commas")
+    p.alias("--weights", "--weight")
     p.add_argument("--acwt", type=float, default=None,
-                   help="acoustic scale for lattice N-best extraction and pruning (default 0.1, for chain and "
+                   help="acoustic scale for lattice N-best extraction and pruning (default: 0.1, for chain and "
                         "nnet3 decodes; GMM decodes use their own, e.g. 0.0833); lattice inputs only")
-    p.add_argument("--device", default="cpu", help="torch device for the NN LM, e.g. cpu or cuda (default cpu)")
+    p.alias("--acoustic-scale", "--acwt")
+    p.add_argument("--device", default="cpu", help="torch device for the NN LM: cpu, cuda or cuda:N")
     p.add_argument("--bf16", action="store_true", help="run the NN LM under bfloat16 autocast")
     p.add_argument("--dequantize", action="store_true",
                    help="load a packed (quantized) model as float weights instead of scoring from its codes")
-    p.add_argument("--token-budget", type=int, default=4096, help="model positions per NN batch (default 4096)")
-    p.add_argument("--max-row", type=int, default=256, help="trie nodes per packed row (default 256)")
+    p.add_argument("--tokens-per-batch", dest="token_budget", type=int, default=4096,
+                   help="model positions per NN batch, padding included")
+    p.alias("--token-budget", "--tokens-per-batch")
+    p.add_argument("--max-row", type=int, default=256, help="trie nodes per packed row")
     p.add_argument("--no-share-prefixes", action="store_true", help="score every hypothesis separately")
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads of this job (default 1: jobs run in parallel, one per lat.JOB.gz)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+                   help="CPU threads of this job (1: jobs run in parallel, one per lat.JOB.gz)")
+    add_quiet_option(p)
     add_self_norm_options(p)
-    p.add_argument("--json", help="write the summary here (it is always logged)")
+    add_json_option(p, "the summary (it is always logged)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
 NBEST_FORMAT_HELP = ("format of the n-best input: auto (detected; an error when unclear), ours (TSV/JSONL), "
-                     "generic-json, espnet (a decode dir), whisper-hf, nemo (default auto)")
+                     "generic-json, espnet (a decode dir), whisper-hf, nemo")
 
 
 def _add_nbest_format(p):
@@ -92,21 +66,27 @@ def _add_nbest_format(p):
 
 
 def register(sub):
-    p = sub.add_parser("rescore-nbest", help="N-best rescoring with an NN LM interpolated with the old n-gram",
-                       description="new_graph = graph - ngram + w * nn + (1 - w) * ngram for each hypothesis. "
-                                   "Input: lattices (turned into N-best as lattice-to-nbest does), an "
-                                   "n-best file or dir (ours, generic JSON, ESPnet, Whisper/HF, NeMo: "
-                                   "--nbest-format), or a dir of Kaldi n-best tables (words, acwt, "
-                                   "lmwt.withlm). With several weights, output paths must contain {weight}.")
+    p = add_command(sub, "rescore-nbest", help="N-best rescoring with an NN LM interpolated with the old n-gram",
+                    example="asr-lm-quant rescore-nbest --old-lm data/lang/G.carpa --lm-dir exp/lm "
+                            "--words data/lang/words.txt --lattices 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|' "
+                            "--nbest-size 20 --weight 0.5,0.8 --out-nbest exp/rescore/dev.{weight}.tsv",
+                    description="new_graph = graph - ngram + w * nn + (1 - w) * ngram for each hypothesis. "
+                                "Input: lattices (turned into N-best as lattice-to-nbest does), an "
+                                "n-best file or dir (ours, generic JSON, ESPnet, Whisper/HF, NeMo: "
+                                "--nbest-format), or a dir of Kaldi n-best tables (words, acwt, "
+                                "lmwt.withlm). With several weights, output paths must contain {weight}.")
     _add_lm_options(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--lattices", help="lattice rspecifier, e.g. 'ark:gunzip -c decode/lat.1.gz|'")
+    src.add_argument("--lattices", help="lattice rspecifier, e.g. 'ark:gunzip -c decode/lat.1.gz|'; this, "
+                     "--nbest or --nbest-tables is required")
     src.add_argument("--nbest", help="n-best file (.tsv, .jsonl, .json) or ESPnet decode dir")
     src.add_argument("--nbest-tables", help="dir with Kaldi n-best tables words, acwt, lmwt.withlm")
     _add_nbest_format(p)
-    p.add_argument("--n", type=int, default=20, help="N-best size when reading lattices (default 20)")
+    p.add_argument("--nbest-size", dest="n", type=int, default=20, metavar="N",
+                   help="N-best size when reading lattices")
+    p.alias("--n", "--nbest-size")
     p.add_argument("--oov-penalty", type=float, default=0.0,
-                   help="nats added to the NN LM cost per word outside its vocabulary (default 0)")
+                   help="nats added to the NN LM cost per word outside its vocabulary")
     p.add_argument("--out-lattices", help="wspecifier for rescored lattices (one per utterance)")
     p.add_argument("--out-nbest", help="rescored n-best list (.tsv or .jsonl)")
     p.add_argument("--out-tables", help="dir for Kaldi n-best tables (words, acwt, lmwt.*)")
@@ -115,34 +95,43 @@ def register(sub):
                         "MIN..MAX (integers, as score.sh sweeps them), --prune-wips and --weight; the others "
                         "are left out of the outputs (1-best at those settings unchanged)")
     p.add_argument("--prune-wips", default="0.0,0.5,1.0",
-                   help="word insertion penalties of that sweep (default 0.0,0.5,1.0)")
+                   help="word insertion penalties of that sweep")
     p.add_argument("--prune-beam", type=float,
                    help="with --prune-lmwt: also drop hypotheses more than this many nats behind the "
                         "first-pass best at every setting (faster; may change the 1-best)")
     p.set_defaults(func=_nbest)
 
-    p = sub.add_parser("rescore-lattice", help="lattice rescoring with the path-cover estimate",
-                       description="Prune, expand likely arcs to unique histories, score a set of paths "
-                                   "covering every arc with the NN LM and give each arc the estimate of the "
-                                   "best path through it: graph += w * nn - w * ngram.",
-                       formatter_class=_KeepExamples, epilog=LATTICE_EPILOG)
+    p = add_command(sub, "rescore-lattice", help="lattice rescoring (path cover, or pruned composition)",
+                    example=["asr-lm-quant rescore-lattice --old-lm data/lang/G.carpa --lm-dir exp/lm "
+                             "--words data/lang/words.txt --lattices 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|' "
+                             "--weight 0.8 --out-lattices 'ark:|gzip -c > exp/rescore/decode_dev/lat.1.gz'",
+                             "asr-lm-quant rescore-lattice --method pruned --ngram-order 4 --beam 5 "
+                             "--old-lm data/lang/G.carpa --lm-dir exp/lm --words data/lang/words.txt "
+                             "--lattices 'ark:gunzip -c exp/tri4/decode_dev/lat.1.gz|' "
+                             "--out-lattices 'ark:|gzip -c > exp/rescore/decode_dev/lat.1.gz'"],
+                    description="Path cover (default): prune, expand likely arcs to unique histories, score a set "
+                                "of paths covering every arc with the NN LM and give each arc the estimate of the "
+                                "best path through it: graph += w * nn - w * ngram. --method pruned composes the "
+                                "lattice with the NN LM instead (Kaldi's pruned RNNLM rescoring): histories that "
+                                "share their last --ngram-order - 1 words are merged, arcs are expanded best first "
+                                "by the lattice's own forward-backward costs, and none estimated beyond --beam of "
+                                "the best complete path is scored.")
     _add_lm_options(p)
     p.add_argument("--lattices", required=True, help="lattice rspecifier")
-    p.add_argument("--beam", type=float, default=5.0, help="pruning beam (default 5)")
-    p.add_argument("--epsilon", type=float, default=0.5,
-                   help="arcs with a posterior above this get a unique history (default 0.5)")
+    p.add_argument("--beam", type=positive_float, default=5.0, help="pruning beam")
+    p.add_argument("--epsilon", type=probability, default=0.5,
+                   help="arcs with a posterior above this get a unique history")
     p.add_argument("--out-lattices", required=True, help="wspecifier for the rescored lattices")
     p.add_argument("--check", action="store_true",
                    help="self-check: at weight 0 the output must keep the first pass's best path at every "
                         "LMWT 7..17 (unless pruning removed it); stop with an error naming the utterance if not")
     p.add_argument("--method", choices=("path-cover", "pruned"), default="path-cover",
                    help="path-cover: the estimate above; pruned: compose the lattice with the NN LM under an "
-                        "n-gram history, best first within --beam (Kaldi's RNNLM pruned rescoring) "
-                        "(default path-cover)")
-    p.add_argument("--ngram-order", type=int, default=4,
-                   help="--method pruned: histories sharing their last ORDER-1 words are merged (default 4)")
-    p.add_argument("--max-states", type=int, default=10000,
-                   help="--method pruned: most composed states expanded per lattice (default 10000)")
+                        "n-gram history, best first within --beam (Kaldi's RNNLM pruned rescoring)")
+    p.add_argument("--ngram-order", type=positive_int, default=4,
+                   help="--method pruned: histories sharing their last ORDER-1 words are merged")
+    p.add_argument("--max-states", type=positive_int, default=10000,
+                   help="--method pruned: most composed states expanded per lattice")
     p.set_defaults(func=_lattice)
     _register_decide(sub)
 
@@ -155,8 +144,11 @@ def format_weight(w: float) -> str:
 
 def _register_decide(sub):
     from asr_lm_quant.rescore.decide import DEFAULT_LM_SCALES, DEFAULT_PENALTIES
-    p = sub.add_parser(
-        "decide-nbest", help="pick the 1-best of n-best lists (any recogniser) with scales tuned on a dev set; WER",
+    p = add_command(
+        sub, "decide-nbest",
+        example="asr-lm-quant decide-nbest --weight 0.5,0.8 --dev exp/rescore/dev.{weight}.tsv --dev-ref "
+                "data/dev/text --test exp/rescore/test.{weight}.tsv --test-ref data/test/text --out exp/decide",
+        help="pick the 1-best of n-best lists (any recogniser) with scales tuned on a dev set; WER",
         description="cost = acoustic + lm_scale * lm + penalty * words for every hypothesis of the n-best "
                     "files (ours, e.g. written by rescore-nbest, one per interpolation weight with {weight} "
                     "in the path; or generic JSON, ESPnet, Whisper/HF, NeMo: --nbest-format). The setting "
@@ -164,15 +156,17 @@ def _register_decide(sub):
                     "--dev is applied to --test. Writes OUT/dev/text and OUT/test/text (Kaldi text: the "
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
     p.add_argument("--dev", required=True, help="dev n-best file or ESPnet decode dir; may contain {weight}")
-    p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...'); default: the references "
-                                     "inside the n-best file (generic JSON, whisper-hf, NeMo)")
+    p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...') (default: the references "
+                                     "inside the n-best file: generic JSON, whisper-hf, NeMo)")
     p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
     p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
-    p.add_argument("--weights", help="the values of {weight} in the paths, e.g. 0.5,0.8")
-    p.add_argument("--lm-scales", default=",".join(f"{x:g}" for x in DEFAULT_LM_SCALES),
-                   help="LM scales: a list or START:STOP:STEP (default %(default)s)")
-    p.add_argument("--penalties", default=",".join(f"{x:g}" for x in DEFAULT_PENALTIES),
-                   help="word insertion penalties per word, negative = bonus (default %(default)s)")
+    p.add_argument("--weight", dest="weights", type=float_list, metavar="W[,W...]",
+                   help="the values of {weight} in the paths, e.g. 0.5,0.8")
+    p.alias("--weights", "--weight")
+    p.add_argument("--lm-scales", type=float_grid, default=list(DEFAULT_LM_SCALES),
+                   help="LM scales: a comma list or START:STOP:STEP")
+    p.add_argument("--penalties", type=float_grid, default=list(DEFAULT_PENALTIES),
+                   help="word insertion penalties per word, negative = bonus: a comma list or START:STOP:STEP")
     _add_nbest_format(p)
     p.add_argument("--per-token-costs", choices=("none", "acoustic", "lm", "both"), default="none",
                    help="costs given as averages per token (words + end of sentence), as end-to-end "
@@ -184,21 +178,20 @@ def _register_decide(sub):
                                      "swbd=sw_,callhm=en_)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    add_quiet_option(p)
     p.set_defaults(func=_decide)
 
 
 def _decide(args):
     from asr_lm_quant.kaldi.nbest import iter_nbest_groups
     from asr_lm_quant.kaldi.nbest_formats import check_per_token
-    from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, normalize_words, parse_grid,
-                                             subset_masks, sweep)
+    from asr_lm_quant.rescore.decide import Counts, HypTable, best_setting, normalize_words, subset_masks, sweep
     from asr_lm_quant.scoring.plots import plot_sweep
     from asr_lm_quant.scoring.textfile import format_text
     from asr_lm_quant.text.outdir import staged_output, write_json
 
-    lm_scales = parse_grid(args.lm_scales, "lm-scales")
-    penalties = parse_grid(args.penalties, "penalties")
-    weights = _weights(args.weights) if args.weights else [None]
+    lm_scales, penalties = args.lm_scales, args.penalties
+    weights = args.weights or [None]
     paths = {"dev": args.dev, "test": args.test}
     for name, path in paths.items():
         if path and ("{weight}" in path) != (weights != [None]):
@@ -322,7 +315,7 @@ def _check_outputs(args, outs: dict) -> None:
                 files += [f"{target}/{t}" for t in TABLES + (f"lmwt.interp.{w:g}",)]
             else:
                 files.append(target)
-    if args.json:
+    if args.json and args.json != "-":
         files.append(args.json)
     dup = {f for f in files if files.count(f) > 1}
     if dup:
@@ -341,7 +334,7 @@ def _setup(args):
     from asr_lm_quant.quant.packed import load_any_lm, load_lm_for_inference
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    weights = _weights(args.weight)
+    weights = args.weight
     if not weights:
         raise InputError(None, "--weight: no weight given")
     for w in weights:
@@ -380,8 +373,7 @@ def _finish(args, summary):
     summary["old_lm"] = getattr(args, "old_lm_description", None)
     log.info("rescored: %s", json.dumps(summary))
     if args.json:
-        with atomic_open(args.json, overwrite=args.overwrite) as f:
-            json.dump(summary, f, indent=2)
+        write_json_output(args.json, summary, overwrite=args.overwrite)
 
 
 def _nbest(args):
@@ -394,7 +386,7 @@ def _nbest(args):
         raise InputError(None, "--acwt applies to --lattices only (n-best files carry their costs unscaled)")
     if not args.words and (args.lattices or args.nbest_tables or args.out_lattices or args.out_tables):
         raise InputError(None, "--words is needed to read lattices or Kaldi tables and to write them")
-    outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices, out_nbest=args.out_nbest,
+    outs = _outputs(args.weight, out_lattices=args.out_lattices, out_nbest=args.out_nbest,
                     out_tables=args.out_tables)
     if not outs:
         raise InputError(None, "give at least one of --out-lattices, --out-nbest, --out-tables")
@@ -404,7 +396,7 @@ def _nbest(args):
         log.warning("%s: its acoustic costs are per-token averages and stay so in the output: decide with "
                     "--per-token-costs acoustic", args.nbest)
     _check_outputs(args, outs)
-    prune = _prune_sweep(args, _weights(args.weight))
+    prune = _prune_sweep(args, args.weight)
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
     if args.nbest:
@@ -459,7 +451,7 @@ def _lattice(args):
         opts = PrunedOptions(order=args.ngram_order, beam=args.beam, max_states=args.max_states,
                              acoustic_scale=0.1 if args.acwt is None else args.acwt)
         opts.check()  # before the model is loaded
-    outs = _outputs(_weights(args.weight), out_lattices=args.out_lattices)
+    outs = _outputs(args.weight, out_lattices=args.out_lattices)
     _check_outputs(args, outs)
     weights, scorer, old, symbols = _setup(args)
     if args.method == "pruned":

@@ -19,11 +19,14 @@ sweep of hundreds of settings over tens of thousands of hypotheses takes seconds
 from __future__ import annotations
 
 import logging
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
 
 import numpy as np
 
+from asr_lm_quant.cli_args import float_grid
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.scoring.wer import utt_counts
 
 log = logging.getLogger(__name__)
@@ -49,20 +52,11 @@ def normalize_words(words, how: str) -> list[str]:
 
 
 def parse_grid(spec: str, name: str) -> list[float]:
-    """``"0.5,1,2"`` or ``"START:STOP:STEP"`` (STOP included) -> floats."""
+    """``"0.5,1,2"`` or ``"START:STOP:STEP"`` (STOP included) -> floats (the command line's own parser)."""
     try:
-        if ":" in spec:
-            a, b, c = (float(x) for x in spec.split(":"))
-            if c <= 0 or b < a:
-                raise ValueError
-            return [round(a + k * c, 10) for k in range(int(np.floor((b - a) / c + 1e-9)) + 1)]
-        vals = [float(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(None, f"--{name} {spec!r}: expected numbers separated by commas or START:STOP:STEP") \
-            from None
-    if not vals or not all(np.isfinite(vals)):
-        raise InputError(None, f"--{name} {spec!r}: no finite values")
-    return vals
+        return float_grid(spec)
+    except ArgumentTypeError as e:
+        raise InputError(None, f"--{name}: {e}") from None
 
 
 @dataclass
@@ -169,11 +163,14 @@ def subset_masks(utts, subsets) -> dict:
 def sweep(tables: dict, counts: dict, lm_scales, penalties) -> list[dict]:
     """Dev WER of every (weight, lm_scale, penalty); ``tables``/``counts``: weight (or None) -> table/counts."""
     rows = []
-    for w, t in tables.items():
-        for s in lm_scales:
-            for p in penalties:
-                res = counts[w].result(t.pick(s, p))
-                rows.append({"weight": w, "lm_scale": s, "penalty": p, **res})
+    with progress_bar(total=len(tables) * len(lm_scales) * len(penalties), desc="dev settings", unit=" setting",
+                      mininterval=2.0) as bar:
+        for w, t in tables.items():
+            for s in lm_scales:
+                for p in penalties:
+                    res = counts[w].result(t.pick(s, p))
+                    rows.append({"weight": w, "lm_scale": s, "penalty": p, **res})
+                    bar.update(1)
     return rows
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.rescore.scorer import ScoreStats
 from asr_lm_quant.textio import split_fields
 
@@ -152,7 +152,7 @@ class HFScorer:
             batch.append(i)
         if batch:
             batches.append(batch)
-        for batch in tqdm(batches, unit="batch", desc="HF LM", disable=not self.progress):
+        for batch in progress_bar(batches, unit="batch", desc="HF LM", enabled=self.progress):
             L = len(seqs[batch[-1]])
             inp = torch.full((len(batch), L), self.start, dtype=torch.long)
             mask = torch.zeros((len(batch), L), dtype=torch.long)

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from asr_lm_quant.lm.model import TransformerLM, target_logits
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.quant.packed_modules import PackedLinear
 from asr_lm_quant.rescore.scorer import ScoreStats, WordScorer
 from asr_lm_quant.text.vocab import Vocabulary
@@ -108,7 +108,7 @@ class NNScorer(WordScorer):
             return total
         rows = self._pack(seqs)
         rows.sort(key=lambda r: len(r.tokens))
-        bar = tqdm(total=len(seqs), unit="hyp", desc="NN LM", disable=not self.progress, smoothing=0.1)
+        bar = progress_bar(total=len(seqs), unit="hyp", desc="NN LM", enabled=self.progress, smoothing=0.1)
         try:
             for batch in self._batches(rows):
                 self._run(batch, total, stats, per_token)

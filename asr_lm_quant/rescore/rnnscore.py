@@ -21,9 +21,9 @@ import contextlib
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from asr_lm_quant.lm.lstm import LSTMLM
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.rescore.scorer import ScoreStats, WordScorer
 from asr_lm_quant.text.vocab import Vocabulary
 
@@ -58,7 +58,7 @@ class LSTMScorer(WordScorer):
         stats = stats if stats is not None else ScoreStats(hypotheses=len(seqs))
         total = np.zeros(len(seqs), dtype=np.float64)
         order = sorted(range(len(seqs)), key=lambda i: seqs[i]) if self.share_prefixes else list(range(len(seqs)))
-        with tqdm(total=len(seqs), unit="hyp", desc="LSTM LM", disable=not self.progress) as bar:
+        with progress_bar(total=len(seqs), unit="hyp", desc="LSTM LM", enabled=self.progress) as bar:
             for g in range(0, len(order), self.token_budget):
                 group = order[g:g + self.token_budget]
                 self._score_group([seqs[i] for i in group], group, total, stats, per_token)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from asr_lm_quant.cli_args import add_command, add_json_option, add_quiet_option, number_strings, positive_int, \
+    write_json_output
 from asr_lm_quant.errors import InputError
 
 
 def _common(p, min_lmwt, max_lmwt):
-    p.add_argument("--min-lmwt", type=int, default=min_lmwt, help=f"lowest LM weight (default {min_lmwt})")
-    p.add_argument("--max-lmwt", type=int, default=max_lmwt, help=f"highest LM weight (default {max_lmwt})")
-    p.add_argument("--word-ins-penalty", default="0.0,0.5,1.0",
-                   help="comma-separated word insertion penalties (default 0.0,0.5,1.0)")
+    p.add_argument("--min-lmwt", type=int, default=min_lmwt, help="lowest LM weight")
+    p.add_argument("--max-lmwt", type=int, default=max_lmwt, help="highest LM weight")
+    p.add_argument("--word-ins-penalty", type=number_strings, default=["0.0", "0.5", "1.0"],
+                   help="comma-separated word insertion penalties")
     p.add_argument("--hyp", action="append", default=[], metavar="LMWT:WIP:FILE",
                    help="score this hypothesis text as setting LMWT/WIP instead of reading lat.*.gz "
                         "(repeatable; e.g. 10:0.0:rescored.txt)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    add_quiet_option(p)
 
 
 def _hyp_settings(specs):
@@ -88,7 +91,7 @@ def cmd_wer(args) -> int:
     res = score_hyp_file(args.ref, args.hyp, out_dir=args.out_dir, utt2spk=args.utt2spk,
                          hyp_filter=args.hyp_filter, mode=args.mode, sclite=args.sclite)
     if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
+        write_json_output(args.json, res.to_dict())
     else:
         print(res.kaldi_report(), end="")
     return 0
@@ -133,11 +136,11 @@ def load_systems(inputs, *, ref=None, names=None, sclite=False, need_ops=False):
 
 
 def cmd_wer_compare(args) -> int:
-    from asr_lm_quant.atomic import atomic_open, check_writable
+    from asr_lm_quant.atomic import check_writable
     from asr_lm_quant.scoring import significance as sig
     if len(args.inputs) < 2:
         raise InputError(None, "give at least two systems to compare")
-    if args.json:
+    if args.json and args.json != "-":
         check_writable(args.json, overwrite=args.overwrite, what="JSON output")
     if args.samples < 1:
         raise InputError(None, f"--samples must be at least 1, not {args.samples}")
@@ -157,23 +160,22 @@ def cmd_wer_compare(args) -> int:
     if args.json:
         out = {"reference": args.ref, "counts": "sclite" if args.sclite else "kaldi", "segments": args.segments,
                "alpha": sig.ALPHA, "systems": [s.summary() for s in systems], "comparisons": comparisons}
-        with atomic_open(args.json) as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_json_output(args.json, out)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("score-kaldi", help="Kaldi-style WER sweep over LM weight and insertion penalty",
-                       description="As Kaldi's steps/scoring/score_kaldi_wer.sh: writes <decode-dir>/wer_LMWT_WIP, "
-                                   "scoring_kaldi/penalty_WIP/LMWT.txt, scoring_kaldi/best_wer, "
-                                   "scoring_kaldi/wer_details/ and sweep.json/sweep.md/wer_vs_lmwt.png.")
+    p = add_command(sub, "score-kaldi", help="Kaldi-style WER sweep over LM weight and insertion penalty",
+                    example="asr-lm-quant score-kaldi data/dev data/lang exp/tri4/decode_dev",
+                    description="As Kaldi's steps/scoring/score_kaldi_wer.sh: writes <decode-dir>/wer_LMWT_WIP, "
+                                "scoring_kaldi/penalty_WIP/LMWT.txt, scoring_kaldi/best_wer, "
+                                "scoring_kaldi/wer_details/ and sweep.json/sweep.md/wer_vs_lmwt.png.")
     p.add_argument("data_dir", help="data dir with text (and utt2spk for per-speaker details)")
     p.add_argument("lang", help="lang or graph dir holding words.txt, or words.txt itself")
     p.add_argument("decode_dir", help="decode dir with lat.*.gz (or the output dir with --hyp)")
     _common(p, 7, 17)
     p.add_argument("--hyp-filter", choices=["none", "hub5"], default="none",
-                   help="built-in hypothesis filter: none (Kaldi's default) or hub5 (Switchboard's removals)")
+                   help="built-in hypothesis filter: none (as Kaldi) or hub5 (Switchboard's removals)")
     p.add_argument("--hyp-filter-cmd", help="shell filter for hypothesis files (like local/wer_hyp_filter)")
     p.add_argument("--ref-filter-cmd", help="shell filter for data/text (like local/wer_ref_filter)")
     p.add_argument("--recipe-filters", action="store_true",
@@ -183,44 +185,54 @@ def register(sub) -> None:
                    help="minimum Bayes risk decoding instead of the best path (Kaldi's --decode-mbr true: "
                         "lattice-prune --beam=MBR_BEAM | lattice-mbr-decode, per LM weight and penalty)")
     p.add_argument("--mbr-beam", type=float, default=6.0,
-                   help="with --decode-mbr: prune the scaled lattice to this beam first (default 6, Kaldi's)")
+                   help="with --decode-mbr: prune the scaled lattice to this beam first (Kaldi's value)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier scoring of the decode dir (steps/score_kaldi.sh always does, as Kaldi)")
     p.set_defaults(func=cmd_score_kaldi)
 
-    p = sub.add_parser("score-hub5", help="Hub5 (eval2000/rt03) scoring with SCTK hubscr, best WER per subset",
-                       description="As Switchboard's local/score_sclite.sh: writes <decode-dir>/score_LMWT_WIP/ "
-                                   "(<name>.ctm, hubscr reports) and scoring/best_wer, hub5_summary.json/.md.")
+    p = add_command(sub, "score-hub5", help="Hub5 (eval2000/rt03) scoring with SCTK hubscr, best WER per subset",
+                    example="asr-lm-quant score-hub5 data/eval2000 data/lang_sw1_tg exp/chain/decode_eval2000",
+                    description="As Switchboard's local/score_sclite.sh: writes <decode-dir>/score_LMWT_WIP/ "
+                                "(<name>.ctm, hubscr reports) and scoring/best_wer, hub5_summary.json/.md.")
     p.add_argument("data_dir", help="data dir with segments, reco2file_and_channel, stm and glm")
     p.add_argument("lang", help="lang or graph dir holding words.txt, or words.txt itself")
     p.add_argument("decode_dir", help="decode dir with lat.*.gz (or the output dir with --hyp)")
     _common(p, 5, 17)
     p.add_argument("--frame-shift", type=float, default=0.03,
                    help="seconds per frame of the lattice alignments (0.03 for chain models, 0.01 otherwise)")
-    p.add_argument("--glm", help="GLM file (default <data-dir>/glm)")
-    p.add_argument("--stm", help="STM file (default <data-dir>/stm)")
+    p.add_argument("--glm", help="GLM file (default: <data-dir>/glm)")
+    p.add_argument("--stm", help="STM file (default: <data-dir>/stm)")
     p.add_argument("--name", help="set name for file names and subsets (default: the data dir's name)")
     p.add_argument("--sctk-bin", help="folder with sclite and hubscr.pl (default: $SCTK_BIN, Kaldi's, Debian's)")
-    p.add_argument("--nj", type=int, default=2, help="hubscr runs at once (default 2)")
+    p.add_argument("--nj", type=positive_int, default=2, help="hubscr runs at once")
     p.set_defaults(func=cmd_score_hub5)
 
-    p = sub.add_parser("wer", help="WER of one hypothesis text against a reference text (compute-wer's report)")
+    p = add_command(sub, "wer", help="WER of one hypothesis text against a reference text (compute-wer's report)",
+                    description="Counts the word errors of a hypothesis text against a reference text (both "
+                                "Kaldi text: utterance id, then words) as Kaldi's compute-wer does, and prints "
+                                "its report (or JSON with --json); --out-dir also writes wer and "
+                                "wer_details/ as score_kaldi.sh does.",
+                    example="asr-lm-quant wer data/test/text exp/decide/test/text --json exp/decide/test_wer.json")
     p.add_argument("ref", help="reference text (utt-id words)")
     p.add_argument("hyp", help="hypothesis text (utt-id words)")
     p.add_argument("--mode", choices=["present", "all", "strict"], default="present",
-                   help="as compute-wer --mode (default present)")
+                   help="as compute-wer --mode: present (score the utterances present in both), all, strict")
     p.add_argument("--sclite", action="store_true", help="count errors as sclite does (3/3/4 costs)")
-    p.add_argument("--hyp-filter", choices=["none", "hub5"], default="none")
+    p.add_argument("--hyp-filter", choices=["none", "hub5"], default="none",
+                   help="built-in hypothesis filter: none, or hub5 (Switchboard's removals)")
     p.add_argument("--out-dir", help="also write wer and wer_details/ (per_utt, per_spk, ops) here")
     p.add_argument("--utt2spk", help="utt2spk for wer_details/per_spk")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    add_json_option(p, "the counts (instead of the report)", bare_is_stdout=True)
     p.set_defaults(func=cmd_wer)
 
-    p = sub.add_parser("wer-compare", help="significance of WER differences between systems on the same utterances",
-                       description="Pairwise MAPSSWE test (as SCTK's sc_stats), paired bootstrap (Bisani & Ney) and "
-                                   "sign test of WER differences. Inputs are hypothesis texts scored against --ref, "
-                                   "or (without --ref) Kaldi wer_details/per_utt tables. Prints a markdown table; "
-                                   "differences are B - A.")
+    p = add_command(sub, "wer-compare",
+                    help="significance of WER differences between systems on the same utterances",
+                    example="asr-lm-quant wer-compare --ref data/test/text exp/decide_fp/test/text "
+                            "exp/decide_ptq4/test/text --names fp,ptq4 --json exp/compare.json",
+                    description="Pairwise MAPSSWE test (as SCTK's sc_stats), paired bootstrap (Bisani & Ney) and "
+                                "sign test of WER differences. Inputs are hypothesis texts scored against --ref, "
+                                "or (without --ref) Kaldi wer_details/per_utt tables. Prints a markdown table; "
+                                "differences are B - A.")
     p.add_argument("inputs", nargs="+", metavar="SYSTEM",
                    help="hypothesis texts (utt-id words) with --ref, else per_utt files (two or more)")
     p.add_argument("--ref", help="reference text (utt-id words); every hypothesis must cover exactly its utterances")
@@ -228,11 +240,12 @@ def register(sub) -> None:
     p.add_argument("--baseline", help="compare every other system with this one (default: all pairs)")
     p.add_argument("--sclite", action="store_true", help="count errors as sclite does (3/3/4 costs)")
     p.add_argument("--segments", choices=["utterance", "sctk"], default="utterance",
-                   help="MAPSSWE segments: whole utterances (default), or sc_stats's cut at --min-good right words")
+                   help="MAPSSWE segments: utterance (whole utterances) or sctk (sc_stats's cut at --min-good right "
+                        "words)")
     p.add_argument("--min-good", type=int, default=2,
-                   help="right words that end an sctk segment (sc_stats's default 2)")
-    p.add_argument("--samples", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--json", help="also write the comparisons as JSON here")
+                   help="right words that end an sctk segment (as sc_stats)")
+    p.add_argument("--samples", type=int, default=10000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_json_option(p, "the comparisons too")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_wer_compare)

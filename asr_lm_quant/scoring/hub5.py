@@ -191,8 +191,8 @@ def hub5_sweep(data_dir, lang_or_words, decode_dir, *, min_lmwt: int = 5, max_lm
     lines = {s: [] for s in settings}
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(desc="CTM from best paths", unit="utt", total=len(segs), mininterval=2.0)
+        from asr_lm_quant.progress import bar as progress_bar
+        bar = progress_bar(desc="CTM from best paths", unit="utt", total=len(segs), mininterval=2.0)
     try:
         for f in files:
             for key, lat in read_lattices(f"ark:{f}"):

@@ -93,9 +93,9 @@ def sweep_decode_dir(data_dir, lang_or_words, decode_dir, *, min_lmwt: int = 7, 
     utt2spk = read_utt2spk(data_dir / "utt2spk") if (data_dir / "utt2spk").exists() else None
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(desc="MBR decoding" if decode_mbr else "best paths", unit="utt", total=len(ref),
-                   mininterval=2.0)
+        from asr_lm_quant.progress import bar as progress_bar
+        bar = progress_bar(desc="MBR decoding" if decode_mbr else "best paths", unit="utt", total=len(ref),
+                           mininterval=2.0)
     try:
         hyps = lattice_hyps(files, symbols, settings, words_name=words_path, decode_mbr=decode_mbr,
                             mbr_beam=mbr_beam)

@@ -14,11 +14,13 @@ import logging
 import os
 import shutil
 import tempfile
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.cli_args import number_strings
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring import details
 from asr_lm_quant.scoring.filters import command_filter
@@ -55,15 +57,10 @@ def format_lmwt(x: float) -> str:
 
 def parse_wips(spec) -> list[str]:
     """``"0.0,0.5,1.0"`` or ``"0.0 0.5 1.0"`` or a list -> the penalty strings, each checked to be a number."""
-    items = spec.replace(",", " ").split() if isinstance(spec, str) else [str(s) for s in spec]
-    for s in items:
-        try:
-            float(s)
-        except ValueError:
-            raise InputError(None, f"word insertion penalty {s!r} is not a number") from None
-    if not items:
-        raise InputError(None, "no word insertion penalty given")
-    return items
+    try:
+        return number_strings(spec if isinstance(spec, str) else " ".join(str(s) for s in spec))
+    except ArgumentTypeError as e:
+        raise InputError(None, f"word insertion penalties: {e}") from None
 
 
 def make_settings(min_lmwt=7, max_lmwt=17, wips=DEFAULT_WIPS, lmwts=None) -> list[Setting]:

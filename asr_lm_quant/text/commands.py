@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+
+from asr_lm_quant.cli_args import add_command, add_quiet_option
 
 
 def _plain(args):
@@ -43,8 +44,11 @@ def _lhotse_swbd(args):
 
 
 def register(subparsers):
-    p = subparsers.add_parser(
-        "prepare-text", help="prepare LM text (train/valid/test) and a vocabulary",
+    p = add_command(
+        subparsers, "prepare-text", help="prepare LM text (train/valid/test) and a vocabulary",
+        example=["asr-lm-quant prepare-text plain --train wiki.train.tokens --valid wiki.valid.tokens "
+                 "--test wiki.test.tokens --normalize asr --out data/lm",
+                 "asr-lm-quant prepare-text kaldi-swbd ~/kaldi/egs/swbd/s5c --out data/lm"],
         description="Prepare LM training text and a vocabulary. Writes train.txt valid.txt test.txt "
                     "words.txt stats.json into OUT (all together, or nothing on error).")
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -55,9 +59,10 @@ def register(subparsers):
                        help="unknown-word symbol of the given words.txt (default: its lang dir's oov.txt, "
                             "else <unk>); it becomes <unk> in the LM vocabulary")
         q.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+        add_quiet_option(q)
 
-    q = sub.add_parser(
-        "kaldi-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    q = add_command(
+        sub, "kaldi-swbd", example="asr-lm-quant prepare-text kaldi-swbd ~/kaldi/egs/swbd/s5c --out data/lm",
         help="from a Kaldi egs/swbd/s5c setup, as its local/pytorchnn/data_prep.sh does",
         description="From a Kaldi swbd s5c directory: train = train_nodev + Fisher + train_nodev twice "
                     "(Switchboard:Fisher 3:1), valid = train_dev, test = eval2000; utterance ids cut, each "
@@ -65,17 +70,19 @@ def register(subparsers):
                     "(hmm->hum, mmm/mm->um, mhm->um-hum); words.txt from data/lang/words.txt plus <unk>. "
                     "File options are relative to KALDI_DIR unless absolute.")
     q.add_argument("kaldi_dir", metavar="KALDI_DIR", help="the s5c directory (holds data/)")
-    q.add_argument("--train-text", default="data/train_nodev/text")
-    q.add_argument("--valid-text", default="data/train_dev/text")
-    q.add_argument("--test-text", default="data/eval2000/text")
+    q.add_argument("--train-text", default="data/train_nodev/text", help="Switchboard training transcripts")
+    q.add_argument("--valid-text", default="data/train_dev/text", help="held-out transcripts (valid.txt)")
+    q.add_argument("--test-text", default="data/eval2000/text", help="test transcripts (test.txt)")
     q.add_argument("--fisher-text", default="data/local/lm/fisher/text1.gz",
                    help="Fisher LM text made by local/swbd1_train_lms.sh; 'none' to leave Fisher out")
-    q.add_argument("--words", default="data/lang/words.txt")
+    q.add_argument("--words", default="data/lang/words.txt", help="the recogniser's vocabulary")
     common(q)
     q.set_defaults(func=_kaldi_swbd)
 
-    q = sub.add_parser(
-        "ldc-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    q = add_command(
+        sub, "ldc-swbd",
+        example="asr-lm-quant prepare-text ldc-swbd /data/LDC/swb_ms98_transcriptions --fisher "
+                "/data/LDC/fe_03_p1_tran --eval2000 /data/LDC/LDC2002T43 --out data/lm",
         help="straight from the LDC Switchboard/Fisher/eval2000 transcripts (no Kaldi needed)",
         description="From LDC layouts: Switchboard ms98 transcripts (swb_ms98_transcriptions, with "
                     "sw-ms98-dict.text), Fisher transcript directories (LDC2004T19/LDC2005T19, each holding "
@@ -91,13 +98,15 @@ def register(subparsers):
     q.add_argument("--dictionary", default=None,
                    help="Switchboard dictionary (default: SWB_MS98_DIR/sw-ms98-dict.text)")
     q.add_argument("--words", default=None,
-                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
-                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
+                   help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
     common(q)
     q.set_defaults(func=_ldc_swbd)
 
-    q = sub.add_parser(
-        "lhotse-swbd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    q = add_command(
+        sub, "lhotse-swbd",
+        example="asr-lm-quant prepare-text lhotse-swbd manifests/swbd_supervisions_all.jsonl.gz --dictionary "
+                "/data/LDC/swb_ms98_transcriptions/sw-ms98-dict.text --eval2000 /data/LDC/LDC2002T43 --out data/lm",
         help="from lhotse supervision manifests of Switchboard/Fisher (normalised as ldc-swbd)",
         description="From the supervision manifests of 'lhotse prepare switchboard' (best made with "
                     "--retain-silence: the default drops segments that start with [silence], which Kaldi keeps) "
@@ -117,26 +126,30 @@ def register(subparsers):
     q.add_argument("--dev-utterances", type=int, default=4000,
                    help="hold out the first N Switchboard utterances as valid.txt, as s5c's train_dev")
     q.add_argument("--words", default=None,
-                   help="vocabulary (Kaldi's data/lang/words.txt or ours); default: the words of the "
-                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>")
+                   help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
+                        "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
     common(q)
     q.set_defaults(func=_lhotse_swbd)
 
-    q = sub.add_parser(
-        "plain", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    q = add_command(
+        sub, "plain",
+        example="asr-lm-quant prepare-text plain --train wiki.train.tokens --valid wiki.valid.tokens "
+                "--test wiki.test.tokens --normalize asr --out data/lm",
         help="any corpus with one sentence per line (WikiText, PTB)",
         description="Plain corpora, one sentence per line (.gz/.xz/.bz2 read transparently). The "
                     "vocabulary comes from --train: <s>, <unk>, then words by frequency. Other words are "
                     "written as <unk>. stats.json reports the OOV rate of each split.")
-    q.add_argument("--train", required=True)
-    q.add_argument("--valid", required=True)
-    q.add_argument("--test", required=True)
+    q.add_argument("--train", required=True, help="training text; the vocabulary comes from it")
+    q.add_argument("--valid", required=True, help="validation text")
+    q.add_argument("--test", required=True, help="test text")
     q.add_argument("--min-count", type=int, default=1, help="keep words seen at least this often")
-    q.add_argument("--max-vocab", type=int, default=None, help="cap on vocabulary size (with <s>, <unk>)")
+    q.add_argument("--max-vocab", type=int, default=None,
+                   help="cap on vocabulary size (with <s>, <unk>; no cap unless given)")
     q.add_argument("--normalize", choices=("none", "asr"), default="none",
                    help="'asr': sentences split, lower case, punctuation and WikiText markup removed")
-    q.add_argument("--vocab", default=None,
+    q.add_argument("--words", dest="vocab", metavar="WORDS_TXT", default=None,
                    help="use this words.txt (ours or Kaldi's) instead of building one from --train")
+    q.alias("--vocab", "--words")
     q.add_argument("--keep-oov", action="store_true", help="write OOV words as they are, not as <unk>")
     common(q)
     q.set_defaults(func=_plain)

@@ -12,9 +12,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.text.normalize import normalize_asr_text
 from asr_lm_quant.text.outdir import staged_output, write_json
 from asr_lm_quant.kaldi.symbols import unknown_word
@@ -67,7 +66,7 @@ def _map_and_write(sentences, vocab: Vocabulary, out, *, map_unk: bool, desc: st
     """Write sentences to ``out`` (OOVs as ``<unk>`` if ``map_unk``); return token/OOV counts."""
     stats = {"sentences": 0, "words": 0, "oov": 0, "unk_in_source": 0}
     index = vocab.index
-    for words in tqdm(sentences, desc=desc, unit=" sent", mininterval=2.0, leave=False):
+    for words in progress_bar(sentences, desc=desc, unit=" sent", mininterval=2.0, leave=False):
         stats["sentences"] += 1
         stats["words"] += len(words)
         mapped = []
@@ -99,8 +98,8 @@ def prepare_plain(train, valid, test, out_dir, *, min_count: int = 1, max_size: 
     """
     inputs = {"train": Path(train), "valid": Path(valid), "test": Path(test)}
     check_exists(*inputs.values(), *([vocab] if vocab else []))
-    counts = count_words(tqdm(read_sentences(inputs["train"], normalize=normalize), desc="counting",
-                              unit=" sent", mininterval=2.0, leave=False))
+    counts = count_words(progress_bar(read_sentences(inputs["train"], normalize=normalize), desc="counting",
+                                      unit=" sent", mininterval=2.0, leave=False))
     if not counts:
         raise InputError(inputs["train"], "no words in the training text (empty corpus)")
     if vocab:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import re
 
-from tqdm import tqdm
-
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.progress import bar as progress_bar
 from asr_lm_quant.text.outdir import staged_output, write_json
 from asr_lm_quant.text.vocab import BOS, UNK, Vocabulary
 from asr_lm_quant.textio import read_lines, split_fields
@@ -142,7 +141,7 @@ def write_swbd_lm_text(out_dir, *, train: list[str], valid: list[str], test: lis
         with open(stage / "train.txt", "w", encoding="utf-8") as f:
             swbd_block = "".join(line + "\n" for line in train)
             f.write(swbd_block)
-            for line in tqdm(fisher_lines or (), desc="fisher", unit=" lines", mininterval=2.0, leave=False):
+            for line in progress_bar(fisher_lines or (), desc="fisher", unit=" lines", mininterval=2.0, leave=False):
                 f.write(line + "\n")
                 fields = split_fields(line)
                 fisher_stats["sentences"] += 1

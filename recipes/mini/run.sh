@@ -140,6 +140,8 @@ log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# The long steps write to logs, not to the terminal: say which one to follow (a path that works from anywhere).
+watch() { case $1 in /*) log "  follow it with: tail -f $1" ;; *) log "  follow it with: tail -f $PWD/$1" ;; esac; }
 export OMP_NUM_THREADS=$threads
 start_time=$(date +%s)
 
@@ -188,6 +190,7 @@ PY
       i=$((i + 1))
     done
   fi
+  watch data/lm/log/prepare_text.log
   $train_cmd data/lm/log/prepare_text.log \
     asr-lm-quant prepare-text plain --train "${files[0]}" --valid "${files[1]}" --test "${files[2]}" \
       --normalize asr --max-vocab "$max_vocab" --out data/lm --overwrite
@@ -217,11 +220,13 @@ if run_stage 2; then
   done
   snr_opt=()
   [ -n "$snr" ] && snr_opt=(--snr "$snr")
+  watch data/local/log/prepare_test.log
   $train_cmd data/local/log/prepare_test.log \
     python3 local/prepare_test.py --lm-dir data/lm --data data/test --cache-dir "$cache_dir/audio" \
       --num "$num_sents" --voices "$voices" --seed "$seed" --nj "$nj" "${snr_opt[@]+"${snr_opt[@]}"}"
   dir=exp/ngram/decode_test
   rm -f $dir/lat.*.gz
+  watch "$dir/log/decode.1.log"
   $decode_cmd JOB=1:$nj $dir/log/decode.JOB.log \
     python3 local/decode.py --job JOB --nj $nj --cache-dir "$cache_dir/lattices" \
       data/test exp/ngram/3gram.arpa data/lang/words.txt $dir
@@ -255,6 +260,7 @@ if run_stage 3; then
     name=${pair%%:*}; conf=${pair#*:}
     log "Stage 3: Transformer LM $conf -> exp/$name"
     # Re-running resumes from the newest checkpoint (and does nothing once training finished).
+    watch exp/$name/log/train.log
     $cuda_cmd exp/$name/log/train.log \
       asr-lm-quant train --config "$conf" --train data/lm/train.txt --valid data/lm/valid.txt \
         --vocab data/lm/words.txt --out exp/$name --threads "$threads" "${epoch_opt[@]+"${epoch_opt[@]}"}"
@@ -277,11 +283,13 @@ if run_stage 4; then
   sweep_opts=(--systems "$quant_conf" --only "$only" --model base=exp/lm --model deep=exp/lm_deep
               --train data/lm/train.txt --valid data/lm/valid.txt --test data/lm/test.txt)
   if [ "$nj" -gt 1 ]; then
+    watch exp/quant/log/quant_sweep.1.log
     # $nj jobs share the systems (each takes the next one no other job holds) with the threads split
     # between them: small models use two single-thread jobs far better than one two-thread job.
     $train_cmd JOB=1:$nj exp/quant/log/quant_sweep.JOB.log \
       asr-lm-quant quant-sweep --worker "${sweep_opts[@]}" --threads $(( threads / nj > 0 ? threads / nj : 1 )) exp/quant
   fi
+  [ "$nj" -gt 1 ] || watch exp/quant/log/quant_sweep.log
   $train_cmd exp/quant/log/quant_sweep.log \
     asr-lm-quant quant-sweep "${sweep_opts[@]}" --threads "$threads" exp/quant
 fi
@@ -308,6 +316,7 @@ if run_stage 5; then
     done
     if $done_all; then log "  $name: rescored"; continue; fi
     # Job 1 is the dev half, job 2 the eval half; each rescores with every weight, then scores.
+    log "  $name: rescoring"; watch $out/log/rescore.1.log
     $decode_cmd JOB=1:2 $out/log/rescore.JOB.log \
       python3 local/rescore.py --half JOB --weights "$weights" --n "$nbest" \
         exp/ngram/3gram.arpa "$model" data/lang/words.txt data/test $src $out

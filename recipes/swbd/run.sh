@@ -128,6 +128,8 @@ done
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"
 }
+# The long steps write to logs, not to the terminal: say which one to follow (a path that works from anywhere).
+watch() { case $1 in /*) log "  follow it with: tail -f $1" ;; *) log "  follow it with: tail -f $PWD/$1" ;; esac; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: LM text into $text_dir"
@@ -173,6 +175,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     train_opts=()
     [ "$bf16" = true ] && train_opts+=(--bf16)
     # Re-running resumes from the newest checkpoint in $lm_dir (and is a no-op once training finished).
+    watch "$lm_dir/log/train.log"
     $cuda_cmd "$lm_dir/log/train.log" \
       asr-lm-quant train --config "$lm_conf" --train "$text_dir/train.txt" --valid "$text_dir/valid.txt" \
         --vocab "$text_dir/words.txt" --out "$lm_dir" ${train_opts[@]+"${train_opts[@]}"}
@@ -225,6 +228,7 @@ if run_stage 2; then
       log "  $sys: done before ($out/results.json)"
       continue
     fi
+    log "  $sys: quantizing"; watch "$out/log/quantize.log"
     quantize_one "$sys" &
     pids+=($!); names+=("$sys")
     if [ ${#pids[@]} -ge "$quant_nj" ]; then
