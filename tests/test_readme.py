@@ -182,25 +182,11 @@ def _env():
 
 
 # Until every command takes the canonical option names, the names this checkout's command accepts instead.
-OLDER_NAMES = [("train", "--words", lambda s: s.replace("--words ", "--vocab ")),
-               ("ppl", "--lm-dir", lambda s: s.replace("--lm-dir ", "--model ")),
-               ("quantize", "--lm-dir", lambda s: re.sub(r"--lm-dir (\S+) --out (\S+)", r"\1 \2", s))]
-
-
-def _for_this_checkout(code: str) -> str:
-    for command, canonical, older in OLDER_NAMES:
-        helptext = subprocess.run([sys.executable, "-m", "asr_lm_quant.cli", command, "--help"], env=_env(),
-                                  capture_output=True, text=True).stdout
-        if canonical not in helptext:  # the command with its continuation lines
-            code = re.sub(rf"asr-lm-quant {command}\b(?:[^\n]*\\\n)*[^\n]*", lambda m: older(m.group(0)), code)
-    return code
-
-
 @pytest.mark.slow
 def test_shell_blocks_run(play):
     runs = [code for lang, code in blocks() if lang == "sh" and runnable(code)]
     for code in runs:
-        res = subprocess.run(["bash", "-euo", "pipefail", "-c", _for_this_checkout(code)], cwd=play, env=_env(),
+        res = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=play, env=_env(),
                              capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, f"{code}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     # Route 1: rescored decode dirs, scored as Kaldi scores them; the first pass scored beside them.
