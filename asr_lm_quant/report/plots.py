@@ -14,8 +14,8 @@ def _plt():
 
 def plot_bits_per_layer(systems: list[dict], path) -> bool:
     """Bars of the bits given to each weight group, one panel per mixed-precision system."""
-    from asr_lm_quant.quant.options import MIXED_METHODS
-    rows = [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in MIXED_METHODS]
+    from asr_lm_quant.quant.methods import mixed_methods
+    rows = [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in mixed_methods()]
     if not rows:
         return False
     plt = _plt()
