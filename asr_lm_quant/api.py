@@ -53,7 +53,8 @@ def rescore(nbest, lm: LM, *, old_lm=None, weight: float = 0.5, oov_penalty: flo
     or a list of ``NbestHyp``; ``old_lm``: the recogniser's LM as ``--old-lm`` takes it (ARPA file, G.fst,
     G.carpa or Kaldi lang dir; see :mod:`asr_lm_quant.ngram.old_lm`) or an LM object already open."""
     from asr_lm_quant.errors import InputError
-    from asr_lm_quant.kaldi.nbest import NbestHyp, read_nbest
+    from asr_lm_quant.kaldi.nbest import NbestHyp
+    from asr_lm_quant.nbest.read import read_nbest
     from asr_lm_quant.ngram.old_lm import open_old_lm
     from asr_lm_quant.rescore.nbest import score_hypotheses
 

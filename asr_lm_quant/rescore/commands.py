@@ -52,13 +52,9 @@ def _add_lm_options(p):
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
-NBEST_FORMAT_HELP = ("format of the n-best input: auto (detected; an error when unclear), ours (TSV/JSONL), "
-                     "generic-json, espnet (a decode dir), whisper-hf, nemo (default auto)")
-
-
 def _add_nbest_format(p):
-    from asr_lm_quant.kaldi.nbest_formats import FORMATS
-    p.add_argument("--nbest-format", choices=("auto",) + FORMATS, default="auto", help=NBEST_FORMAT_HELP)
+    from asr_lm_quant.nbest.formats import all_formats, format_help
+    p.add_argument("--nbest-format", choices=("auto", *all_formats()), default="auto", help=format_help())
 
 
 def register(sub):
@@ -140,8 +136,7 @@ def _register_decide(sub):
 
 
 def _decide(args):
-    from asr_lm_quant.kaldi.nbest import iter_nbest_groups
-    from asr_lm_quant.kaldi.nbest_formats import check_per_token
+    from asr_lm_quant.nbest.read import check_per_token, iter_groups
     from asr_lm_quant.rescore.decide import (Counts, HypTable, best_setting, normalize_words, parse_grid,
                                              subset_masks, sweep)
     from asr_lm_quant.scoring.plots import plot_sweep
@@ -173,7 +168,7 @@ def _decide(args):
         for w in weights:
             path = pattern if w is None else pattern.replace("{weight}", format_weight(w))
             check_per_token(path, args.nbest_format, args.per_token_costs)
-            groups = list(iter_nbest_groups(path, args.nbest_format))
+            groups = list(iter_groups(path, args.nbest_format))
             out[w] = HypTable.from_groups(groups, args.per_token_costs, args.normalize)
         return out
 
@@ -221,7 +216,7 @@ def _decide(args):
 
 def _references(text, nbest_pattern, weights, fmt="auto", required=True) -> dict:
     """References from a Kaldi text file, else from the n-best file itself where its format carries them."""
-    from asr_lm_quant.kaldi.nbest_formats import read_references
+    from asr_lm_quant.nbest.read import read_references
     from asr_lm_quant.scoring.textfile import read_text
     if text:
         return read_text(text)
@@ -330,8 +325,9 @@ def _finish(args, summary):
 
 
 def _nbest(args):
-    from asr_lm_quant.kaldi.nbest import iter_nbest_groups, read_kaldi_nbest_tables
-    from asr_lm_quant.kaldi.nbest_formats import PER_TOKEN, score_kind
+    from asr_lm_quant.kaldi.nbest import read_kaldi_nbest_tables
+    from asr_lm_quant.nbest.common import PER_TOKEN
+    from asr_lm_quant.nbest.read import iter_groups, score_kind
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
     if args.n < 1:
         raise InputError(None, f"--n {args.n}: the N-best size must be at least 1")
@@ -352,7 +348,7 @@ def _nbest(args):
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
     if args.nbest:
-        groups = iter_nbest_groups(args.nbest, args.nbest_format)
+        groups = iter_groups(args.nbest, args.nbest_format)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))
