@@ -35,6 +35,12 @@ DEFAULT_PENALTIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 NORMALIZATIONS = ("none", "lower", "asr")
 
 
+def format_weight(w: float) -> str:
+    """An interpolation weight as it goes into file names: 0.0, 0.5, 0.25, 1.0 (one decimal at least)."""
+    text = f"{w:g}"
+    return text if "." in text or "e" in text else f"{w:.1f}"
+
+
 def normalize_words(words, how: str) -> list[str]:
     """The same text normalisation for hypotheses and references before counting errors: ``none``; ``lower``
     (case); ``asr`` (case, punctuation removed or splitting a word as the toolkit's ASR text normaliser does:

@@ -26,6 +26,7 @@ class Format:
     detect: Callable | None = None
     suffixes: tuple = ()
     directory: str | None = None
+    references: bool = False        # its files can carry the references (read puts them into references)
     score_kind: Callable | None = None  # score_kind(path) -> "per-token" or "total": what its scores are,
     #                                     where the file says (else the scores are totals, or unknown)
 

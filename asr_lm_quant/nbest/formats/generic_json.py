@@ -82,4 +82,5 @@ def read(path, references):
 
 
 FORMAT = Format(name="generic-json", help="a JSON list of {id, hypotheses, scores, reference}", read=read,
+                references=True,
                 detect=lambda item, is_line: not is_line and bool(set(item) & set(GENERIC_KEYS["hypotheses"])))

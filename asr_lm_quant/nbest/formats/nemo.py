@@ -73,4 +73,4 @@ def detect(item, is_line) -> bool:
     return is_line and ("beams" in item or any(k.startswith("pred_text") for k in item))
 
 
-FORMAT = Format(name="nemo", help="a transcription manifest with beams", read=read, detect=detect)
+FORMAT = Format(name="nemo", help="a transcription manifest with beams", read=read, references=True, detect=detect)

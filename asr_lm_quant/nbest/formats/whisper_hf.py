@@ -93,5 +93,5 @@ def read(path, references: dict | None = None):
         raise InputError(path, "no n-best items in the file")
 
 
-FORMAT = Format(name="whisper-hf", help="JSON {id, sequences, sequences_scores}", read=read,
+FORMAT = Format(name="whisper-hf", help="JSON {id, sequences, sequences_scores}", read=read, references=True,
                 detect=lambda item, is_line: "sequences" in item, score_kind=score_kind)
