@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.scoring.tuning import first_lowest
 from asr_lm_quant.scoring.wer import utt_counts
 
 log = logging.getLogger(__name__)
@@ -177,4 +178,5 @@ def sweep(tables: dict, counts: dict, lm_scales, penalties) -> list[dict]:
 
 
 def best_setting(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: (r["errors"], rows.index(r)))
+    """The row with the fewest errors, the first in grid order among equals."""
+    return first_lowest(rows, lambda r: r["errors"])
