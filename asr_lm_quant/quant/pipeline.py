@@ -21,11 +21,10 @@ import torch
 
 from asr_lm_quant.atomic import check_writable
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, SELF_NORM_KEY, VOCAB, declared_self_norm_alpha
 from asr_lm_quant.quant.allocate import budget_bits, group_bits_cost
-from asr_lm_quant.quant.methods import RunContext, all_methods, config_defaults, config_types, get_method, \
-    plan_trainers
+from asr_lm_quant.quant.methods import (RunContext, all_methods, config_defaults, config_types, get_method,
+                                       plan_trainers, text_batches)
 from asr_lm_quant.quant.options import FinetuneOptions
 from asr_lm_quant.quant.packed import PACKED, PLAN, load_any_lm, load_packed, save_packed
 from asr_lm_quant.quant.plan import float_parameters, group_names, group_views
@@ -102,11 +101,6 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle, min_rows: int = 1):
-    return BatchPlan(sequences(encode_file(path, vocab), vocab.bos, cfg.max_len), tokens_per_batch,
-                     seed=cfg.seed, shuffle=shuffle, min_rows=min_rows)
 
 
 def _budget(model, cfg: QuantConfig) -> float:
@@ -206,9 +200,9 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     budget = _check_budget(model, cfg) if method.mixed else None
     needs_train = "train_text" in method.texts
     # Read every text now, so that a bad file stops the run before any training.
-    evals = {split: _plan_for(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
+    evals = {split: text_batches(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
              for split in ("valid", "test") if getattr(cfg, f"{split}_text")}
-    train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True, rt.world_size) if needs_train else None
+    train = text_batches(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True, rt.world_size) if needs_train else None
     # the full-precision model teaches the quantized one (finetune.distill)
     teacher = copy.deepcopy(model).eval() if needs_train and cfg.finetune.distill > 0 else None
     if needs_train:
@@ -266,7 +260,7 @@ def evaluate_texts(model, vocab, cfg: QuantConfig, plans: dict | None = None) ->
     for split in ("valid", "test"):
         path = getattr(cfg, f"{split}_text")
         if path:
-            plan = (plans or {}).get(split) or _plan_for(path, vocab, cfg, cfg.eval_tokens_per_batch, False)
+            plan = (plans or {}).get(split) or text_batches(path, vocab, cfg, cfg.eval_tokens_per_batch, False)
             ev = evaluate_ppl(model, plan, cfg.finetune.bf16)
             res[f"{split}_ppl"] = ev["ppl"]
             res[f"{split}_tokens"] = ev["tokens"]

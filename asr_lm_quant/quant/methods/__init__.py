@@ -68,16 +68,20 @@ class RunContext:
 
     def batches(self, path, tokens_per_batch: int, shuffle: bool, min_rows: int = 1):
         """A batch plan of a text file, cut as the configuration says."""
-        from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
-        cfg = self.cfg
-        return BatchPlan(sequences(encode_file(path, self.vocab), self.vocab.bos, cfg.max_len), tokens_per_batch,
-                         seed=cfg.seed, shuffle=shuffle, min_rows=min_rows)
+        return text_batches(path, self.vocab, self.cfg, tokens_per_batch, shuffle, min_rows)
 
     def uniform_plan(self):
         """Every group at ``cfg.bits``."""
         from asr_lm_quant.quant.plan import QuantPlan
         cfg = self.cfg
         return QuantPlan.uniform(self.model, cfg.bits, cfg.per_row, cfg.bands)
+
+
+def text_batches(path, vocab, cfg, tokens_per_batch: int, shuffle: bool, min_rows: int = 1):
+    """A batch plan of a text file: sentences of at most ``cfg.max_len`` tokens, shuffled by ``cfg.seed``."""
+    from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
+    return BatchPlan(sequences(encode_file(path, vocab), vocab.bos, cfg.max_len), tokens_per_batch,
+                     seed=cfg.seed, shuffle=shuffle, min_rows=min_rows)
 
 
 _found: dict[str, Method] | None = None
