@@ -53,7 +53,8 @@ def rescore(nbest, lm: LM, *, old_lm=None, weight: float = 0.5, oov_penalty: flo
     or a list of ``NbestHyp``; ``old_lm``: the recogniser's LM as ``--old-lm`` takes it (ARPA file, G.fst,
     G.carpa or Kaldi lang dir; see :mod:`asr_lm_quant.ngram.old_lm`) or an LM object already open."""
     from asr_lm_quant.errors import InputError
-    from asr_lm_quant.kaldi.nbest import NbestHyp, read_nbest
+    from asr_lm_quant.kaldi.nbest import NbestHyp
+    from asr_lm_quant.nbest.read import read_nbest
     from asr_lm_quant.ngram.old_lm import open_old_lm
     from asr_lm_quant.rescore.nbest import score_hypotheses
 
@@ -68,12 +69,13 @@ def rescore(nbest, lm: LM, *, old_lm=None, weight: float = 0.5, oov_penalty: flo
 
 
 def best(hyps, *, lm_scale: float = 1.0, penalty: float = 0.0) -> dict:
-    """Each utterance's 1-best under ``acoustic + lm_scale * lm + penalty * words``: ``{utterance: words}``."""
+    """Each utterance's 1-best under ``acoustic + lm_scale * lm + penalty * words`` (ties: the better rank), as
+    ``decide-nbest`` picks it at that setting: ``{utterance: text}``, the words joined by single spaces."""
     from asr_lm_quant.kaldi.nbest import group_by_utterance
     from asr_lm_quant.rescore.decide import HypTable
 
     table = HypTable.from_groups(list(group_by_utterance(hyps).values()))
-    return {table.utts[u]: table.raw[r] for u, r in enumerate(table.pick(lm_scale, penalty))}
+    return {table.utts[u]: " ".join(table.raw[r]) for u, r in enumerate(table.pick(lm_scale, penalty))}
 
 
 def quantize(model_dir, out_dir, *, method: str, overwrite: bool = False, **options) -> dict:

@@ -163,7 +163,8 @@ def make_arpa(path: Path, vocab, lines: int = 5000) -> None:
 
 def naive_pair(a, out: Path, model_dir: Path, tmp: Path) -> dict:
     """The naive baseline on the lists one fp32 run wrote (``nbest.J.tsv``), two processes at once."""
-    from asr_lm_quant.kaldi.nbest import group_by_utterance, read_nbest
+    from asr_lm_quant.kaldi.nbest import group_by_utterance
+    from asr_lm_quant.nbest.read import read_nbest
     files = []
     for job in (1, 2):
         groups = group_by_utterance(read_nbest(out / f"nbest.{job}.tsv"))

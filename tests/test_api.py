@@ -1,5 +1,6 @@
 """The Python API: the README's example runs as written (paths pointed at a tiny set-up)."""
 
+import json
 import re
 from pathlib import Path
 
@@ -33,3 +34,24 @@ def test_readme_example_runs(tmp_path):
     assert np.allclose(env["small"].score(["i think that"]), deq.score(["i think that"]), atol=1e-4)
     with pytest.raises(InputError, match="weight 2"):
         api.rescore(tmp_path / "hyps.tsv", env["lm"], weight=2)
+
+
+def test_best_gives_text_and_agrees_with_decide_nbest(tmp_path, capsys):
+    from asr_lm_quant.cli import main
+    from asr_lm_quant.nbest.read import read_nbest
+    rows = [NbestHyp("u1", 1, "i think zebra".split(), 100.0, 20.0),
+            NbestHyp("u1", 2, "i think that".split(), 101.0, 17.0),
+            NbestHyp("u2", 1, "the cat sat".split(), 50.0, 9.0),
+            NbestHyp("u2", 2, "the cat sat down".split(), 50.5, 9.5),
+            NbestHyp("u3", 1, "hello".split(), 10.0, 3.0)]
+    write_nbest(tmp_path / "dev.tsv", rows)
+    (tmp_path / "ref.txt").write_text("u1 i think that\nu2 the cat sat down\nu3 hello\n")
+    assert main(["decide-nbest", "--dev", str(tmp_path / "dev.tsv"), "--dev-ref", str(tmp_path / "ref.txt"),
+                 "--lm-scales", "0,0.5,1,2", "--penalties=-1,0,1", "--out", str(tmp_path / "o")]) == 0
+    setting = json.loads(capsys.readouterr().out)["setting"]
+    picked = api.best(read_nbest(tmp_path / "dev.tsv"), lm_scale=setting["lm_scale"], penalty=setting["penalty"])
+    assert picked == {"u1": "i think that", "u2": "the cat sat down", "u3": "hello"}
+    written = dict(line.split(" ", 1) for line in (tmp_path / "o" / "dev" / "text").read_text().splitlines())
+    assert written == picked
+    # at the acoustics alone both pick rank 1
+    assert api.best(rows, lm_scale=0.0) == {"u1": "i think zebra", "u2": "the cat sat", "u3": "hello"}

@@ -18,7 +18,7 @@ from asr_lm_quant.cli import main
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.archive import read_lattices, write_lattices
 from asr_lm_quant.kaldi.lattice import Lattice
-from asr_lm_quant.kaldi.nbest import read_nbest
+from asr_lm_quant.nbest.read import read_nbest
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import TINY as tiny  # noqa: E402

@@ -8,9 +8,10 @@ from asr_lm_quant import cli
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.datadir import DataDir, read_segments, read_text, write_table
 from asr_lm_quant.kaldi.nbest import (NbestHyp, read_float_table, read_int_vector_table, read_kaldi_nbest_tables,
-                                      read_nbest, split_nbest_key, write_float_table, write_int_vector_table,
+                                      split_nbest_key, write_float_table, write_int_vector_table,
                                       write_kaldi_nbest_tables, write_nbest)
 from asr_lm_quant.kaldi.symbols import SymbolTable
+from asr_lm_quant.nbest.read import read_nbest
 
 
 @pytest.fixture(scope="module")

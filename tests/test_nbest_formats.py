@@ -8,9 +8,9 @@ import pytest
 
 from asr_lm_quant.cli import main
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.kaldi.nbest import read_nbest
-from asr_lm_quant.kaldi.nbest_formats import (cost_from_log_prob, detect_format, iter_groups, parse_espnet_score,
-                                              read_references, score_kind)
+from asr_lm_quant.nbest.common import cost_from_log_prob
+from asr_lm_quant.nbest.formats.espnet import parse_espnet_score
+from asr_lm_quant.nbest.read import detect_format, iter_groups, read_nbest, read_references, score_kind
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "nbest"
 ESPNET_DEV = FIX / "espnet" / "decode_dev"
@@ -50,7 +50,7 @@ def test_formats_are_detected(tmp_path):
 def test_ambiguous_or_unknown_formats_are_errors(tmp_path):
     both = tmp_path / "both.jsonl"
     both.write_text('{"id": "u", "sequences": ["a"], "sum_logprobs": [-1], "beams": [["a", -1]]}\n')
-    with pytest.raises(InputError, match=r"both.jsonl: ambiguous n-best format: line 1 fits whisper-hf and nemo"):
+    with pytest.raises(InputError, match=r"both.jsonl: ambiguous n-best format: line 1 fits nemo and whisper-hf"):
         detect_format(both)
     other = tmp_path / "other.jsonl"
     other.write_text('\n{"key": "u", "words": "a"}\n')
@@ -64,7 +64,7 @@ def test_ambiguous_or_unknown_formats_are_errors(tmp_path):
     # An explicit format decides: the ambiguous file read as NeMo (no audio_filepath, no utt_id) fails clearly.
     with pytest.raises(InputError, match="line 1: needs audio_filepath"):
         list(iter_groups(both, "nemo"))
-    with pytest.raises(InputError, match="decode directory, not a file"):
+    with pytest.raises(InputError, match="read from a directory .*ESPnet decode dir.*, not a file"):
         list(iter_groups(FIX / "nemo_beams.json", "espnet"))
 
 

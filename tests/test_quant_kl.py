@@ -190,11 +190,11 @@ def test_quantize_kl_end_to_end(tmp_path):
 
 
 def test_quantize_kl_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypatch):
-    import asr_lm_quant.quant.pipeline as pipeline
+    import asr_lm_quant.quant.kl as kl
 
     def no_work(*a, **k):
         raise AssertionError("sensitivities computed for a refused configuration")
-    monkeypatch.setattr(pipeline, "kl_sensitivities", no_work)
+    monkeypatch.setattr(kl, "kl_sensitivities", no_work)
     write_lm_and_texts(tmp_path, ["t.txt", "v.txt"])
     no_valid = [a for a in kl_args(tmp_path) if a not in ("--valid", str(tmp_path / "v.txt"))]
     cases = [(no_valid, "method kl needs --valid"),

@@ -183,8 +183,8 @@ def test_normalisation_applies_to_both_sides(tmp_path, capsys):
 def test_generic_json_nbest_with_its_references(tmp_path, capsys):
     from pathlib import Path
 
-    from asr_lm_quant.kaldi.nbest import read_nbest
-    from asr_lm_quant.kaldi.nbest_formats import read_generic_json
+    from asr_lm_quant.nbest.read import read_nbest
+    from asr_lm_quant.nbest.formats.generic_json import read_generic_json
     src = Path(__file__).resolve().parent / "fixtures" / "nbest" / "generic.json"
     groups, refs = read_generic_json(src)
     assert [len(g) for g in groups] == [3, 2, 1] and refs["dev-002"] == "the kids know school".split()

@@ -13,7 +13,8 @@ from asr_lm_quant.cli import main
 from asr_lm_quant.kaldi.algorithms import best_path, topological_order
 from asr_lm_quant.kaldi.archive import read_lattice_dict, read_lattices
 from asr_lm_quant.kaldi.lattice import linear_lattice
-from asr_lm_quant.kaldi.nbest import NbestHyp, nbest_paths, read_float_table, read_nbest, write_nbest
+from asr_lm_quant.kaldi.nbest import NbestHyp, nbest_paths, read_float_table, write_nbest
+from asr_lm_quant.nbest.read import read_nbest
 from asr_lm_quant.ngram import ArpaLM
 from asr_lm_quant.rescore.lattice import expand_unique_histories, path_cover, rescore_lattices
 from asr_lm_quant.rescore.nbest import interpolate, rescore_hypotheses

@@ -25,7 +25,7 @@ cost (LM + pronunciation + transition), ``acoustic_cost`` the acoustic cost. A r
 probabilities must multiply them by ``-ln(10)``. Ranks are 1-based and rows of one utterance are contiguous.
 
 The n-best lists other recognisers write (a generic JSON list, ESPnet decode dirs, Whisper / Hugging Face
-``generate`` dumps, NeMo manifests) are read by :mod:`asr_lm_quant.kaldi.nbest_formats`.
+``generate`` dumps, NeMo manifests) are read by :mod:`asr_lm_quant.nbest.read`, this one included.
 """
 
 from __future__ import annotations
@@ -399,19 +399,6 @@ def iter_ours(path):
         yield group
     if not any_rows:  # a job with no utterances (an empty split): passes, as Kaldi's tools do, with a word
         log.warning("%s: no hypotheses (a job with no utterances?); nothing to read", path)
-
-
-def iter_nbest_groups(path, fmt: str = "auto"):
-    """Stream ``[NbestHyp, ...]`` per utterance from an n-best file or dir of any format that
-    :mod:`asr_lm_quant.kaldi.nbest_formats` reads (ours, generic JSON, ESPnet, Whisper/HF, NeMo);
-    ``fmt="auto"`` tells them apart."""
-    from asr_lm_quant.kaldi.nbest_formats import iter_groups
-    yield from iter_groups(path, fmt)
-
-
-def read_nbest(path, fmt: str = "auto") -> list[NbestHyp]:
-    """All hypotheses of an n-best file or dir; see :func:`iter_nbest_groups`."""
-    return [h for g in iter_nbest_groups(path, fmt) for h in g]
 
 
 def group_by_utterance(hyps) -> dict[str, list[NbestHyp]]:

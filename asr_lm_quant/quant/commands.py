@@ -7,7 +7,9 @@ import json
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, existing_file, int_list,
                                    positional_fallback, positive_int, split_list, write_json_output)
-from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, AdmmOptions, FinetuneOptions, SearchOptions
+from asr_lm_quant.quant.methods import (add_method_flags, all_methods, config_from_args, methods_help, mixed_methods,
+                                       plan_trainers)
+from asr_lm_quant.quant.options import FinetuneOptions
 
 
 def register(sub):
@@ -26,8 +28,9 @@ def register(sub):
     p.alias("--model", "--lm-dir")
     p.add_argument("--out", help="output directory (packed model)")
     positional_fallback(p, "--lm-dir", "--out")
-    p.add_argument("--method", choices=METHODS, required=True, help="quantization method")
-    p.add_argument("--bits", type=int, help="uniform precision (ptq, ste, admm)")
+    p.add_argument("--method", choices=list(all_methods()), required=True, help=methods_help())
+    uniform = ", ".join(n for n, m in all_methods().items() if not m.mixed)
+    p.add_argument("--bits", type=int, help=f"uniform precision ({uniform})")
     p.add_argument("--budget-bits", type=float, help="mixed precision budget: average bits per weight")
     p.add_argument("--compression", type=float, help="mixed precision budget: compression ratio of the model")
     p.add_argument("--budget-mb", type=float, help="mixed precision budget: model size in MB")
@@ -42,7 +45,7 @@ def register(sub):
     p.add_argument("--valid", dest="valid_text", metavar="FILE",
                    help="validation text (reported; Hessian and KL sensitivities)")
     p.add_argument("--test", dest="test_text", metavar="FILE", help="test text (reported)")
-    d, a, s = FinetuneOptions(), AdmmOptions(), SearchOptions()
+    d = FinetuneOptions()
     p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps")
     p.add_argument("--lr", type=float, default=d.lr,
                    help="fine-tuning learning rate (Adam; warm-up, then cosine decay to 0)")
@@ -53,26 +56,8 @@ def register(sub):
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
     p.add_argument("--distill", type=float, default=d.distill,
                    help="weight of distillation from the full-precision model (0: cross entropy only)")
-    p.add_argument("--plan-trainer", choices=PLAN_TRAINERS, default="admm",
-                   help="how hessian, kl and search train their chosen precisions")
-    p.add_argument("--rho", type=float, default=a.rho, help="ADMM penalty")
-    p.add_argument("--rho-growth", type=float, default=a.rho_growth, help="ADMM rho factor per projection")
-    p.add_argument("--project-every", type=int, default=a.project_every, help="ADMM steps between projections")
-    p.add_argument("--rho-max", type=float, default=a.rho_max, help="ADMM rho ceiling")
-    p.add_argument("--admm-lr", type=float, help="learning rate of the ADMM W steps (default: --lr)")
-    p.add_argument("--final-steps", type=int, default=a.final_steps,
-                   help="ADMM: the last of the --steps train the 32-bit parameters and scales, codes frozen")
-    p.add_argument("--final-lr", type=float, help="learning rate of those steps (default: --lr)")
-    p.add_argument("--gamma", type=float, default=s.gamma, help="search size penalty weight")
-    p.add_argument("--arch-lr", type=float, default=s.arch_lr, help="search logits learning rate")
-    p.add_argument("--gumbel", action="store_true", help="search with Gumbel-softmax samples")
-    p.add_argument("--search-steps", type=int, help="search steps (default: --steps)")
-    p.add_argument("--hessian-tol", type=float, default=1e-2, help="Hutchinson stopping tolerance (relative)")
-    p.add_argument("--hessian-max-samples", type=int, default=50,
-                   help="most Hutchinson samples per Hessian trace, if the tolerance is not reached first")
-    p.add_argument("--hessian-batches", type=int, default=8, help="held-out batches the Hessian cycles over")
-    p.add_argument("--kl-tokens", type=int, default=8192,
-                   help="held-out tokens the KL sensitivities average over (batches of --tokens-per-batch)")
+    p.add_argument("--plan-trainer", choices=plan_trainers(), default="admm",
+                   help="how " + ", ".join(mixed_methods()) + " train their chosen precisions")
     p.add_argument("--seed", type=int, default=0, help="random seed of batches, initialisation and sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cpu, or cuda for the "
                    "GPU of each process's LOCAL_RANK)")
@@ -81,6 +66,7 @@ def register(sub):
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing result in OUT (and discard a checkpoint of another configuration)")
+    add_method_flags(p)
     add_quiet_option(p)
     p.set_defaults(func=cmd_quantize)
 
@@ -136,14 +122,8 @@ def cmd_quantize(args):
         "tokens_per_batch": args.tokens_per_batch, "max_len": args.max_len,
         "finetune": FinetuneOptions(steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed,
                                     distill=args.distill),
-        "plan_trainer": args.plan_trainer,
-        "admm": AdmmOptions(rho=args.rho, rho_growth=args.rho_growth, project_every=args.project_every,
-                            rho_max=args.rho_max, lr=args.admm_lr, final_steps=args.final_steps,
-                            final_lr=args.final_lr),
-        "search": SearchOptions(gamma=args.gamma, arch_lr=args.arch_lr, gumbel=args.gumbel),
-        "search_steps": args.search_steps, "hessian_tol": args.hessian_tol,
-        "hessian_max_samples": args.hessian_max_samples, "hessian_batches": args.hessian_batches,
-        "kl_tokens": args.kl_tokens, "seed": args.seed, "device": args.device, "checkpoint_every": args.checkpoint_every})
+        "plan_trainer": args.plan_trainer, "seed": args.seed, "device": args.device,
+        "checkpoint_every": args.checkpoint_every, **config_from_args(args)})
     import torch.distributed as dist
     try:
         res = run(cfg, overwrite=args.overwrite)

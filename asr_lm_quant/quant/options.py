@@ -1,13 +1,9 @@
-"""Options of the quantization methods, kept free of torch so the command line starts quickly."""
+"""Options of fine-tuning and of the methods that share them, kept free of torch so the command line starts
+quickly. The methods themselves are the modules of ``asr_lm_quant.quant.methods``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-METHODS = ("ptq", "ste", "admm", "hessian", "kl", "search")
-UNIFORM_METHODS = ("ptq", "ste", "admm")
-MIXED_METHODS = ("hessian", "kl", "search")  # mixed precision: choose bits per group under a size budget
-PLAN_TRAINERS = ("admm", "ste")  # how the mixed-precision methods train their chosen plan
 
 
 @dataclass

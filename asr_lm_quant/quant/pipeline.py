@@ -8,6 +8,7 @@ of the model loaded back from the packed file, i.e. exactly what a user of the d
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -20,30 +21,30 @@ import torch
 
 from asr_lm_quant.atomic import check_writable
 from asr_lm_quant.errors import InputError
-from asr_lm_quant.lm.data import BatchPlan, encode_file, sequences
 from asr_lm_quant.lm.files import CONFIG as MODEL_CONFIG, SELF_NORM_KEY, VOCAB, declared_self_norm_alpha
-from asr_lm_quant.quant.allocate import allocate_bits, budget_bits, group_bits_cost
-from asr_lm_quant.quant.hessian import hutchinson_traces, sensitivities
-from asr_lm_quant.quant.kl import kl_sensitivities, take_batches
+from asr_lm_quant.quant.allocate import budget_bits, group_bits_cost
+from asr_lm_quant.quant.methods import (RunContext, all_methods, config_defaults, config_types, get_method,
+                                       plan_trainers, text_batches)
+from asr_lm_quant.quant.options import FinetuneOptions
 from asr_lm_quant.quant.packed import PACKED, PLAN, load_any_lm, load_packed, save_packed
-from asr_lm_quant.quant.plan import QuantPlan, float_parameters, group_names, group_views
+from asr_lm_quant.quant.plan import float_parameters, group_names, group_views
 from asr_lm_quant.quant.parallel import setup_runtime
-from asr_lm_quant.quant.ptq import quantize_model
 from asr_lm_quant.quant.quantizers import MAX_BITS
 from asr_lm_quant.quant.resume import CHECKPOINTS, Checkpoints
-from asr_lm_quant.quant.search import SearchOptions, search_precisions
-from asr_lm_quant.quant.train import AdmmOptions, FinetuneOptions, admm_train, evaluate_ppl, ste_train
+from asr_lm_quant.quant.train import evaluate_ppl
 from asr_lm_quant.text.outdir import staged_output
 
 log = logging.getLogger(__name__)
 
-from asr_lm_quant.quant.options import METHODS, PLAN_TRAINERS, UNIFORM_METHODS  # noqa: E402,F401 (re-exported)
 RESULTS = "results.json"
 CONFIG = "quant_config.json"
 
 
 @dataclass
 class QuantConfig:
+    """Every option of a run. The entries the methods add (``admm``, ``search``, ``hessian_tol``, ...: see
+    ``Method.config``) are in ``options`` and read as attributes (``cfg.admm``); ``to_dict`` lists them beside
+    the others, as ``quant_config.json`` and the systems files spell them."""
     model: str
     out: str
     method: str
@@ -61,29 +62,37 @@ class QuantConfig:
     max_len: int = 128
     eval_tokens_per_batch: int = 8192
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
-    admm: AdmmOptions = field(default_factory=AdmmOptions)
-    search: SearchOptions = field(default_factory=SearchOptions)
-    search_steps: int | None = None         # steps of the search (default: finetune.steps)
-    plan_trainer: str = "admm"              # how hessian/kl/search train their chosen plan: admm or ste
-    hessian_tol: float = 1e-2
-    hessian_max_samples: int = 50
-    hessian_batches: int = 8
-    kl_tokens: int = 8192                   # held-out tokens the KL sensitivities average over
+    plan_trainer: str = "admm"              # how the mixed methods train their chosen plan: admm or ste
     seed: int = 0
     device: str = "cpu"                     # cpu, cuda, cuda:N (under torchrun: cpu or cuda)
     checkpoint_every: int = 100             # fine-tuning steps between checkpoints (0: only on a signal)
+    options: dict = field(default_factory=config_defaults)  # the methods' entries
+
+    def __getattr__(self, name):  # only called for names that are not fields: the methods' entries
+        options = self.__dict__.get("options")
+        if options is not None and name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_dict(self):
-        return asdict(self)
+        d = asdict(self)
+        return {**d, **d.pop("options")}
 
     @classmethod
     def from_dict(cls, d: dict, source=None) -> "QuantConfig":
-        d = dict(d)
+        own = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        options, types = config_defaults(), config_types()
         try:
-            for key, typ in (("finetune", FinetuneOptions), ("admm", AdmmOptions), ("search", SearchOptions)):
-                if isinstance(d.get(key), dict):
-                    d[key] = typ(**d[key])
-            return cls(**d)
+            unknown = sorted(set(d) - own - set(options))
+            if unknown:
+                raise TypeError(f"unexpected key(s) {', '.join(map(repr, unknown))}")
+            for key, value in d.items():
+                if key in options:
+                    options[key] = types[key](**value) if key in types and isinstance(value, dict) else value
+            kw = {k: v for k, v in d.items() if k in own}
+            if isinstance(kw.get("finetune"), dict):
+                kw["finetune"] = FinetuneOptions(**kw["finetune"])
+            return cls(**kw, options=options)
         except (TypeError, ValueError) as e:
             raise InputError(source, f"bad quantization config: {e}") from None
 
@@ -92,11 +101,6 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _plan_for(path, vocab, cfg: QuantConfig, tokens_per_batch, shuffle, min_rows: int = 1):
-    return BatchPlan(sequences(encode_file(path, vocab), vocab.bos, cfg.max_len), tokens_per_batch,
-                     seed=cfg.seed, shuffle=shuffle, min_rows=min_rows)
 
 
 def _budget(model, cfg: QuantConfig) -> float:
@@ -116,12 +120,12 @@ OUTPUTS = (PACKED, VOCAB, PLAN, MODEL_CONFIG, CONFIG, RESULTS)
 
 def check_config(cfg: QuantConfig) -> None:
     """Everything that can be checked before loading a model: methods, precisions, sizes, input files."""
-    if cfg.method not in METHODS:
-        raise InputError(None, f"unknown method {cfg.method!r} (one of {', '.join(METHODS)})", key="method")
-    if cfg.plan_trainer not in PLAN_TRAINERS:
-        raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(PLAN_TRAINERS)})",
+    method = get_method(cfg.method)
+    trainers = plan_trainers()
+    if cfg.plan_trainer not in trainers:
+        raise InputError(None, f"unknown plan trainer {cfg.plan_trainer!r} (one of {', '.join(trainers)})",
                          key="plan_trainer")
-    uniform = cfg.method in UNIFORM_METHODS
+    uniform = not method.mixed
     if uniform and cfg.bits is None:
         raise InputError(None, f"method {cfg.method} needs --bits", key="bits")
     for b in ([cfg.bits] if uniform else list(cfg.candidates)):
@@ -133,15 +137,15 @@ def check_config(cfg: QuantConfig) -> None:
     if cfg.checkpoint_every < 0:
         raise InputError(None, f"checkpoint_every must not be negative ({cfg.checkpoint_every})",
                          key="checkpoint_every")
-    for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len", "kl_tokens"):
+    for name in ("tokens_per_batch", "eval_tokens_per_batch", "max_len"):
         if getattr(cfg, name) < 1:
             raise InputError(None, f"{name} must be at least 1, not {getattr(cfg, name)}", key=name)
+    for m in all_methods().values():  # every method's entries are in every configuration
+        if m.check is not None:
+            m.check(cfg)
     if cfg.finetune.steps < 0:
         raise InputError(None, f"steps must not be negative ({cfg.finetune.steps})", key="steps")
-    needs = [] if cfg.method == "ptq" else ["train_text"]
-    if cfg.method in ("hessian", "kl"):  # their sensitivities are measured on held-out text
-        needs.append("valid_text")
-    for name in needs:
+    for name in method.texts:
         if getattr(cfg, name) is None:
             raise InputError(None, f"method {cfg.method} needs --{name.split('_')[0]}", key=name)
     for name in ("train_text", "valid_text", "test_text"):
@@ -162,6 +166,17 @@ def _check_budget(model, cfg: QuantConfig) -> float:
     return budget
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    existing = [n for n in OUTPUTS if (out / n).exists()]
+    if existing and not overwrite:
+        raise InputError(out, f"already holds {', '.join(existing)}"
+                              + ("" if RESULTS in existing else " (an incomplete result)")
+                              + "; give --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is not a directory")
+    check_writable(out / RESULTS, overwrite=True)
+
+
 def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     """Run one configuration; returns the results dict (also written to ``<out>/results.json``).
 
@@ -171,15 +186,9 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
     they are removed once the outputs are written. Under ``torchrun`` every rank runs this (data-parallel,
     ``parallel``); rank 0 writes the outputs and returns the results, the other ranks return ``{}``."""
     check_config(cfg)
+    method = get_method(cfg.method)
     out = Path(cfg.out)
-    existing = [n for n in OUTPUTS if (out / n).exists()]
-    if existing and not overwrite:
-        raise InputError(out, f"already holds {', '.join(existing)}"
-                              + ("" if RESULTS in existing else " (an incomplete result)")
-                              + "; give --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "is not a directory")
-    check_writable(out / RESULTS, overwrite=True)
+    _check_out(out, overwrite)
     rt = setup_runtime(cfg.device)
     seed_everything(cfg.seed)
     model, vocab = load_any_lm(cfg.model)
@@ -188,81 +197,36 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
         group_names(model, cfg.bands)
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad row bands {cfg.bands!r}: {e}", key="bands") from None
-    budget = None if cfg.method in UNIFORM_METHODS else _check_budget(model, cfg)
-    needs_train = cfg.method != "ptq"
+    budget = _check_budget(model, cfg) if method.mixed else None
+    needs_train = "train_text" in method.texts
     # Read every text now, so that a bad file stops the run before any training.
-    evals = {split: _plan_for(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
+    evals = {split: text_batches(getattr(cfg, f"{split}_text"), vocab, cfg, cfg.eval_tokens_per_batch, False)
              for split in ("valid", "test") if getattr(cfg, f"{split}_text")}
-    train = _plan_for(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True, rt.world_size) if needs_train else None
+    train = text_batches(cfg.train_text, vocab, cfg, cfg.tokens_per_batch, True, rt.world_size) if needs_train else None
     # the full-precision model teaches the quantized one (finetune.distill)
     teacher = copy.deepcopy(model).eval() if needs_train and cfg.finetune.distill > 0 else None
     if needs_train:
         rt.checkpoints = Checkpoints(out / CHECKPOINTS, cfg.checkpoint_every, _run_identity(cfg, rt), rt)
         rt.checkpoints.load(discard_other=overwrite)
     t0 = time.perf_counter()
-    record: dict = {}
-    ft = cfg.finetune
-    if cfg.method in UNIFORM_METHODS:
-        plan = QuantPlan.uniform(model, cfg.bits, cfg.per_row, cfg.bands)
-    if cfg.method == "ptq":
-        plan = quantize_model(model, plan)
-    elif cfg.method == "ste":
-        plan, record = ste_train(model, plan, train, ft, teacher, rt)
-    elif cfg.method == "admm":
-        plan, record = admm_train(model, plan, train, ft, cfg.admm, teacher, rt)
-    else:
-        record["budget_bits"] = budget
-        names = group_names(model, cfg.bands)
-        groups = group_views(model, names)
-        numel, rows = {n: p.numel() for n, p in groups.items()}, {n: p.shape[0] for n, p in groups.items()}
-        t_sens = time.perf_counter()
-        done = rt.checkpoints.finished(cfg.method)  # a resumed run: the precisions were chosen before
-        if done is not None:
-            bits = done[0]["chosen_bits"]
-            record.update({k: v for k, v in done[0].items() if k != "chosen_bits"})
-        elif cfg.method == "hessian":
-            valid = _plan_for(cfg.valid_text, vocab, cfg, cfg.tokens_per_batch, True)
-            held = [b for _, (_, b) in zip(range(cfg.hessian_batches), valid.iterate(0))]
-            tr = hutchinson_traces(model, held, tol=cfg.hessian_tol, max_samples=cfg.hessian_max_samples,
-                                   seed=cfg.seed, groups=names, rt=rt)
-            omega = sensitivities(model, tr["trace"], cfg.candidates, cfg.per_row)
-            record["hessian"] = tr
-            record["omega"] = {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}
-        elif cfg.method == "kl":
-            valid = _plan_for(cfg.valid_text, vocab, cfg, min(cfg.tokens_per_batch, cfg.kl_tokens), True)
-            held = take_batches((b for _, b in valid.iterate(0)), cfg.kl_tokens)
-            kl = kl_sensitivities(model, held, cfg.candidates, names, cfg.per_row)
-            # the objective of the allocation: sum over groups of KL_g(b_g), as measured
-            omega = kl["kl"]
-            record["kl"] = {**kl, "kl": {n: {str(b): v for b, v in o.items()} for n, o in omega.items()}}
-        else:
-            searched = copy.deepcopy(model)
-            sft = FinetuneOptions(**{**ft.to_dict(), "steps": cfg.search_steps or ft.steps})
-            bits, record["search"] = search_precisions(searched, cfg.candidates, budget, train, sft, cfg.search,
-                                                       cfg.per_row, names, teacher, rt)
-            del searched
-        if done is None:
-            # what the choice of precisions cost: sensitivities (Hessian traces, KL passes) or the search
-            record["sensitivity_seconds"] = time.perf_counter() - t_sens
-            if cfg.method != "search":
-                bits = allocate_bits(omega, numel, budget, rows, cfg.per_row)
-                record["objective"] = sum(omega[n][b] for n, b in bits.items())
-            rt.checkpoints.finish(cfg.method, {"chosen_bits": bits, **{k: v for k, v in record.items()
-                                                                       if k != "budget_bits"}})
-        record["chosen_bits"] = bits
-        chosen = QuantPlan.from_bits(bits, cfg.per_row)
-        if cfg.plan_trainer == "ste":
-            plan, train_record = ste_train(model, chosen, train, ft, teacher, rt)
-        else:
-            plan, train_record = admm_train(model, chosen, train, ft, cfg.admm, teacher, rt)
-        record.update(train_record)
-        record["plan_trainer"] = cfg.plan_trainer
+    plan, record = method.handler(RunContext(cfg, model, vocab, train, teacher, rt, budget))
     train_s = time.perf_counter() - t0
     if not rt.is_main:  # rank 0 writes the outputs
         rt.barrier()
         return {}
     model.cpu()
-    with staged_output(out, OUTPUTS, overwrite=overwrite) as stage:
+    results = _write_outputs(cfg, model, plan, vocab, record, train_s, rt, evals, overwrite)
+    rt.barrier()
+    if rt.checkpoints is not None:
+        rt.checkpoints.remove()
+    log.info("%s: %.3f MB (%.1fx), valid ppl %s, test ppl %s", out, results["size_mb"], results["compression"],
+             results.get("valid_ppl"), results.get("test_ppl"))
+    return results
+
+
+def _write_outputs(cfg: QuantConfig, model, plan, vocab, record, train_s, rt, evals, overwrite) -> dict:
+    """Pack the model, load it back, evaluate that and write the output directory at once."""
+    with staged_output(Path(cfg.out), OUTPUTS, overwrite=overwrite) as stage:
         # the self-normalisation the source was trained with goes with it (fine-tuning here has no such term)
         save_packed(stage, model, plan, vocab, extra={"quantization": {"method": cfg.method},
                                                       SELF_NORM_KEY: declared_self_norm_alpha(cfg.model)})
@@ -280,11 +244,6 @@ def run(cfg: QuantConfig, overwrite: bool = False) -> dict:
             json.dump(cfg.to_dict(), f, indent=2)
         with open(stage / RESULTS, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
-    rt.barrier()
-    if rt.checkpoints is not None:
-        rt.checkpoints.remove()
-    log.info("%s: %.3f MB (%.1fx), valid ppl %s, test ppl %s", out, results["size_mb"], results["compression"],
-             results.get("valid_ppl"), results.get("test_ppl"))
     return results
 
 
@@ -301,7 +260,7 @@ def evaluate_texts(model, vocab, cfg: QuantConfig, plans: dict | None = None) ->
     for split in ("valid", "test"):
         path = getattr(cfg, f"{split}_text")
         if path:
-            plan = (plans or {}).get(split) or _plan_for(path, vocab, cfg, cfg.eval_tokens_per_batch, False)
+            plan = (plans or {}).get(split) or text_batches(path, vocab, cfg, cfg.eval_tokens_per_batch, False)
             ev = evaluate_ppl(model, plan, cfg.finetune.bf16)
             res[f"{split}_ppl"] = ev["ppl"]
             res[f"{split}_tokens"] = ev["tokens"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from asr_lm_quant.atomic import atomic_open
 from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.quant import plots
-from asr_lm_quant.quant.options import MIXED_METHODS
+from asr_lm_quant.quant.methods import all_methods, mixed_methods
 from asr_lm_quant.quant.packed import load_any_lm
 from asr_lm_quant.quant.pipeline import CONFIG, RESULTS, QuantConfig, check_config, evaluate_texts, run
 from asr_lm_quant.quant.plan import QuantPlan
@@ -175,17 +175,14 @@ def _check_existing(name: str, method: str, cfg: QuantConfig) -> None:
                                 f"{sdir} to run it again, or give another output directory")
 
 
-# Relative cost of a method, for running the costliest first: fine-tuning is 1; mixed precision adds choosing the
-# bits (measured on the mini recipe's systems: Hessian traces +25%, KL passes and the search's super-network +60%);
-# systems that do not train only evaluate. With two workers, leaving a search for last left one core idle for
-# minutes.
-METHOD_COST = {"fp": 0.05, "ptq": 0.05, "ste": 1.0, "admm": 1.0, "hessian": 1.25, "kl": 1.6, "search": 1.6}
+# ``method: "fp"`` only evaluates, as cheap as the cheapest method; a method's own cost is its METHOD.cost.
+FP_COST = 0.05
 
 
 def _cost(method: str, model_dir) -> float:
     """What a system roughly costs: its model's size times its method's relative cost."""
     size = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
-    return size * METHOD_COST.get(method, 1.0)
+    return size * (FP_COST if method == "fp" else all_methods()[method].cost)
 
 
 @contextlib.contextmanager
@@ -222,7 +219,7 @@ def write_report(rows: list[dict], out_dir):
         f.write(results_table(rows))
     if rows:
         plots.plot_size_ppl(rows, out_dir / "size_vs_ppl.png")
-    bits = {r["name"]: r["plan_bits"] for r in rows if r.get("method") in MIXED_METHODS and r.get("plan_bits")}
+    bits = {r["name"]: r["plan_bits"] for r in rows if r.get("method") in mixed_methods() and r.get("plan_bits")}
     if bits:
         plots.plot_bits(bits, out_dir / "bits_per_group.png")
     for r in rows:

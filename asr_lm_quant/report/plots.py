@@ -21,8 +21,8 @@ def _save(fig, path) -> None:
 
 
 def _mixed(systems: list[dict]) -> list[dict]:
-    from asr_lm_quant.quant.options import MIXED_METHODS
-    return [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in MIXED_METHODS]
+    from asr_lm_quant.quant.methods import mixed_methods
+    return [s for s in systems if isinstance(s.get("plan_bits"), dict) and s.get("method") in mixed_methods()]
 
 
 def bits_per_layer_figure(systems: list[dict]):

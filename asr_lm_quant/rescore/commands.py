@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 from asr_lm_quant.cli_args import (add_command, add_json_option, add_quiet_option, float_grid, float_list,
                                    positive_float, positive_int, probability, write_json_output)
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.lm.commands import add_self_norm_options, self_normalized
+from asr_lm_quant.rescore.decide import format_weight
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,9 @@ def _add_lm_options(p):
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
-NBEST_FORMAT_HELP = ("format of the n-best input: auto (detected; an error when unclear), ours (TSV/JSONL), "
-                     "generic-json, espnet (a decode dir), whisper-hf, nemo")
-
-
 def _add_nbest_format(p):
-    from asr_lm_quant.kaldi.nbest_formats import FORMATS
-    p.add_argument("--nbest-format", choices=("auto",) + FORMATS, default="auto", help=NBEST_FORMAT_HELP)
+    from asr_lm_quant.nbest.formats import all_formats, format_help
+    p.add_argument("--nbest-format", choices=("auto", *all_formats()), default="auto", help=format_help())
 
 
 def register(sub):
@@ -136,12 +132,6 @@ def register(sub):
     _register_decide(sub)
 
 
-def format_weight(w: float) -> str:
-    """An interpolation weight as it goes into file names: 0.0, 0.5, 0.25, 1.0 (one decimal at least)."""
-    text = f"{w:g}"
-    return text if "." in text or "e" in text else f"{w:.1f}"
-
-
 def _register_decide(sub):
     from asr_lm_quant.rescore.decide import DEFAULT_LM_SCALES, DEFAULT_PENALTIES
     p = add_command(
@@ -183,109 +173,21 @@ def _register_decide(sub):
 
 
 def _decide(args):
-    from asr_lm_quant.kaldi.nbest import iter_nbest_groups
-    from asr_lm_quant.kaldi.nbest_formats import check_per_token
-    from asr_lm_quant.rescore.decide import Counts, HypTable, best_setting, normalize_words, subset_masks, sweep
-    from asr_lm_quant.scoring.plots import plot_sweep
-    from asr_lm_quant.scoring.textfile import format_text
-    from asr_lm_quant.text.outdir import staged_output, write_json
+    from asr_lm_quant.rescore.decide_nbest import decide_nbest
 
     lm_scales, penalties = args.lm_scales, args.penalties
     weights = args.weights or [None]
-    paths = {"dev": args.dev, "test": args.test}
-    for name, path in paths.items():
-        if path and ("{weight}" in path) != (weights != [None]):
-            raise InputError(path, "--weights and a {weight} in the n-best paths go together")
-    if args.test_ref and not args.test:
-        raise InputError(args.test_ref, "--test-ref without --test")
     subsets = []
     for item in (args.subsets or "").split(","):
         if item.strip():
             if "=" not in item:
                 raise InputError(None, f"--subsets: expected NAME=PREFIX, got {item!r}")
             subsets.append(tuple(item.split("=", 1)))
-    names = ["decision.json", "sweep.md", "sweep.png", "dev"] + (["test"] if args.test else [])
-    existing = [n for n in names if (Path(args.out) / n).exists()]
-    if existing and not args.overwrite:
-        raise InputError(args.out, f"already holds {', '.join(existing)} (give --overwrite to replace it)")
-
-    def tables(pattern):
-        out = {}
-        for w in weights:
-            path = pattern if w is None else pattern.replace("{weight}", format_weight(w))
-            check_per_token(path, args.nbest_format, args.per_token_costs)
-            groups = list(iter_nbest_groups(path, args.nbest_format))
-            out[w] = HypTable.from_groups(groups, args.per_token_costs, args.normalize)
-        return out
-
-    dev = tables(args.dev)
-    dev_ref = _references(args.dev_ref, args.dev, weights, args.nbest_format)
-    dev_ref = {k: normalize_words(v, args.normalize) for k, v in dev_ref.items()}
-    def named(pattern, w):
-        return pattern if w is None else pattern.replace("{weight}", format_weight(w))
-    dev_counts = {w: Counts.of(t, dev_ref, nbest_name=named(args.dev, w), ref_name=args.dev_ref)
-                  for w, t in dev.items()}
-    rows = sweep(dev, dev_counts, lm_scales, penalties)
-    best = best_setting(rows)
-    w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
-    decision = {"setting": {"weight": w, "lm_scale": s, "penalty": pen,
-                            "kaldi_lmwt": s, "kaldi_word_ins_penalty": pen / s if s else None},
-                "per_token_costs": args.per_token_costs, "normalize": args.normalize, "dev": {}, "test": None,
-                "grid": {"weights": weights, "lm_scales": lm_scales, "penalties": penalties}}
-    picked = {}
-    t = dev[w]
-    rows_dev = t.pick(s, pen)
-    picked["dev"] = (t, rows_dev)
-    for name, mask in subset_masks(t.utts, subsets).items():
-        decision["dev"][name] = dev_counts[w].result(rows_dev, mask)
-    if args.test:
-        tt = tables(args.test)[w]
-        rows_test = tt.pick(s, pen)
-        picked["test"] = (tt, rows_test)
-        test_ref = _references(args.test_ref, args.test, weights, args.nbest_format, required=False)
-        if test_ref:
-            c = Counts.of(tt, {k: normalize_words(v, args.normalize) for k, v in test_ref.items()},
-                          nbest_name=named(args.test, w), ref_name=args.test_ref)
-            decision["test"] = {name: c.result(rows_test, mask)
-                                for name, mask in subset_masks(tt.utts, subsets).items()}
-    with staged_output(args.out, names, overwrite=args.overwrite) as stage:
-        for name, (tab, rws) in picked.items():
-            (stage / name).mkdir()
-            (stage / name / "text").write_text(format_text({tab.utts[u]: tab.raw[r] for u, r in enumerate(rws)}),
-                                               encoding="utf-8")  # the recogniser's words, not normalised
-        write_json(stage / "decision.json", {**decision, "sweep": rows})
-        (stage / "sweep.md").write_text(_sweep_markdown(rows, best), encoding="utf-8")
-        plot_rows = [{"lmwt": r["lm_scale"], "wip": f"{r['penalty']:g}" + (f", w {r['weight']:g}"
-                      if r["weight"] is not None else ""), "wer": r["wer"]} for r in rows]
-        plot_sweep({"settings": plot_rows, "best": {"lmwt": s, "wer": best["wer"]}}, stage / "sweep.png",
-                   title="dev WER by LM scale (lines: penalty" + (", weight" if w is not None else "") + ")")
-    summary = {"setting": decision["setting"], "dev_wer": decision["dev"]["total"]["wer"],
-               "test_wer": decision["test"]["total"]["wer"] if decision["test"] else None}
+    summary = decide_nbest(args.dev, args.out, test=args.test, dev_ref=args.dev_ref, test_ref=args.test_ref,
+                           weights=weights, lm_scales=lm_scales, penalties=penalties, fmt=args.nbest_format,
+                           per_token_costs=args.per_token_costs, normalize=args.normalize, subsets=subsets,
+                           overwrite=args.overwrite)
     print(json.dumps(summary))
-
-
-def _references(text, nbest_pattern, weights, fmt="auto", required=True) -> dict:
-    """References from a Kaldi text file, else from the n-best file itself where its format carries them."""
-    from asr_lm_quant.kaldi.nbest_formats import read_references
-    from asr_lm_quant.scoring.textfile import read_text
-    if text:
-        return read_text(text)
-    path = nbest_pattern if weights == [None] else nbest_pattern.replace("{weight}", format_weight(weights[0]))
-    refs = read_references(path, fmt)
-    if not refs and required:
-        raise InputError(path, "no references: give them as Kaldi text (--dev-ref), or in an n-best format that "
-                               "carries them (generic JSON, whisper-hf, NeMo)")
-    return refs
-
-
-def _sweep_markdown(rows, best) -> str:
-    lines = ["| weight | lm_scale | penalty | WER | errors | ins | del | sub |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        mark = " **(best)**" if r is best else ""
-        w = "-" if r["weight"] is None else f"{r['weight']:g}"
-        lines.append(f"| {w} | {r['lm_scale']:g} | {r['penalty']:g} | {r['wer']:.2f}{mark} | {r['errors']} | "
-                     f"{r['ins']} | {r['del']} | {r['sub']} |")
-    return "\n".join(lines) + "\n"
 
 
 def _outputs(weights, **paths):
@@ -377,8 +279,9 @@ def _finish(args, summary):
 
 
 def _nbest(args):
-    from asr_lm_quant.kaldi.nbest import iter_nbest_groups, read_kaldi_nbest_tables
-    from asr_lm_quant.kaldi.nbest_formats import PER_TOKEN, score_kind
+    from asr_lm_quant.kaldi.nbest import read_kaldi_nbest_tables
+    from asr_lm_quant.nbest.common import PER_TOKEN
+    from asr_lm_quant.nbest.read import iter_groups, score_kind
     from asr_lm_quant.rescore.nbest import rescore_nbest_job
     if args.n < 1:
         raise InputError(None, f"--n {args.n}: the N-best size must be at least 1")
@@ -400,7 +303,7 @@ def _nbest(args):
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
     if args.nbest:
-        groups = iter_nbest_groups(args.nbest, args.nbest_format)
+        groups = iter_groups(args.nbest, args.nbest_format)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))

@@ -27,6 +27,7 @@ import numpy as np
 from asr_lm_quant.cli_args import float_grid
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.progress import bar as progress_bar
+from asr_lm_quant.scoring.tuning import first_lowest
 from asr_lm_quant.scoring.wer import utt_counts
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ DEFAULT_PENALTIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 NORMALIZATIONS = ("none", "lower", "asr")
+
+
+def format_weight(w: float) -> str:
+    """An interpolation weight as it goes into file names: 0.0, 0.5, 0.25, 1.0 (one decimal at least)."""
+    text = f"{w:g}"
+    return text if "." in text or "e" in text else f"{w:.1f}"
 
 
 def normalize_words(words, how: str) -> list[str]:
@@ -175,4 +182,5 @@ def sweep(tables: dict, counts: dict, lm_scales, penalties) -> list[dict]:
 
 
 def best_setting(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: (r["errors"], rows.index(r)))
+    """The row with the fewest errors, the first in grid order among equals."""
+    return first_lowest(rows, lambda r: r["errors"])

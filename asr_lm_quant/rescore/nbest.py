@@ -314,7 +314,7 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
                       oov_penalty: float = 0.0, prune: PruneSweep | None = None) -> dict:
     """Rescore one job: lattices from the rspecifier ``lattices`` (converted to N-best as
     ``lattice-to-nbest``), ready-made ``hyps`` (NbestHyp, grouped by utterance) or ``hyp_groups`` (an
-    iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.kaldi.nbest.iter_nbest_groups`: streamed).
+    iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.nbest.read.iter_groups`: streamed).
 
     ``out_lattices`` / ``out_nbest`` / ``out_tables``: dicts weight -> wspecifier / file / dir.
     Hypotheses of many utterances are scored together (``chunk_hyps`` at a time), so the NN batches

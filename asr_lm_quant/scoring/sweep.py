@@ -25,6 +25,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.scoring import details
 from asr_lm_quant.scoring.filters import command_filter
 from asr_lm_quant.scoring.textfile import format_text, read_text, read_utt2spk
+from asr_lm_quant.scoring.tuning import first_lowest
 from asr_lm_quant.scoring.wer import WerResult, kaldi_percent, score_texts
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,7 @@ def compute_wer_cmdline(decode_dir) -> str:
 
 def select_best(results: dict[Setting, WerResult], settings: list[Setting]) -> Setting:
     """The first setting, in sweep order, with the lowest WER as printed (two decimals), as best_wer.sh."""
-    best, best_val = None, None
-    for s in settings:
-        v = float(kaldi_percent(results[s].errors, results[s].ref_words))
-        if best_val is None or best_val > v:  # NaN never wins, as in Perl's numeric compare
-            best, best_val = s, v
-    return best if best is not None else settings[0]
+    return first_lowest(settings, lambda s: float(kaldi_percent(results[s].errors, results[s].ref_words)))
 
 
 def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Setting, list[str]]]],
@@ -110,25 +106,8 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
     tmp = Path(tempfile.mkdtemp(prefix=".scoring_kaldi.", dir=decode_dir))
     done = False
     try:
-        handles = {s: open(tmp / f"{s.name}.txt", "w", encoding="utf-8") for s in settings}
-        seen = set()
-        n = 0
-        try:
-            for utt, per_setting in hyps:
-                if utt in seen:
-                    raise InputError(decode_dir, "utterance appears twice in the hypotheses", key=utt)
-                seen.add(utt)
-                for s in settings:
-                    words = per_setting[s]
-                    if word_filter is not None:
-                        words = word_filter(words)
-                    handles[s].write(format_text({utt: words}))
-                n += 1
-                if progress is not None:
-                    progress.update(1)
-        finally:
-            for h in handles.values():
-                h.close()
+        seen = _write_hypotheses(hyps, settings, tmp, decode_dir, word_filter, progress)
+        n = len(seen)
         log.info("best paths of %d utterances for %d settings", n, len(settings))
         # Kaldi's compute-wer --mode=present scores the utterances both sides have; with none in common it
         # prints %WER -nan. That is a mismatch of data dir and decode dir, not a result.
@@ -158,12 +137,7 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
         if test_filt_text is not None:
             with atomic_open(sk / "test_filt.txt") as f:
                 f.write(test_filt_text)
-        for s in settings:
-            pdir = sk / f"penalty_{s.wip}"
-            (pdir / "log").mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / f"{s.name}.txt", pdir / f"{s.lmwt_name}.txt")
-            with atomic_open(decode_dir / f"wer_{s.name}") as f:
-                f.write(compute_wer_cmdline(decode_dir_str) + "\n" + results[s].kaldi_report())
+        _place_settings(results, tmp, decode_dir_str)
         best_line = f"{results[best].wer_line()} {decode_dir_str}/wer_{best.name}"
         with atomic_open(sk / "best_wer") as f:
             f.write(best_line + "\n")
@@ -184,6 +158,39 @@ def score_sweep(ref: dict[str, list[str]], hyps: Iterable[tuple[str, dict[Settin
         shutil.rmtree(tmp, ignore_errors=True)
         if made and not done:
             shutil.rmtree(decode_dir, ignore_errors=True)
+
+
+def _write_hypotheses(hyps, settings, tmp: Path, decode_dir, word_filter, progress) -> set:
+    """Each setting's hypotheses into ``tmp/<setting>.txt``, one utterance at a time; returns the utterances."""
+    handles = {s: open(tmp / f"{s.name}.txt", "w", encoding="utf-8") for s in settings}
+    seen = set()
+    try:
+        for utt, per_setting in hyps:
+            if utt in seen:
+                raise InputError(decode_dir, "utterance appears twice in the hypotheses", key=utt)
+            seen.add(utt)
+            for s in settings:
+                words = per_setting[s]
+                if word_filter is not None:
+                    words = word_filter(words)
+                handles[s].write(format_text({utt: words}))
+            if progress is not None:
+                progress.update(1)
+    finally:
+        for h in handles.values():
+            h.close()
+    return seen
+
+
+def _place_settings(results: dict, tmp: Path, decode_dir: str) -> None:
+    """Each setting's hypotheses to ``scoring_kaldi/penalty_<wip>/<lmwt>.txt``, its report to ``wer_<lmwt>_<wip>``."""
+    sk = Path(decode_dir) / "scoring_kaldi"
+    for s, res in results.items():
+        pdir = sk / f"penalty_{s.wip}"
+        (pdir / "log").mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / f"{s.name}.txt", pdir / f"{s.lmwt_name}.txt")
+        with atomic_open(Path(decode_dir) / f"wer_{s.name}") as f:
+            f.write(compute_wer_cmdline(decode_dir) + "\n" + res.kaldi_report())
 
 
 def write_details(out: Path, res: WerResult, best: Setting, utt2spk: dict[str, str] | None):

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from asr_lm_quant.atomic import atomic_open
+from asr_lm_quant.scoring.tuning import first_lowest
 
 
 def load_sweep(decode_dir) -> dict:
@@ -39,18 +40,18 @@ def setting_key(s):
 
 
 def tune(pairs: dict) -> dict:
-    """``pairs``: weight -> (dev_dir, eval_dir)."""
-    best = None
+    """``pairs``: weight -> (dev_dir, eval_dir). Per weight the dev setting with the lowest WER (the smallest
+    LMWT, then penalty, among equals); then the weight whose best is lowest (the first given among equals)."""
+    per_weight = []
     dev_by_w, eval_by_w = {}, {}
     for w, (dev, ev) in pairs.items():
         dsw, esw = load_sweep(dev), load_sweep(ev)
         eval_settings = {setting_key(s): s for s in esw["settings"]}
-        dev_best = min(dsw["settings"], key=lambda s: (s["wer"], setting_key(s)))
+        dev_best = first_lowest(sorted(dsw["settings"], key=setting_key), lambda s: s["wer"])
         dev_by_w[w] = dev_best["wer"]
         eval_by_w[w] = eval_settings[setting_key(dev_best)]["wer"]
-        if best is None or dev_best["wer"] < best[0]["wer"]:
-            best = (dev_best, w, eval_settings[setting_key(dev_best)], esw, ev)
-    dev_best, w, ev, esw, eval_dir = best
+        per_weight.append((dev_best, w, eval_settings[setting_key(dev_best)], esw, ev))
+    dev_best, w, ev, esw, eval_dir = first_lowest(per_weight, lambda b: b[0]["wer"])
     return {"chosen": {"weight": w, "lmwt": float(dev_best["lmwt"]), "wip": float(dev_best["wip"])},
             "dev_wer": dev_best["wer"], "eval_wer": ev["wer"], "eval_wer_line": ev.get("wer_line"),
             "eval_ref_words": ev.get("ref_words"), "dev_ref_words": dev_best.get("ref_words"),
