@@ -401,7 +401,7 @@ def test_nbest_formats_with_fields_of_the_wrong_type_give_input_errors(tmp_path,
     import copy
 
     from asr_lm_quant.errors import InputError
-    from asr_lm_quant.kaldi.nbest import read_nbest
+    from asr_lm_quant.nbest.read import read_nbest
     text = (REPO / "tests/fixtures/nbest" / name).read_text()
     lines = name.endswith(".jsonl") or (text.lstrip().startswith("{") and "\n{" in text)
     docs = [json.loads(x) for x in text.splitlines() if x.strip()] if lines else [json.loads(text)]

@@ -110,7 +110,8 @@ def test_beam_drops_hypotheses_far_behind_in_the_first_pass(scorer):
 
 def test_rescore_nbest_command_prunes(tmp_path, scorer, capsys):
     from asr_lm_quant.cli import main
-    from asr_lm_quant.kaldi.nbest import read_nbest, write_nbest
+    from asr_lm_quant.kaldi.nbest import write_nbest
+    from asr_lm_quant.nbest.read import read_nbest
     from asr_lm_quant.lm.files import save_lm
     from asr_lm_quant.rescore.nbest import ScoredNbest
     save_lm(tmp_path / "lm", scorer.model, VOCAB)

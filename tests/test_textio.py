@@ -16,7 +16,8 @@ import pytest
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.datadir import read_table
-from asr_lm_quant.kaldi.nbest import read_float_table, read_nbest
+from asr_lm_quant.kaldi.nbest import read_float_table
+from asr_lm_quant.nbest.read import read_nbest
 from asr_lm_quant.kaldi.symbols import SymbolTable
 from asr_lm_quant.lm.data import encode_file
 from asr_lm_quant.rescore.scorer import WordScorer

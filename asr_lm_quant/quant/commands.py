@@ -13,6 +13,12 @@ from asr_lm_quant.quant.options import FinetuneOptions
 
 
 def register(sub):
+    _register_quantize(sub)
+    _register_inspect(sub)
+    _register_sweep(sub)
+
+
+def _register_quantize(sub):
     p = add_command(
         sub, "quantize", help="quantize an LM (PTQ, STE-QAT, ADMM; Hessian, KL or search mixed precision)",
         description="Quantize a model directory and write a packed model directory with quant_config.json, "
@@ -70,6 +76,8 @@ def register(sub):
     add_quiet_option(p)
     p.set_defaults(func=cmd_quantize)
 
+
+def _register_inspect(sub):
     p = add_command(
         sub, "quant-inspect", help="per-group bits, scales and sizes of a packed model",
         description="Reads a packed (quantized) model directory and prints, per weight group, its precision, "
@@ -81,6 +89,8 @@ def register(sub):
     add_json_option(p, "the report (instead of a table)", bare_is_stdout=True)
     p.set_defaults(func=cmd_inspect)
 
+
+def _register_sweep(sub):
     p = add_command(
         sub, "quant-sweep", help="run a list of quantization systems and tabulate them",
         description="Runs the systems of a JSON file (see asr_lm_quant/quant/sweep.py); writes OUT/<system>/, "

@@ -49,7 +49,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import (CyclicLatticeError, arc_costs, connect, final_costs,
                                            shortest_distance_to_final, topological_order)
 from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
-from asr_lm_quant.kaldi.lattice import INF, Lattice, _offsets
+from asr_lm_quant.kaldi.lattice import INF, Lattice, offsets_from_lengths
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +287,14 @@ class _Search:
         base = lat.select_arcs(orig, src=src, dst=dst)
         flen = lat.final_ali_lengths()[states]
         fstart = lat.final_ali_offsets[:-1][states]
-        fidx = np.repeat(fstart - _offsets(flen)[:-1], flen) + np.arange(flen.sum(), dtype=np.int64)
+        fidx = np.repeat(fstart - offsets_from_lengths(flen)[:-1], flen) + np.arange(flen.sum(), dtype=np.int64)
         final_delta = np.zeros(len(keep))
         is_final = np.zeros(len(keep), bool)
         for c, (n_c, o_c) in self.finals.items():
             final_delta[new_id[c]], is_final[new_id[c]] = n_c - o_c, True
         base = base.replace(start=int(new_id[0]), final_graph=np.where(is_final, lat.final_graph[states], INF),
                             final_acoustic=np.where(is_final, lat.final_acoustic[states], INF),
-                            final_ali_offsets=_offsets(flen), final_ali=lat.final_ali[fidx])
+                            final_ali_offsets=offsets_from_lengths(flen), final_ali=lat.final_ali[fidx])
         out = {}
         for w in weights:
             out[w] = connect(base.replace(graph=base.graph + w * arc_delta,

@@ -206,7 +206,11 @@ def register(sub) -> None:
     p.add_argument("--sctk-bin", help="folder with sclite and hubscr.pl (default: $SCTK_BIN, Kaldi's, Debian's)")
     p.add_argument("--nj", type=positive_int, default=2, help="hubscr runs at once")
     p.set_defaults(func=cmd_score_hub5)
+    _register_wer(sub)
 
+
+def _register_wer(sub):
+    """``wer`` and ``wer-compare``: one hypothesis text, or several systems side by side."""
     p = add_command(sub, "wer", help="WER of one hypothesis text against a reference text (compute-wer's report)",
                     description="Counts the word errors of a hypothesis text against a reference text (both "
                                 "Kaldi text: utterance id, then words) as Kaldi's compute-wer does, and prints "

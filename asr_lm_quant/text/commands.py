@@ -52,15 +52,23 @@ def register(subparsers):
         description="Prepare LM training text and a vocabulary. Writes train.txt valid.txt test.txt "
                     "words.txt stats.json into OUT (all together, or nothing on error).")
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    _register_kaldi_swbd(sub)
+    _register_ldc_swbd(sub)
+    _register_lhotse_swbd(sub)
+    _register_plain(sub)
 
-    def common(q):
-        q.add_argument("--out", required=True, help="output directory (e.g. data/lm)")
-        q.add_argument("--unk", default=None,
-                       help="unknown-word symbol of the given words.txt (default: its lang dir's oov.txt, "
-                            "else <unk>); it becomes <unk> in the LM vocabulary")
-        q.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-        add_quiet_option(q)
 
+def _add_common_options(q):
+    """The options every source takes."""
+    q.add_argument("--out", required=True, help="output directory (e.g. data/lm)")
+    q.add_argument("--unk", default=None,
+                   help="unknown-word symbol of the given words.txt (default: its lang dir's oov.txt, "
+                        "else <unk>); it becomes <unk> in the LM vocabulary")
+    q.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    add_quiet_option(q)
+
+
+def _register_kaldi_swbd(sub):
     q = add_command(
         sub, "kaldi-swbd", example="asr-lm-quant prepare-text kaldi-swbd ~/kaldi/egs/swbd/s5c --out data/lm",
         help="from a Kaldi egs/swbd/s5c setup, as its local/pytorchnn/data_prep.sh does",
@@ -76,9 +84,11 @@ def register(subparsers):
     q.add_argument("--fisher-text", default="data/local/lm/fisher/text1.gz",
                    help="Fisher LM text made by local/swbd1_train_lms.sh; 'none' to leave Fisher out")
     q.add_argument("--words", default="data/lang/words.txt", help="the recogniser's vocabulary")
-    common(q)
+    _add_common_options(q)
     q.set_defaults(func=_kaldi_swbd)
 
+
+def _register_ldc_swbd(sub):
     q = add_command(
         sub, "ldc-swbd",
         example="asr-lm-quant prepare-text ldc-swbd /data/LDC/swb_ms98_transcriptions --fisher "
@@ -100,9 +110,11 @@ def register(subparsers):
     q.add_argument("--words", default=None,
                    help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
                         "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
-    common(q)
+    _add_common_options(q)
     q.set_defaults(func=_ldc_swbd)
 
+
+def _register_lhotse_swbd(sub):
     q = add_command(
         sub, "lhotse-swbd",
         example="asr-lm-quant prepare-text lhotse-swbd manifests/swbd_supervisions_all.jsonl.gz --dictionary "
@@ -128,9 +140,11 @@ def register(subparsers):
     q.add_argument("--words", default=None,
                    help="vocabulary, Kaldi's data/lang/words.txt or ours (default: the words of the "
                         "Switchboard dictionary as Kaldi's lexicon has them, plus <s> </s>)")
-    common(q)
+    _add_common_options(q)
     q.set_defaults(func=_lhotse_swbd)
 
+
+def _register_plain(sub):
     q = add_command(
         sub, "plain",
         example="asr-lm-quant prepare-text plain --train wiki.train.tokens --valid wiki.valid.tokens "
@@ -151,5 +165,5 @@ def register(subparsers):
                    help="use this words.txt (ours or Kaldi's) instead of building one from --train")
     q.alias("--vocab", "--words")
     q.add_argument("--keep-oov", action="store_true", help="write OOV words as they are, not as <unk>")
-    common(q)
+    _add_common_options(q)
     q.set_defaults(func=_plain)

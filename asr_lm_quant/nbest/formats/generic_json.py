@@ -7,18 +7,12 @@ from pathlib import Path
 
 from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.kaldi.nbest import NbestHyp
-from asr_lm_quant.nbest.common import cost_from_log_prob, good_id, is_number, starts_with_list
+from asr_lm_quant.nbest.common import cost_from_log_prob, good_id, is_number
 from asr_lm_quant.nbest.formats import Format
 
 GENERIC_KEYS = {"id": ("id", "utterance", "utt"), "hypotheses": ("hypotheses", "input", "nbest"),
                 "scores": ("scores", "score"), "lm_scores": ("lm_scores", "lm_score"),
                 "reference": ("reference", "output", "ref")}
-
-
-def is_generic_json(path) -> bool:
-    """A ``.json`` file holding one JSON list (rather than JSON lines)."""
-    path = Path(path)
-    return path.suffix == ".json" and path.is_file() and starts_with_list(path)
 
 
 def _field(item, name):
