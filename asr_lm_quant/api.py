@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asr_lm_quant.textio import split_fields
+
 
 @dataclass
 class LM:
@@ -28,11 +30,11 @@ class LM:
 
     def score(self, sentences) -> np.ndarray:
         """Cost of each sentence (a string or a list of words): ``-log p(words, end of sentence | <s>)``."""
-        return self.scorer.costs([s.split() if isinstance(s, str) else list(s) for s in sentences])
+        return self.scorer.costs([split_fields(s) if isinstance(s, str) else list(s) for s in sentences])
 
     def word_costs(self, sentences) -> list[np.ndarray]:
         """Per sentence, the cost of each word and, last, of the end of sentence."""
-        return self.scorer.word_costs([s.split() if isinstance(s, str) else list(s) for s in sentences])
+        return self.scorer.word_costs([split_fields(s) if isinstance(s, str) else list(s) for s in sentences])
 
 
 def load_lm(path, *, device: str = "cpu", bf16: bool = False, dequantize: bool = False) -> LM:

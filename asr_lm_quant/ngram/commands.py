@@ -54,8 +54,8 @@ def register(sub):
     p.add_argument("--words", help="words.txt for a G.fst or G.carpa without one beside it")
     p.add_argument("--use-phi", default="false", metavar="true|false",
                    help="a G.fst only: true scores with the ARPA back-off walk (Kaldi's --use-phi true) instead "
-                        "of the cheapest path through G with #0 back-off arcs as epsilons (default false: the "
-                        "cost decoding put into the lattices). ARPA files and G.carpa always use the ARPA walk")
+                        "of the cheapest path through G with #0 back-off arcs as epsilons (false: the cost "
+                        "decoding put into the lattices). ARPA files and G.carpa always use the ARPA walk")
     p.add_argument("--text", help="sentences to score, one per line")
     p.add_argument("--open", action="store_true",
                    help="read a G.fst or G.carpa whole (checks its structure), not only its head (an ARPA file is "

@@ -23,8 +23,8 @@ def _add_lm_options(p):
     p.add_argument("--use-phi", default="false", metavar="true|false",
                    help="a G.fst old LM only: true removes the ARPA back-off walk's cost (failure arcs, Kaldi's "
                         "--use-phi true) instead of the cheapest path through G with #0 back-off arcs as "
-                        "epsilons, the cost lattices from decoding hold (default false, as Kaldi's pytorchnn "
-                        "scripts). ARPA files and G.carpa always use the ARPA walk")
+                        "epsilons, the cost lattices from decoding hold (false, as Kaldi's pytorchnn scripts). ARPA "
+                        "files and G.carpa always use the ARPA walk")
     lm = p.add_mutually_exclusive_group(required=True)
     lm.add_argument("--lm-dir", metavar="LM_DIR",
                     help="NN LM directory (Transformer or LSTM, plain or quantized); this or --hf-lm is required")
@@ -126,7 +126,7 @@ def register(sub):
                         "n-gram history, best first within --beam (Kaldi's RNNLM pruned rescoring)")
     p.add_argument("--ngram-order", type=positive_int, default=4,
                    help="--method pruned: histories sharing their last ORDER-1 words are merged")
-    p.add_argument("--max-states", type=positive_int, default=10000,
+    p.add_argument("--max-states", type=int, default=10000,
                    help="--method pruned: most composed states expanded per lattice")
     p.set_defaults(func=_lattice)
     _register_decide(sub)

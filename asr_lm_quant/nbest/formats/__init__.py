@@ -62,4 +62,4 @@ def forget() -> None:
 def format_help() -> str:
     """``--nbest-format``'s help: every format with its help line."""
     return ("format of the n-best input: auto (detected; an error when unclear), "
-            + ", ".join(f"{n} ({f.help})" for n, f in all_formats().items()) + " (default auto)")
+            + ", ".join(f"{n} ({f.help})" for n, f in all_formats().items()))

@@ -22,6 +22,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.nbest import NbestHyp
 from asr_lm_quant.nbest.common import cost_from_log_prob, good_id
 from asr_lm_quant.nbest.formats import Format
+from asr_lm_quant.textio import split_fields
 
 _JOB_RE = re.compile(r"^output\.(\d+)$")
 _RANK_RE = re.compile(r"^(\d+)best_recog$")
@@ -121,7 +122,7 @@ def _job(job: Path) -> dict:
                                              f"one", line=n, key=key)
             sn, score = scores[key]
             cost = cost_from_log_prob(parse_espnet_score(score, d / "score", sn, key))
-            groups.setdefault(key, []).append(NbestHyp(key, k, words.split(), cost, 0.0))
+            groups.setdefault(key, []).append(NbestHyp(key, k, split_fields(words), cost, 0.0))
     return groups
 
 

@@ -9,6 +9,7 @@ from asr_lm_quant.errors import InputError, read_json_file
 from asr_lm_quant.kaldi.nbest import NbestHyp
 from asr_lm_quant.nbest.common import cost_from_log_prob, good_id, is_number
 from asr_lm_quant.nbest.formats import Format
+from asr_lm_quant.textio import split_fields
 
 GENERIC_KEYS = {"id": ("id", "utterance", "utt"), "hypotheses": ("hypotheses", "input", "nbest"),
                 "scores": ("scores", "score"), "lm_scores": ("lm_scores", "lm_score"),
@@ -63,8 +64,8 @@ def read_generic_json(path):
         if ref is not None:
             if not isinstance(ref, str):
                 raise InputError(path, f"{where}: the reference must be a string", key=utt)
-            refs[utt] = ref.split()
-        groups.append([NbestHyp(utt, r, h.split(), cost_from_log_prob(sc), cost_from_log_prob(lm))
+            refs[utt] = split_fields(ref)
+        groups.append([NbestHyp(utt, r, split_fields(h), cost_from_log_prob(sc), cost_from_log_prob(lm))
                        for r, (h, sc, lm) in enumerate(zip(hyps, scores, lm_scores), 1)])
     return groups, refs
 

@@ -15,6 +15,7 @@ from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.nbest import NbestHyp
 from asr_lm_quant.nbest.common import cost_from_log_prob, good_id, is_number, json_items, starts_with_list
 from asr_lm_quant.nbest.formats import Format
+from asr_lm_quant.textio import split_fields
 
 
 def _utterance(path, n, item, seen):
@@ -44,7 +45,7 @@ def _hyps(path, n, utt, beams):
         if not is_number(beam[1]):
             raise InputError(path, f"beam {r}: score is not a finite number: {json.dumps(beam[1])}", line=n,
                              key=utt)
-        hyps.append(NbestHyp(utt, r, beam[0].split(), cost_from_log_prob(beam[1]), 0.0))
+        hyps.append(NbestHyp(utt, r, split_fields(beam[0]), cost_from_log_prob(beam[1]), 0.0))
     return hyps
 
 
@@ -63,7 +64,7 @@ def read(path, references: dict | None = None):
             if not isinstance(ref, str):
                 raise InputError(path, "text (the reference) must be a string", line=n, key=utt)
             if references is not None:
-                references[utt] = ref.split()
+                references[utt] = split_fields(ref)
         yield hyps
     if not seen:
         raise InputError(path, "no n-best items in the file")

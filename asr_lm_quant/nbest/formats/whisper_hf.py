@@ -25,6 +25,7 @@ from asr_lm_quant.kaldi.nbest import NbestHyp
 from asr_lm_quant.nbest.common import (PER_TOKEN, TOTAL, cost_from_log_prob, first_item, good_id, is_number,
                                        item_error, json_items)
 from asr_lm_quant.nbest.formats import Format
+from asr_lm_quant.textio import split_fields
 
 _SCORES = ("sequences_scores", "avg_logprobs", "sum_logprobs")
 
@@ -86,8 +87,8 @@ def read(path, references: dict | None = None):
             if not isinstance(ref, str):
                 raise item_error(path, n, is_line, "the reference must be a string", key=utt)
             if references is not None:
-                references[utt] = ref.split()
-        yield [NbestHyp(utt, r, text.split(), cost_from_log_prob(s), 0.0)
+                references[utt] = split_fields(ref)
+        yield [NbestHyp(utt, r, split_fields(text), cost_from_log_prob(s), 0.0)
                for r, (text, s) in enumerate(zip(seqs, scores), 1)]
     if not seen:
         raise InputError(path, "no n-best items in the file")
