@@ -24,7 +24,7 @@ Options:
   --lm-scales <grid>           LM scales, a list or START:STOP:STEP (default: asr-lm-quant's)
   --penalties <grid>           word insertion penalties (default: asr-lm-quant's)
   --per-token-costs <which>    none|acoustic|lm|both: costs given as per-token averages (default: none)
-  --nbest-format <format>      auto|ours|generic-json|espnet|whisper-hf|nemo (default: auto)
+  --nbest-format <format>      auto, or a format name of asr-lm-quant decide-nbest --help (default: auto)
   --normalize <how>            none|lower|asr: text normalisation of hypotheses and references (default: none)
   --subsets <NAME=PREFIX,...>  WER per utterance-id prefix too (e.g. swbd=sw_,callhm=en_)"
 
