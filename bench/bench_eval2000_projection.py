@@ -308,7 +308,8 @@ def markdown(r: dict) -> str:
     s = r["set"]
     rows = r["variants"].values()
     measured = any(row.get("measured_full") for row in rows)  # columns only where the run has them
-    naive = r.get("naive_baseline") is not None and all("x_naive_idle_2_cores" in row["projected_full"] for row in rows)
+    naive = r.get("naive_baseline") is not None and all("x_naive_idle_2_cores" in row["projected_full"]
+                                                        for row in rows)
     lines = [f"eval2000-sized {s['n']}-best rescoring ({s['utterances']} utterances, {s['jobs']} jobs x 1 thread), "
              f"{r['model']['config']} with {r['model']['vocab_size']} words, lattices {s['lattices']}; "
              f"{m['cpu']}, {m['cpu_count']} cores, avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load "

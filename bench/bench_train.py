@@ -339,9 +339,9 @@ def markdown(r: dict) -> str:
         return _output_loss_markdown(r)
     f, mm = r["fp32_flops_per_token"], r["matmul_gflops"]
     lines = [f"Training throughput (`bench_train.py --throughput`): {r['config']}, {r['parameters']:,} parameters, "
-             f"{r['data']}; {r['steps']} steps of each variant alternating, medians, batches of {r['median_batch_tokens']:,} "
-             f"tokens (rows of {r['mean_row_len']:.1f} on average); {r['machine']}, {r['threads']} thread(s), "
-             f"torch {r['torch']}, {r['date']}; {r['note']}. fp32 FLOPs per token: {f['total'] / 1e6:.1f}M "
+             f"{r['data']}; {r['steps']} steps of each variant alternating, medians, batches of "
+             f"{r['median_batch_tokens']:,} tokens (rows of {r['mean_row_len']:.1f} on average); {r['machine']}, "
+             f"{r['threads']} thread(s), torch {r['torch']}, {r['date']}; {r['note']}. fp32 FLOPs per token: {f['total'] / 1e6:.1f}M "
              f"({f['output_layer'] / f['total']:.0%} the output layer). Matmul rate measured between the steps on "
              f"the step's own shapes: fp32 {mm['float32']:.1f}, bf16 {mm['bfloat16']:.1f} GFLOP/s. The last "
              f"{len(PARTS)} columns: shares of the step's time (the layer products estimated at the matmul rate).", "",
@@ -356,8 +356,8 @@ def markdown(r: dict) -> str:
 
 def _output_loss_markdown(r: dict) -> str:
     lines = [f"Training speed, the output layer fused with its loss against through the logits: {r['threads']} "
-             f"threads, torch {r['torch']}, {r['cpu_count']} cores, avx512_bf16 {'yes' if r['avx512_bf16'] else 'no'}, "
-             "median of each variant's steps (interleaved).", "",
+             f"threads, torch {r['torch']}, {r['cpu_count']} cores, "
+             f"avx512_bf16 {'yes' if r['avx512_bf16'] else 'no'}, median of each variant's steps (interleaved).", "",
              "| configuration | through the logits, tokens/s | fused, tokens/s | speed-up |", "|---|---|---|---|"]
     for key, res in r["results"].items():
         logits, fused = res["fp32_logits"]["tokens_per_s"], res["fp32_fused"]["tokens_per_s"]
