@@ -344,7 +344,8 @@ def markdown(r: dict) -> str:
              f"{r['threads']} thread(s), torch {r['torch']}, {r['date']}; {r['note']}. "
              f"fp32 FLOPs per token: {f['total'] / 1e6:.1f}M ({f['output_layer'] / f['total']:.0%} the output layer). "
              f"Matmul rate measured between the steps on the step's own shapes: fp32 {mm['float32']:.1f}, "
-             f"bf16 {mm['bfloat16']:.1f} GFLOP/s. The last {len(PARTS)} columns: shares of the step's time (the layer products estimated at the matmul rate).", "",
+             f"bf16 {mm['bfloat16']:.1f} GFLOP/s. The last {len(PARTS)} columns: "
+             "shares of the step's time (the layer products estimated at the matmul rate).", "",
              "| variant | tokens/s | useful GFLOP/s | share of the fp32 matmul rate | "
              + " | ".join(PARTS.values()) + " |", "|---" * (4 + len(PARTS)) + "|"]
     for name, v in r["variants"].items():
