@@ -276,11 +276,13 @@ def _wer(line: str) -> str:
 def markdown(r: dict) -> str:
     """The WER, positions and time of every method per data set and model, then the real-lattice check."""
     m, o = r["machine"], r["options"]
+    weights = sorted({w for models in r["mini_recipe"].values() for res in models.values() for w in res["weights"]})
     lines = [f"Pruned lattice rescoring beside path cover and {o['n']}-best (`bench_pruned_lattice.py`): "
              f"{m['cpu']}, {m['cores']} cores, {o['threads']} torch thread, Python {m['python']}, torch {m['torch']}; "
              f"{m['note']}; times are medians of {o['repeats']} interleaved runs. pruned: `--ngram-order "
              f"{o['ngram_order']} --beam {o['beam']:g}`, lookahead {o['lookahead']}, {o['batch_states']} states per "
-             "lattice and round. WER: Kaldi's sweep of each rescored dir at the weights listed, best per half, and "
+             f"lattice and round. WER: Kaldi's sweep of each rescored dir at weights {', '.join(map(str, weights))}, "
+             "best per half, and "
              "the eval WER at the setting best on dev; NN positions: what the scorer computed (trie nodes).", "",
              "| data | model | method | dev best | eval best | eval @ dev setting | NN positions/utt | vs 100-best "
              "| s/utt (median) | vs 100-best |", "|---|---|---|---|---|---|---|---|---|---|"]
