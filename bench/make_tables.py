@@ -101,7 +101,11 @@ def expected(results: Path, docs: Path) -> dict[Path, str]:
             data = json.loads(src.read_text())
         except (OSError, ValueError) as e:
             raise SystemExit(f"make_tables.py: error: {src}: {e}")
-        tables[stem] = make(data)
+        try:
+            tables[stem] = make(data)
+        except (KeyError, TypeError, IndexError) as e:  # a JSON of another layout than its table code reads
+            raise SystemExit(f"make_tables.py: error: {src}: not the layout its table is made from "
+                             f"({type(e).__name__}: {e})")
         if stem in NOTED:  # the note joins the caption, the table's first paragraph
             head, sep, rest = tables[stem].partition("\n\n")
             tables[stem] = f"{head} {run_note(results, stem)}{sep}{rest}"

@@ -155,6 +155,14 @@ def test_every_benchmark_table_has_its_json_and_its_run_noted(tmp_path, capsys):
                               if not x.startswith("| `pruned_lattice.json`")))
     with pytest.raises(SystemExit, match=r"README.md: no row for `pruned_lattice.json`"):
         mt.main(["--check", "--results", str(copy), "--docs", str(REPO / "docs")])
+    # A JSON in a layout its table code does not read: one line naming the file and the key, nothing written.
+    data = json.loads((copy / "eval2000_projection.json").read_text())
+    del data["repeats"]
+    (copy / "eval2000_projection.json").write_text(json.dumps(data))
+    before = (copy / "eval2000_projection.md").read_text()
+    with pytest.raises(SystemExit, match=r"eval2000_projection.json: not the layout .*KeyError: 'repeats'"):
+        mt.main(["--results", str(copy), "--docs", str(tmp_path / "no-docs")])
+    assert (copy / "eval2000_projection.md").read_text() == before
 
 
 # --- the blocks, run ----------------------------------------------------------------------------------------
