@@ -13,7 +13,8 @@ that script has one, else a formatter here. A docs page shows a table between th
     <!-- /bench-table -->
 
 and this script replaces what lies between them with ``bench/results/<stem>.md``. Dated notes on the machine and
-the load of each run live beside the JSON (``bench/results/README.md``).
+the load of each run live beside the JSON (``bench/results/README.md``); a table whose JSON does not record them
+(:data:`NOTED`) ends its caption with its run's row from there.
 """
 
 from __future__ import annotations
