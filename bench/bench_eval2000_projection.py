@@ -310,12 +310,12 @@ def markdown(r: dict) -> str:
     measured = any(row.get("measured_full") for row in rows)  # columns only where the run has them
     naive = r.get("naive_baseline") is not None and all("x_naive_idle_2_cores" in row["projected_full"]
                                                         for row in rows)
-    lines = [f"eval2000-sized {s['n']}-best rescoring ({s['utterances']} utterances, {s['jobs']} jobs x 1 thread), "
+    lines = [f"eval2000-sized 100-best rescoring ({s['utterances']} utterances, 2 jobs x 1 thread), "
              f"{r['model']['config']} with {r['model']['vocab_size']} words, lattices {s['lattices']}; "
              f"{m['cpu']}, {m['cpu_count']} cores, avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load "
              f"average at start {m['load_average_at_start'][0]:.1f}; {m['date']}. Sample measured: "
              f"{sum(r['subset']['utterances_per_job'])} utterances, {r['repeats']} interleaved runs per "
-             f"system, pooled over the {s['jobs']} jobs; the whole set projected from CPU time (idle cores) and "
+             "system, pooled over the two jobs; the whole set projected from CPU time (idle cores) and "
              "from wall time (under the load).\n",
              "| system | hyps scored / listed | NN positions | whole set, 2 idle cores: min | median | "
              "wall: median" + (" | whole set (measured)" if measured else "") + (" | x naive" if naive else "")
