@@ -307,30 +307,36 @@ def main(argv=None) -> int:
 def markdown(r: dict) -> str:
     m = r["machine"]
     s = r["set"]
+    rows = r["variants"].values()
+    measured = any(row.get("measured_full") for row in rows)  # columns only where the run has them
+    naive = r.get("naive_baseline") is not None and all("x_naive_idle_2_cores" in row["projected_full"]
+                                                        for row in rows)
     lines = [f"eval2000-sized 100-best rescoring ({s['utterances']} utterances, 2 jobs x 1 thread), "
              f"{r['model']['config']} with {r['model']['vocab_size']} words, lattices {s['lattices']}; "
              f"{m['cpu']}, {m['cpu_count']} cores, avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}, load "
              f"average at start {m['load_average_at_start'][0]:.1f}; {m['date']}. Sample measured: "
              f"{sum(r['subset']['utterances_per_job'])} utterances, {r['repeats']} interleaved runs per "
-             "system, pooled over the two jobs.\n",
+             "system, pooled over the two jobs; the whole set projected from CPU time (idle cores) and "
+             "from wall time (under the load).\n",
              "| system | hyps scored / listed | NN positions | whole set, 2 idle cores: min | median | "
-             "wall: median | whole set (measured) | x naive |",
-             "|---|---|---|---|---|---|---|---|"]
-    nb = r.get("naive_baseline")
-    if nb:
-        p = nb["projected_full"]
+             "wall: median" + (" | whole set (measured)" if measured else "") + (" | x naive" if naive else "")
+             + " |", "|---" * (6 + measured + naive) + "|"]
+    if naive:
+        p = r["naive_baseline"]["projected_full"]
         lines.append(f"| naive baseline (NN scoring only) | - | - | - | {p['idle_2_cores_s'] / 60:.1f} min | "
-                     f"{p['wall_s'] / 60:.1f} min | - | 1.00 |")
+                     f"{p['wall_s'] / 60:.1f} min" + (" | -" if measured else "") + " | 1.00 |")
     for v, row in r["variants"].items():
         sub, p = row["subset"], row["projected_full"]
         full = row.get("measured_full")
-        full_text = f"{full['wall_s'] / 60:.1f} min" if full else "-"
-        lines.append(f"| rescore-nbest {v} | {sub['hypotheses'] - sub['pruned']} / {sub['hypotheses']} | "
-                     f"{sub['nn_positions']} | {p['idle_2_cores_s_min'] / 60:.1f} min | "
-                     f"{p['idle_2_cores_s_median'] / 60:.1f} min | {p['wall_s_median'] / 60:.1f} min | "
-                     f"{full_text} | {p.get('x_naive_idle_2_cores', float('nan')):.2f} |")
+        line = (f"| rescore-nbest {v} | {sub['hypotheses'] - sub['pruned']} / {sub['hypotheses']} | "
+                f"{sub['nn_positions']} | {p['idle_2_cores_s_min'] / 60:.1f} min | "
+                f"{p['idle_2_cores_s_median'] / 60:.1f} min | {p['wall_s_median'] / 60:.1f} min")
+        if measured:
+            line += f" | {full['wall_s'] / 60:.1f} min" if full else " | -"
+        if naive:
+            line += f" | {p['x_naive_idle_2_cores']:.2f}"
+        lines.append(line + " |")
     return "\n".join(lines) + "\n"
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -210,5 +210,35 @@ def main() -> int:
     return 0
 
 
+NAMES = {"fp32": "fp32", "ptq8": "8-bit", "ptq4": "4-bit", "ptq2": "2-bit"}
+
+
+def markdown(r: dict) -> str:
+    """The tables of a run: memory of each variant over ``import torch``, then speed and cost differences."""
+    mem, speed = r["memory"], r["speed"]
+    model = "2 x 512, 5k words" if r["quick"] else (
+        "the shape of a Kaldi pytorchnn Transformer after `import-kaldi-lm`: 6 x 512, feed-forward 512, ReLU, "
+        "post-norm, tied 30k-word embedding")
+    lines = [f"Packed models at rescoring time (`bench_packed_inference.py`): {model}, random weights, PTQ to "
+             f"8/4/2 bits; {r['hypotheses']:,} hypotheses in 100-best lists ({r['words']:,} words scored, end of "
+             f"sentence included), {r['threads']} thread per process. Units: {r['units']}.", "",
+             "| model | weights file | after load | of which anon / file-backed | peak while loading | "
+             "peak of the run | scoring working memory | peak saved / weight bytes saved |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in mem.items():
+        share = f"{m['share_of_weight_saving']:.2f}x" if "share_of_weight_saving" in m else "-"
+        lines.append(f"| {NAMES.get(name, name)} | {m['weight_file_mib']:.1f} | {m['load']['rss']:.1f} | "
+                     f"{m['load']['anon']:.1f} / {m['load']['file']:.1f} | {m['load_peak']:.1f} | "
+                     f"{m['score_peak']:.1f} | {m['scoring_working']:.1f} | {share} |")
+    lines += ["", "| model | products | rounds | CPU s (median) | CPU s (min) | words/s | speed vs fp32 model | "
+              "max cost diff vs dequantized |", "|---|---|---|---|---|---|---|---|"]
+    for key, v in speed.items():
+        name, mode = key.split("/")
+        diff = f"{v['max_cost_diff']:.0e}" if "max_cost_diff" in v else "-"
+        lines.append(f"| {NAMES.get(name, name)} | {mode} | {len(v['cpu_s'])} | {v['median_s']:.2f} | "
+                     f"{v['min_s']:.2f} | {v['words_per_s']:,.0f} | {v['speed_vs_fp32']:.2f}x | {diff} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -269,5 +269,42 @@ def main(argv=None):
     print(json.dumps(result, indent=2))
 
 
+def _wer(line: str) -> str:
+    return line.split()[1]  # "%WER 5.77 [ 3 / 52, ... ]" -> "5.77"
+
+
+def markdown(r: dict) -> str:
+    """The WER, positions and time of every method per data set and model, then the real-lattice check."""
+    m, o = r["machine"], r["options"]
+    weights = sorted({w for models in r["mini_recipe"].values() for res in models.values() for w in res["weights"]})
+    lines = [f"Pruned lattice rescoring beside path cover and {o['n']}-best (`bench_pruned_lattice.py`): "
+             f"{m['cpu']}, {m['cores']} cores, {o['threads']} torch thread, Python {m['python']}, torch {m['torch']}; "
+             f"{m['note']}; times are medians of {o['repeats']} interleaved runs. pruned: `--ngram-order "
+             f"{o['ngram_order']} --beam {o['beam']:g}`, lookahead {o['lookahead']}, {o['batch_states']} states per "
+             f"lattice and round. WER: Kaldi's sweep of each rescored dir at weights {', '.join(map(str, weights))}, "
+             "best per half, and "
+             "the eval WER at the setting best on dev; NN positions: what the scorer computed (trie nodes).", "",
+             "| data | model | method | dev best | eval best | eval @ dev setting | NN positions/utt | vs 100-best "
+             "| s/utt (median) | vs 100-best |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for data, models in r["mini_recipe"].items():
+        for model, res in models.items():
+            fp = res["first_pass_best_wer"]
+            lines.append(f"| {data} | {model} | first pass | {_wer(fp['dev'])} | {_wer(fp['eval'])} | | | | | |")
+            for method, v in res["methods"].items():
+                lines.append(f"| {data} | {model} | {method} | {v['best_wer']['dev']:.2f} | "
+                             f"{v['best_wer']['eval']:.2f} | {v['eval_wer_at_dev_setting']:.2f} | "
+                             f"{v['nn_positions_per_utt']:.1f} | {v['positions_vs_nbest100']:.2f}x | "
+                             f"{v['seconds_per_utt_median']:.3f} | {v['time_vs_nbest100']:.2f}x |")
+    f = r.get("real_fixture")
+    if f:
+        lines += ["", f"Real Kaldi text lattice (`{f['lattice']}`, {f['states']} states, {f['arcs']} arcs, "
+                  f"{f['paths']} paths) with a stand-in model ({f['stand_in_model']}), weight {f['weight']}:", "",
+                  "| method | NN positions | best path = exact best | best cost - exact |", "|---|---|---|---|"]
+        for method, v in f["methods"].items():
+            lines.append(f"| {method} | {v['nn_positions']} | {v['best_path_is_exact_best']} | "
+                         f"{v['best_cost_minus_exact']:.0e} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     main()

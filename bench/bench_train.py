@@ -325,5 +325,46 @@ def main(argv=None):
         Path(args.json).write_text(text + "\n")
 
 
+NAMES = {"mini": "mini (2 x 128, 10k words)", "mini_deep": "mini deep (6 x 128, 10k words)",
+         "swbd": "Switchboard (6 x 512, 30k words)"}
+PARTS = {"output_layer_and_softmax": "output layer and softmax", "attention": "attention",
+         "optimizer": "optimizer", "data": "data", "layer_products_at_matmul_rate": "layer products (estimate)",
+         "rest": "rest"}
+
+
+def markdown(r: dict) -> str:
+    """The table of a run: throughput against the fp32 matmul rate (``--throughput``), else the output layer
+    fused with its loss against through the logits."""
+    if "matmul_gflops" not in r:
+        return _output_loss_markdown(r)
+    f, mm = r["fp32_flops_per_token"], r["matmul_gflops"]
+    lines = [f"Training throughput (`bench_train.py --throughput`): {r['config']}, {r['parameters']:,} parameters, "
+             f"{r['data']}; {r['steps']} steps of each variant alternating, medians, batches of "
+             f"{r['median_batch_tokens']:,} tokens (rows of {r['mean_row_len']:.1f} on average); {r['machine']}, "
+             f"{r['threads']} thread(s), torch {r['torch']}, {r['date']}; {r['note']}. "
+             f"fp32 FLOPs per token: {f['total'] / 1e6:.1f}M ({f['output_layer'] / f['total']:.0%} the output layer). "
+             f"Matmul rate measured between the steps on the step's own shapes: fp32 {mm['float32']:.1f}, "
+             f"bf16 {mm['bfloat16']:.1f} GFLOP/s. The last {len(PARTS)} columns: "
+             "shares of the step's time (the layer products estimated at the matmul rate).", "",
+             "| variant | tokens/s | useful GFLOP/s | share of the fp32 matmul rate | "
+             + " | ".join(PARTS.values()) + " |", "|---" * (4 + len(PARTS)) + "|"]
+    for name, v in r["variants"].items():
+        shares = " | ".join(f"{v['share_of_step'][k]:.0%}" for k in PARTS)
+        lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['useful_gflops']:.1f} | "
+                     f"{v['share_of_fp32_matmul_rate']:.0%} | {shares} |")
+    return "\n".join(lines) + "\n"
+
+
+def _output_loss_markdown(r: dict) -> str:
+    lines = [f"Training speed, the output layer fused with its loss against through the logits: {r['threads']} "
+             f"threads, torch {r['torch']}, {r['cpu_count']} cores, "
+             f"avx512_bf16 {'yes' if r['avx512_bf16'] else 'no'}, median of each variant's steps (interleaved).", "",
+             "| configuration | through the logits, tokens/s | fused, tokens/s | speed-up |", "|---|---|---|---|"]
+    for key, res in r["results"].items():
+        logits, fused = res["fp32_logits"]["tokens_per_s"], res["fp32_fused"]["tokens_per_s"]
+        lines.append(f"| {NAMES.get(key, key)} | {logits:,.0f} | {fused:,.0f} | {fused / logits:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     main()

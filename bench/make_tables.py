@@ -13,7 +13,8 @@ that script has one, else a formatter here. A docs page shows a table between th
     <!-- /bench-table -->
 
 and this script replaces what lies between them with ``bench/results/<stem>.md``. Dated notes on the machine and
-the load of each run live beside the JSON (``bench/results/README.md``).
+the load of each run live beside the JSON (``bench/results/README.md``); a table whose JSON does not record them
+(:data:`NOTED`) ends its caption with its run's row from there.
 """
 
 from __future__ import annotations
@@ -40,40 +41,6 @@ def _from_script(name: str):
     return lambda r: _script(name).markdown(r)
 
 
-def train_output_loss(r: dict) -> str:
-    names = {"mini": "mini (2 x 128, 10k words)", "mini_deep": "mini deep (6 x 128, 10k words)",
-             "swbd": "Switchboard (6 x 512, 30k words)"}
-    lines = [f"Training speed, the output layer fused with its loss against through the logits: {r['threads']} "
-             f"threads, torch {r['torch']}, {r['cpu_count']} cores, avx512_bf16 {'yes' if r['avx512_bf16'] else 'no'}, "
-             "median of each variant's steps (interleaved).", "",
-             "| configuration | through the logits, tokens/s | fused, tokens/s | speed-up |", "|---|---|---|---|"]
-    for key, res in r["results"].items():
-        logits, fused = res["fp32_logits"]["tokens_per_s"], res["fp32_fused"]["tokens_per_s"]
-        lines.append(f"| {names.get(key, key)} | {logits:,.0f} | {fused:,.0f} | {fused / logits:.2f}x |")
-    return "\n".join(lines) + "\n"
-
-
-PACKED_NAMES = {"fp32": "float32", "ptq8": "PTQ 8 bit", "ptq4": "PTQ 4 bit", "ptq2": "PTQ 2 bit"}
-
-
-def packed_inference(r: dict) -> str:
-    lines = [f"Packed models at rescoring time: {r['hypotheses']} hypotheses, {r['threads']} thread(s), each variant "
-             f"in its own process; {r['machine']}.", "",
-             "| model | file MB | resident MB over torch (x file) | x dir | load s | bf16 vs fp32 model's bf16 | "
-             "fp32 vs fp32 model's fp32 | max cost diff (bf16 / fp32) |", "|---|---|---|---|---|---|---|---|"]
-    variants = dict(r["variants"]) if isinstance(r["variants"], list) else r["variants"]
-    base = variants.get("fp32", {})
-    for name, v in variants.items():
-        label = PACKED_NAMES.get(name, f"mixed, {v['avg_bits']:.1f} bits (bands)" if "avg_bits" in v else name)
-        fp32_ratio = v["fp32"]["words_per_s"] / base["fp32"]["words_per_s"] if base else float("nan")
-        diffs = [v[p].get("max_cost_diff") for p in ("bf16", "fp32")]
-        diff = "-" if diffs[0] is None else f"{diffs[0]:.0e} / {diffs[1]:.0e}"
-        lines.append(f"| {label} | {v['file_mb']:.1f} | {v['rss_mb']:.1f} ({v['rss_over_file']:.2f}x) | "
-                     f"{v['rss_over_dir']:.2f}x | {v['load_s']:.2f} | {v['bf16_speed_vs_fp32_model_bf16']:.2f}x | "
-                     f"{fp32_ratio:.2f}x | {diff} |")
-    return "\n".join(lines) + "\n"
-
-
 def self_norm(r: dict) -> str:
     lines = [f"Self-normalised training: {r['data']}; {r['config']}, {r['steps']} steps of {r['tokens_per_batch']:,} "
              f"tokens, {r['threads']} thread(s).", "",
@@ -96,15 +63,33 @@ def quant_table(rows: list) -> str:
 TABLES = {
     "nbest_from_lattices_1thread": _from_script("bench_nbest_from_lattices"),
     "eval2000_projection": _from_script("bench_eval2000_projection"),
-    "eval2000_projection_quiet": _from_script("bench_eval2000_projection"),
+    "eval2000_projection_pruning": _from_script("bench_eval2000_projection"),
     "nn_scoring_edits_1thread": _from_script("bench_nn_scoring"),
     "nn_scoring_lattice_1thread": _from_script("bench_nn_scoring"),
     "nn_scoring_selfnorm_blocks_1thread": _from_script("bench_nn_scoring"),
-    "train_output_loss": train_output_loss,
-    "packed_inference": packed_inference,
+    "train_output_loss": _from_script("bench_train"),
+    "train_throughput": _from_script("bench_train"),
+    "train_throughput_1thread": _from_script("bench_train"),
+    "packed_inference": _from_script("bench_packed_inference"),
+    "pruned_lattice": _from_script("bench_pruned_lattice"),
     "self_norm_wt2_sample": self_norm,
     "quant_table_wt2/results": quant_table,
 }
+# Tables whose JSON does not record the date and the load: their caption ends with the run's line of the notes.
+NOTED = {"packed_inference", "pruned_lattice"}
+
+
+def run_note(results: Path, stem: str) -> str:
+    """``Run: <date>; <machine and load>.`` from the row of ``<stem>.json`` in bench/results/README.md."""
+    notes = results / "README.md"
+    try:
+        rows = [line.split("|")[1:-1] for line in notes.read_text().splitlines() if line.startswith("| `")]
+    except OSError as e:
+        raise SystemExit(f"make_tables.py: error: {notes}: {e}")
+    for cells in rows:
+        if len(cells) == 4 and f"`{stem}.json`" in cells[0]:
+            return f"Run: {cells[2].strip()}; {cells[3].strip()} (bench/results/README.md)."
+    raise SystemExit(f"make_tables.py: error: {notes}: no row for `{stem}.json` (its date, machine and load)")
 
 
 def expected(results: Path, docs: Path) -> dict[Path, str]:
@@ -117,7 +102,14 @@ def expected(results: Path, docs: Path) -> dict[Path, str]:
             data = json.loads(src.read_text())
         except (OSError, ValueError) as e:
             raise SystemExit(f"make_tables.py: error: {src}: {e}")
-        tables[stem] = make(data)
+        try:
+            tables[stem] = make(data)
+        except (KeyError, TypeError, IndexError) as e:  # a JSON of another layout than its table code reads
+            raise SystemExit(f"make_tables.py: error: {src}: not the layout its table is made from "
+                             f"({type(e).__name__}: {e})")
+        if stem in NOTED:  # the note joins the caption, the table's first paragraph
+            head, sep, rest = tables[stem].partition("\n\n")
+            tables[stem] = f"{head} {run_note(results, stem)}{sep}{rest}"
         out[results / f"{stem}.md"] = tables[stem]
     for page in sorted(docs.glob("*.md")):
         text = page.read_text()

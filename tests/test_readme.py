@@ -135,6 +135,36 @@ def test_benchmark_tables_are_made_from_their_json(tmp_path, capsys):
     assert mt.main(["--check", "--results", str(results), "--docs", str(docs)]) == 0
 
 
+
+def test_every_benchmark_table_has_its_json_and_its_run_noted(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("make_tables", REPO / "bench/make_tables.py")
+    mt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mt)
+    results = REPO / "bench/results"
+    # Every table beside the JSON is made from it, and every table made has its JSON.
+    tables = {p.stem for p in results.glob("*.md")} - {"README"}
+    assert tables == {stem for stem in mt.TABLES if "/" not in stem}
+    assert all((results / f"{stem}.json").exists() for stem in mt.TABLES)
+    # A JSON that does not record its date and load gets them from its row of the notes, in the caption.
+    note = mt.run_note(results, "packed_inference")
+    assert note.startswith("Run: 2026-") and note in (results / "packed_inference.md").read_text().split("\n\n")[0]
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    readme = copy / "README.md"
+    readme.write_text("".join(x for x in readme.read_text().splitlines(keepends=True)
+                              if not x.startswith("| `pruned_lattice.json`")))
+    with pytest.raises(SystemExit, match=r"README.md: no row for `pruned_lattice.json`"):
+        mt.main(["--check", "--results", str(copy), "--docs", str(REPO / "docs")])
+    # A JSON in a layout its table code does not read: one line naming the file and the key, nothing written.
+    data = json.loads((copy / "eval2000_projection.json").read_text())
+    del data["repeats"]
+    (copy / "eval2000_projection.json").write_text(json.dumps(data))
+    before = (copy / "eval2000_projection.md").read_text()
+    with pytest.raises(SystemExit, match=r"eval2000_projection.json: not the layout .*KeyError: 'repeats'"):
+        mt.main(["--results", str(copy), "--docs", str(tmp_path / "no-docs")])
+    assert (copy / "eval2000_projection.md").read_text() == before
+
+
 # --- the blocks, run ----------------------------------------------------------------------------------------
 
 def _nbest_files(play: Path) -> None:
