@@ -288,15 +288,7 @@ def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, ou
     writes nothing); its counts go into the summary."""
     weights = [float(w) for w in weights]
     checker = FirstPassCheck(source=lattices) if check else None
-    writers = {}
-    try:
-        for w in weights:
-            if w in out_lattices:
-                writers[w] = LatticeWriter(out_lattices[w], overwrite=overwrite)
-    except BaseException:
-        for wr in writers.values():
-            wr.close(ok=False)
-        raise
+    writers = open_writers(out_lattices, weights, overwrite)
     summary = {"utterances": 0, "paths": 0, "arcs": 0, "weights": weights, "nn_seconds": 0.0}
     ok = False
     try:
@@ -325,3 +317,18 @@ def rescore_lattice_job(*, scorer, ngram_lm, symbols, weights, lattices: str, ou
             log.warning("--check: at %d of %d (utterance, LMWT) pairs pruning (--beam %g) removed the first "
                         "pass's best path", checker.pruned_away, checker.compared, beam)
     return summary
+
+
+def open_writers(out_lattices: dict, weights, overwrite: bool) -> dict:
+    """weight -> LatticeWriter for each weight that has an output; if one cannot be opened, those already open
+    are closed without output."""
+    writers = {}
+    try:
+        for w in weights:
+            if w in out_lattices:
+                writers[w] = LatticeWriter(out_lattices[w], overwrite=overwrite)
+    except BaseException:
+        for wr in writers.values():
+            wr.close(ok=False)
+        raise
+    return writers

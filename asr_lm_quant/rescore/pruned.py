@@ -48,8 +48,9 @@ import numpy as np
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.kaldi.algorithms import (CyclicLatticeError, arc_costs, connect, final_costs,
                                            shortest_distance_to_final, topological_order)
-from asr_lm_quant.kaldi.archive import LatticeWriter, read_lattices
+from asr_lm_quant.kaldi.archive import read_lattices
 from asr_lm_quant.kaldi.lattice import INF, Lattice, offsets_from_lengths
+from asr_lm_quant.rescore.lattice import open_writers
 
 log = logging.getLogger(__name__)
 
@@ -405,15 +406,7 @@ def rescore_lattice_pruned_job(*, scorer, ngram_lm, symbols, weights, lattices: 
     The summary counts what the NN computed (``nn_positions``) and the search expanded."""
     opts.check()
     weights = [float(w) for w in weights]
-    writers = {}
-    try:
-        for w in weights:
-            if w in out_lattices:
-                writers[w] = LatticeWriter(out_lattices[w], overwrite=overwrite)
-    except BaseException:
-        for wr in writers.values():
-            wr.close(ok=False)
-        raise
+    writers = open_writers(out_lattices, weights, overwrite)
     stats = PrunedStats()
     summary = {"method": "pruned", "utterances": 0, "arcs": 0, "weights": weights,
                "options": {"ngram_order": opts.order, "beam": opts.beam, "max_states": opts.max_states,

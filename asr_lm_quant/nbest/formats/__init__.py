@@ -9,10 +9,10 @@ detection, ``--nbest-format``'s choices and help read :func:`all_formats`.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
+
+from asr_lm_quant.registry import scan
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,7 @@ def all_formats() -> dict[str, Format]:
     """name -> Format of every module of this package, by name."""
     global _found
     if _found is None:
-        found = {}
-        for info in pkgutil.iter_modules(__path__):
-            if info.name.startswith("_"):
-                continue
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            f = getattr(module, "FORMAT", None)
-            if not isinstance(f, Format):
-                raise TypeError(f"{module.__name__} defines no FORMAT = Format(...)")
-            if f.name in found or f.name == "auto":
-                raise TypeError(f"{module.__name__}: format name {f.name!r} is taken")
-            found[f.name] = f
+        found = scan(__name__, __path__, "FORMAT", Format, reserved=("auto",))
         _found = dict(sorted(found.items()))
     return _found
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from asr_lm_quant.errors import InputError
+from asr_lm_quant.registry import scan
 
 
 @dataclass(frozen=True)
@@ -91,17 +90,7 @@ def all_methods() -> dict[str, Method]:
     """name -> Method of every module of this package, cheapest first (uniform before mixed)."""
     global _found
     if _found is None:
-        found = {}
-        for info in pkgutil.iter_modules(__path__):
-            if info.name.startswith("_"):
-                continue
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            m = getattr(module, "METHOD", None)
-            if not isinstance(m, Method):
-                raise TypeError(f"{module.__name__} defines no METHOD = Method(...)")
-            if m.name in found:
-                raise TypeError(f"{module.__name__}: method {m.name!r} is defined twice")
-            found[m.name] = m
+        found = scan(__name__, __path__, "METHOD", Method)
         _found = dict(sorted(found.items(), key=lambda kv: (kv[1].mixed, kv[1].cost, kv[0])))
     return _found
 
