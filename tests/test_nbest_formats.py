@@ -304,6 +304,23 @@ def test_decide_nbest_on_items_without_ids(tmp_path, capsys):
     assert (tmp_path / "o" / "test" / "text").read_text() == "utt0 word 0\nutt1 word 1\nutt2 word 2\n"
 
 
+def test_ours_json_lines_carry_references(tmp_path):
+    row = {"utterance": "u1", "rank": 1, "text": "a b", "acoustic_cost": 1.0, "lm_cost": 2.0}
+    path = tmp_path / "r.jsonl"
+    lines = [{**row, "reference": "a  c"}, {**row, "rank": 2}, {**row, "utterance": "u2"}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert read_references(path) == {"u1": ["a", "c"]}        # u2 has none: not scored, not invented
+    assert [h.utterance for h in read_nbest(path)] == ["u1", "u1", "u2"]
+    path.write_text("".join(json.dumps(x) + "\n" for x in [lines[0], {**lines[1], "reference": "a c"}]))
+    assert read_references(path) == {"u1": ["a", "c"]}        # the same words again: fine
+    path.write_text("".join(json.dumps(x) + "\n" for x in [lines[0], {**lines[1], "reference": "a d"}]))
+    with pytest.raises(InputError, match=r"r.jsonl, line 2, key 'u1': a second, different reference"):
+        read_references(path)
+    path.write_text(json.dumps({**row, "reference": 3}) + "\n")
+    with pytest.raises(InputError, match=r"line 1, key 'u1': the reference must be a string"):
+        read_nbest(path)
+
+
 # --- the commands ---------------------------------------------------------------------------------------------
 def test_cli_errors_name_the_file_and_item(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"

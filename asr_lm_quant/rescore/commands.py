@@ -302,8 +302,9 @@ def _nbest(args):
     prune = _prune_sweep(args, args.weight)
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
+    references: dict = {}  # those the n-best input carries, passed on in JSON-lines outputs
     if args.nbest:
-        groups = iter_groups(args.nbest, args.nbest_format)
+        groups = iter_groups(args.nbest, args.nbest_format, references)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))
@@ -312,7 +313,7 @@ def _nbest(args):
                                 acoustic_scale=0.1 if args.acwt is None else args.acwt,
                                 oov_penalty=args.oov_penalty, out_lattices=outs.get("out_lattices"),
                                 out_nbest=outs.get("out_nbest"), out_tables=outs.get("out_tables"),
-                                overwrite=args.overwrite, prune=prune)
+                                overwrite=args.overwrite, prune=prune, references=references)
     _finish(args, summary)
 
 
