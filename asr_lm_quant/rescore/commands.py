@@ -147,7 +147,8 @@ def _register_decide(sub):
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
     p.add_argument("--dev", required=True, help="dev n-best file or ESPnet decode dir; may contain {weight}")
     p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...') (default: the references "
-                                     "inside the n-best file: generic JSON, whisper-hf, NeMo)")
+                                     "inside the n-best file: generic JSON, whisper-hf, NeMo, and "
+                                     "rescore-nbest's JSON lines made from them)")
     p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
     p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
     p.add_argument("--weight", dest="weights", type=float_list, metavar="W[,W...]",
