@@ -262,6 +262,65 @@ def test_nemo_utt_id_and_json_list_refused(tmp_path):
         list(iter_groups(path, "nemo"))
 
 
+# --- generic JSON without ids ----------------------------------------------------------------------------------
+def _whisper_shaped(n):
+    """``n`` items as several published n-best corpora write them: input / score / output, no ids."""
+    return [{"input": [f"word {k}", f"ward {k}"], "score": [-1.0, -2.0], "output": f"word {k}"} for k in range(n)]
+
+
+def test_generic_json_items_without_ids_get_positional_ids(tmp_path):
+    from asr_lm_quant.nbest.formats.generic_json import positional_id
+    path = tmp_path / "hyps.json"
+    path.write_text(json.dumps(_whisper_shaped(12)))
+    refs = {}
+    groups = list(iter_groups(path, references=refs))
+    ids = [g[0].utterance for g in groups]
+    assert ids == [f"utt{k:02d}" for k in range(12)]    # 12 items: two digits, in file order
+    assert ids == sorted(ids) and refs["utt07"] == ["word", "7"]
+    assert _texts(groups)["utt11"] == ["word 11", "ward 11"]
+    assert groups[0][1].acoustic_cost == pytest.approx(2.0)
+    assert positional_id(7, 1000) == "utt0007" and positional_id(7, 9) == "utt7" and positional_id(9, 10) == "utt09"
+    assert [g[0].utterance for g in iter_groups(path)] == ids   # the same ids on every read
+    assert detect_format(path) == "generic-json"
+
+
+def test_generic_json_items_with_ids_keep_them_and_mixing_is_an_error(tmp_path):
+    assert sorted(read_references(FIX / "generic.json")) == ["dev-001", "dev-002", "dev-003"]
+    items = _whisper_shaped(3)
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([{**items[0], "id": "a"}] + items[1:]))
+    with pytest.raises(InputError, match=r"mixed.json.*item 1 has no id .* but item 0 has one"):
+        read_nbest(mixed)
+    mixed.write_text(json.dumps(items[:2] + [{**items[2], "utt": "c"}]))
+    with pytest.raises(InputError, match=r"item 2 has an id but item 0 has none"):
+        read_nbest(mixed)
+
+
+def test_decide_nbest_on_items_without_ids(tmp_path, capsys):
+    path = tmp_path / "hyps.json"
+    path.write_text(json.dumps(_whisper_shaped(3)))
+    assert main(["decide-nbest", "--dev", str(path), "--test", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert _summary(capsys)["test_wer"] == 0.0
+    assert (tmp_path / "o" / "test" / "text").read_text() == "utt0 word 0\nutt1 word 1\nutt2 word 2\n"
+
+
+def test_ours_json_lines_carry_references(tmp_path):
+    row = {"utterance": "u1", "rank": 1, "text": "a b", "acoustic_cost": 1.0, "lm_cost": 2.0}
+    path = tmp_path / "r.jsonl"
+    lines = [{**row, "reference": "a  c"}, {**row, "rank": 2}, {**row, "utterance": "u2"}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert read_references(path) == {"u1": ["a", "c"]}        # u2 has none: not scored, not invented
+    assert [h.utterance for h in read_nbest(path)] == ["u1", "u1", "u2"]
+    path.write_text("".join(json.dumps(x) + "\n" for x in [lines[0], {**lines[1], "reference": "a c"}]))
+    assert read_references(path) == {"u1": ["a", "c"]}        # the same words again: fine
+    path.write_text("".join(json.dumps(x) + "\n" for x in [lines[0], {**lines[1], "reference": "a d"}]))
+    with pytest.raises(InputError, match=r"r.jsonl, line 2, key 'u1': a second, different reference"):
+        read_references(path)
+    path.write_text(json.dumps({**row, "reference": 3}) + "\n")
+    with pytest.raises(InputError, match=r"line 1, key 'u1': the reference must be a string"):
+        read_nbest(path)
+
+
 # --- the commands ---------------------------------------------------------------------------------------------
 def test_cli_errors_name_the_file_and_item(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"

@@ -69,6 +69,53 @@ def test_one_file_per_interpolation_weight(tmp_path, capsys):
     assert "{weight}" in capsys.readouterr().err
 
 
+def test_oracle_wer_and_lm_switched_off(tmp_path, capsys, caplog):
+    # a_1's right answer is its second hypothesis, which no setting picks; b_2 needs the LM (lm_scale 1).
+    dev = _write(tmp_path / "dev.tsv", [("a_1", 1, "a cat", 10, 4), ("a_1", 2, "the cat", 10.5, 6),
+                                        ("b_2", 1, "the hat", 9, 9), ("b_2", 2, "the cat", 9.5, 4)])
+    (tmp_path / "dev.txt").write_text("a_1 the cat\nb_2 the cat\n")
+    args = ["decide-nbest", "--dev", str(dev), "--dev-ref", str(tmp_path / "dev.txt"), "--test", str(dev),
+            "--test-ref", str(tmp_path / "dev.txt"), "--penalties", "0", "--subsets", "a=a_,b=b_"]
+    with caplog.at_level("WARNING"):
+        assert main(args + ["--lm-scales", "0,1", "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["setting"]["lm_scale"] == 1 and summary["lm_off"] is False
+    assert summary["dev_wer"] == 25.0 and summary["dev_oracle_wer"] == 0.0 and summary["test_oracle_wer"] == 0.0
+    assert "switched off" not in caplog.text
+    d = json.loads((tmp_path / "o" / "decision.json").read_text())
+    assert d["lm_off"] is False and d["dev"]["a"]["errors"] == 1 and d["dev"]["b"]["errors"] == 0
+    for part in ("dev", "test"):
+        assert {k: v["errors"] for k, v in d["oracle"][part].items()} == {"total": 0, "a": 0, "b": 0}
+        assert d["oracle"][part]["total"]["ref_words"] == 4 and d["oracle"][part]["a"]["utterances"] == 1
+    # Only lm_scale 0 on the grid: the LM is off, and stderr and decision.json say so.
+    with caplog.at_level("WARNING"):
+        assert main(args + ["--lm-scales", "0", "--out", str(tmp_path / "off")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["lm_off"] is True and summary["dev_wer"] == 50.0 and summary["dev_oracle_wer"] == 0.0
+    assert "the LM is switched off at the chosen setting (lm_scale 0)" in caplog.text
+    assert json.loads((tmp_path / "off" / "decision.json").read_text())["lm_off"] is True
+
+
+def test_interpolation_weight_0_switches_the_lm_off(tmp_path, capsys, caplog):
+    (tmp_path / "dev.txt").write_text("d1 the cat\n")
+    _write(tmp_path / "r.0.0.tsv", [("d1", 1, "the cat", 10, 4), ("d1", 2, "a cat", 10, 5)])
+    _write(tmp_path / "r.0.5.tsv", [("d1", 1, "the cat", 10, 6), ("d1", 2, "a cat", 10, 5)])
+    with caplog.at_level("WARNING"):
+        assert main(["decide-nbest", "--dev", str(tmp_path / "r.{weight}.tsv"), "--weights", "0,0.5",
+                     "--dev-ref", str(tmp_path / "dev.txt"), "--lm-scales", "1", "--penalties", "0",
+                     "--out", str(tmp_path / "o")]) == 0
+    assert json.loads(capsys.readouterr().out)["lm_off"] is True
+    assert "switched off at the chosen setting (weight 0)" in caplog.text
+    # Lists without LM costs: no LM to switch on, whatever the grid.
+    _write(tmp_path / "plain.tsv", [("d1", 1, "the cat", 10, 0), ("d1", 2, "a cat", 11, 0)])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["decide-nbest", "--dev", str(tmp_path / "plain.tsv"), "--dev-ref", str(tmp_path / "dev.txt"),
+                     "--lm-scales", "1,2", "--out", str(tmp_path / "p")]) == 0
+    assert json.loads(capsys.readouterr().out)["lm_off"] is True
+    assert "switched off at the chosen setting (the n-best lists have no LM costs)" in caplog.text
+
+
 def test_no_matching_references_is_an_error(tmp_path, capsys):
     dev = _write(tmp_path / "dev.tsv", [("d1", 1, "the cat", 10, 4)])
     (tmp_path / "dev.txt").write_text("other the cat\n")

@@ -127,6 +127,34 @@ def test_rescore_nbest_from_an_espnet_decode_dir(setup, tmp_path, scorer):
     assert out[1].lm_cost == pytest.approx(0.5 * scorer.costs([out[1].words])[0], abs=1e-4)
 
 
+def test_references_carried_through_rescore_nbest_to_decide_nbest(setup, tmp_path, capsys):
+    # A generic JSON n-best with its references: rescore-nbest writes them into its JSON lines, so that
+    # decide-nbest on its output needs no --dev-ref; TSV (a fixed set of columns) carries none.
+    import json
+    from asr_lm_quant.nbest.read import read_references
+    t = setup
+    src = REPO / "tests" / "fixtures" / "nbest" / "generic.json"
+    out = tmp_path / "dev.{weight}.jsonl"
+    assert main(["rescore-nbest", "--lm-dir", str(t["lm"]), "--nbest", str(src), "--weight", "0.5,1",
+                 "--out-nbest", str(out)]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "dev.0.5.jsonl").read_text().splitlines()]
+    assert [r.get("reference") for r in rows] == ["i think that", None, None, "the kids know school", None,
+                                                  "um we mean that"]
+    assert read_references(tmp_path / "dev.1.0.jsonl") == read_references(src) == {
+        "dev-001": ["i", "think", "that"], "dev-002": ["the", "kids", "know", "school"],
+        "dev-003": ["um", "we", "mean", "that"]}
+    capsys.readouterr()
+    assert main(["decide-nbest", "--dev", str(out), "--weight", "0.5,1", "--test", str(out), "--lm-scales", "0,1",
+                 "--out", str(tmp_path / "decided")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    d = json.loads((tmp_path / "decided" / "decision.json").read_text())
+    assert d["dev"]["total"]["ref_words"] == 11 and d["test"]["total"]["ref_words"] == 11
+    assert summary["dev_oracle_wer"] == 0.0 and summary["dev_wer"] == summary["test_wer"]
+    assert main(["rescore-nbest", "--lm-dir", str(t["lm"]), "--nbest", str(src), "--out-nbest",
+                 str(tmp_path / "o.tsv")]) == 0
+    assert read_references(tmp_path / "o.tsv") == {}
+
+
 def test_cli_errors_name_the_file(setup, tmp_path, capsys):
     t = setup
     rc = main(["rescore-nbest", "--old-lm", str(t["arpa"]), "--lm-dir", str(t["lm"]), "--nbest",

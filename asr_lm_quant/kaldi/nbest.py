@@ -17,7 +17,9 @@ space). Keys are ``<utt-id>-<rank>``, rank 1-based.
 **Plain n-best format** for recognisers other than Kaldi, one hypothesis per row, either
 
 * TSV (``.tsv``) with the header ``utterance\\trank\\ttext\\tacoustic_cost\\tlm_cost``, or
-* JSON lines (``.jsonl``): ``{"utterance": ..., "rank": ..., "text": ..., "acoustic_cost": ..., "lm_cost": ...}``.
+* JSON lines (``.jsonl``): ``{"utterance": ..., "rank": ..., "text": ..., "acoustic_cost": ..., "lm_cost": ...}``,
+  optionally with ``"reference": "the reference words"`` (on one row of the utterance or more, the same each time:
+  ``rescore-nbest`` puts it on an utterance's first row when its input carried references).
 
 ``text`` is the words separated by single spaces. ``acoustic_cost`` and ``lm_cost`` are **costs: negated
 natural logarithms** (nats, lower is better), unscaled, as in Kaldi lattices: ``lm_cost`` is the whole graph
@@ -290,11 +292,15 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
-def nbest_row(h: "NbestHyp", jsonl: bool) -> str:
-    """One hypothesis as a line of our TSV or JSON-lines format."""
+def nbest_row(h: "NbestHyp", jsonl: bool, reference=None) -> str:
+    """One hypothesis as a line of our TSV or JSON-lines format; ``reference`` (words; JSON lines only): the
+    utterance's reference, carried along for scoring."""
     if jsonl:
-        return json.dumps({"utterance": h.utterance, "rank": h.rank, "text": h.text,
-                           "acoustic_cost": float(h.acoustic_cost), "lm_cost": float(h.lm_cost)}) + "\n"
+        row = {"utterance": h.utterance, "rank": h.rank, "text": h.text,
+               "acoustic_cost": float(h.acoustic_cost), "lm_cost": float(h.lm_cost)}
+        if reference is not None:
+            row["reference"] = " ".join(reference)
+        return json.dumps(row) + "\n"
     if "\t" in h.text or "\n" in h.text:
         raise ValueError(f"{h.utterance}: text has a tab or newline")
     return f"{h.utterance}\t{h.rank}\t{h.text}\t{_fmt(h.acoustic_cost)}\t{_fmt(h.lm_cost)}\n"
@@ -340,7 +346,7 @@ def _hyp(path, n, utt, rank, text, ac, lm, *, typed: bool = False):
 
 
 def _rows(path, jsonl: bool):
-    """(line number, hypothesis) for each row of a plain n-best file."""
+    """(line number, hypothesis, reference text or None) for each row of a plain n-best file."""
     seen_header = jsonl
     for n, line in read_lines(path):
         line = line.rstrip("\r")
@@ -353,8 +359,11 @@ def _rows(path, jsonl: bool):
                 raise InputError(path, f"bad JSON: {e.msg}", line=n) from None
             if not isinstance(d, dict) or any(k not in d for k in TSV_HEADER):
                 raise InputError(path, f"expected an object with {', '.join(TSV_HEADER)}", line=n)
+            ref = d.get("reference")
+            if ref is not None and not isinstance(ref, str):
+                raise InputError(path, "the reference must be a string", line=n, key=d["utterance"])
             yield n, _hyp(path, n, d["utterance"], d["rank"], d["text"], d["acoustic_cost"], d["lm_cost"],
-                          typed=True)
+                          typed=True), ref
             continue
         fields = line.split("\t")
         if not seen_header:
@@ -364,14 +373,16 @@ def _rows(path, jsonl: bool):
             continue
         if len(fields) != 5:
             raise InputError(path, f"expected 5 tab-separated fields, got {len(fields)}", line=n)
-        yield n, _hyp(path, n, *fields)
+        yield n, _hyp(path, n, *fields), None
     if not seen_header:
         raise InputError(path, "empty file (no header line)")
 
 
-def iter_ours(path):
+def iter_ours(path, references: dict | None = None):
     """Stream ``[NbestHyp, ...]`` per utterance from our plain n-best file (TSV or JSON lines, by suffix),
-    holding one utterance at a time. Rows of an utterance must be contiguous and their ranks distinct."""
+    holding one utterance at a time. Rows of an utterance must be contiguous and their ranks distinct. The
+    references that JSON lines carry go into ``references`` (``{utt: words}``) before their utterance is
+    yielded."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
@@ -382,8 +393,13 @@ def iter_ours(path):
     group: list = []
     ranks: set = set()
     any_rows = False
-    for n, h in _rows(path, jsonl):
+    for n, h, ref in _rows(path, jsonl):
         any_rows = True
+        if ref is not None and references is not None:
+            words = split_fields(ref)
+            if references.setdefault(h.utterance, words) != words:
+                raise InputError(path, "a second, different reference for this utterance", line=n,
+                                 key=h.utterance)
         if group and h.utterance != group[0].utterance:
             yield group
             group, ranks = [], set()

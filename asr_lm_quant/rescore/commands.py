@@ -147,7 +147,8 @@ def _register_decide(sub):
                     "1-best), OUT/decision.json, OUT/sweep.md and OUT/sweep.png.")
     p.add_argument("--dev", required=True, help="dev n-best file or ESPnet decode dir; may contain {weight}")
     p.add_argument("--dev-ref", help="dev references, Kaldi text ('utt-id word ...') (default: the references "
-                                     "inside the n-best file: generic JSON, whisper-hf, NeMo)")
+                                     "inside the n-best file: generic JSON, whisper-hf, NeMo, and "
+                                     "rescore-nbest's JSON lines made from them)")
     p.add_argument("--test", help="test n-best file, decided with the dev set's best setting")
     p.add_argument("--test-ref", help="test references (Kaldi text), for its WER")
     p.add_argument("--weight", dest="weights", type=float_list, metavar="W[,W...]",
@@ -302,8 +303,9 @@ def _nbest(args):
     prune = _prune_sweep(args, args.weight)
     weights, scorer, old, symbols = _setup(args)
     hyps = groups = None
+    references: dict = {}  # those the n-best input carries, passed on in JSON-lines outputs
     if args.nbest:
-        groups = iter_groups(args.nbest, args.nbest_format)
+        groups = iter_groups(args.nbest, args.nbest_format, references)
     elif args.nbest_tables:
         hyps = read_kaldi_nbest_tables(args.nbest_tables, symbols)
         hyps.sort(key=lambda h: (h.utterance, h.rank))
@@ -312,7 +314,7 @@ def _nbest(args):
                                 acoustic_scale=0.1 if args.acwt is None else args.acwt,
                                 oov_penalty=args.oov_penalty, out_lattices=outs.get("out_lattices"),
                                 out_nbest=outs.get("out_nbest"), out_tables=outs.get("out_tables"),
-                                overwrite=args.overwrite, prune=prune)
+                                overwrite=args.overwrite, prune=prune, references=references)
     _finish(args, summary)
 
 

@@ -103,9 +103,12 @@ class HypTable:
 
     def pick(self, lm_scale: float, penalty: float) -> np.ndarray:
         """Row of the cheapest hypothesis of each utterance (ties: the earlier row, i.e. the better rank)."""
-        cost = self.acoustic + lm_scale * self.lm + penalty * self.nwords
+        return self.lowest(self.acoustic + lm_scale * self.lm + penalty * self.nwords)
+
+    def lowest(self, value: np.ndarray) -> np.ndarray:
+        """Row of the lowest ``value`` [N] of each utterance (ties: the earlier row, i.e. the better rank)."""
         group = np.repeat(np.arange(len(self.utts)), np.diff(self.start))
-        order = np.lexsort((np.arange(len(cost)), cost, group))
+        order = np.lexsort((np.arange(len(value)), value, group))
         first = np.r_[True, group[order][1:] != group[order][:-1]]
         return order[first]
 
@@ -146,6 +149,11 @@ class Counts:
                         nbest_name or "n-best list", skipped, len(table.utts), where or " the reference text",
                         first)
         return cls(ins + dels + subs, ins, dels, subs, ref_words, scored)
+
+    def oracle(self, table: HypTable) -> np.ndarray:
+        """Row of each utterance's hypothesis with the fewest word errors (ties: the better rank): the n-best
+        oracle, counted as :meth:`result` counts the decision."""
+        return table.lowest(self.errors)
 
     def result(self, rows: np.ndarray, mask: np.ndarray | None = None) -> dict:
         """WER of the picked ``rows`` (one per utterance) over the utterances with a reference (and ``mask``)."""

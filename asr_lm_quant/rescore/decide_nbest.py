@@ -4,11 +4,14 @@ test set and write the 1-best texts, the decision, the sweep's table and its plo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from asr_lm_quant.errors import InputError
 from asr_lm_quant.rescore.decide import (DEFAULT_LM_SCALES, DEFAULT_PENALTIES, Counts, HypTable, best_setting,
                                          format_weight, normalize_words, subset_masks, sweep)
+
+log = logging.getLogger(__name__)
 
 
 def decide_nbest(dev, out, *, test=None, dev_ref=None, test_ref=None, weights=(None,),
@@ -16,7 +19,10 @@ def decide_nbest(dev, out, *, test=None, dev_ref=None, test_ref=None, weights=(N
                  per_token_costs: str = "none", normalize: str = "none", subsets=(), overwrite: bool = False) -> dict:
     """Decide ``dev`` (and ``test``) n-best files (paths with ``{weight}`` when ``weights`` are given) and write
     ``out``: ``dev/text``, ``test/text``, ``decision.json``, ``sweep.md``, ``sweep.png``. References: Kaldi text
-    files, else those the n-best files carry. Returns ``{"setting", "dev_wer", "test_wer"}``."""
+    files, else those the n-best files carry. ``decision.json`` holds the n-best oracle's counts too (per subset,
+    the best hypothesis of each utterance) and ``lm_off``: whether the chosen setting leaves the LM out (LM
+    scale or weight 0; said on stderr as well). Returns ``{"setting", "dev_wer", "test_wer", "dev_oracle_wer",
+    "test_oracle_wer", "lm_off"}``."""
     weights = list(weights)
     for path in (dev, test):
         if path and ("{weight}" in path) != (weights != [None]):
@@ -39,14 +45,15 @@ def decide_nbest(dev, out, *, test=None, dev_ref=None, test_ref=None, weights=(N
     rows = sweep(dev_tables, dev_counts, lm_scales, penalties)
     best = best_setting(rows)
     w, s, pen = best["weight"], best["lm_scale"], best["penalty"]
+    lm_off = _lm_off(w, s, dev_tables[w])
     decision = {"setting": {"weight": w, "lm_scale": s, "penalty": pen,
                             "kaldi_lmwt": s, "kaldi_word_ins_penalty": pen / s if s else None},
-                "per_token_costs": per_token_costs, "normalize": normalize, "dev": {}, "test": None,
+                "lm_off": lm_off is not None, "per_token_costs": per_token_costs, "normalize": normalize, "dev": {},
+                "test": None, "oracle": {"dev": {}, "test": None},
                 "grid": {"weights": weights, "lm_scales": list(lm_scales), "penalties": list(penalties)}}
     t = dev_tables[w]
     picked = {"dev": (t, t.pick(s, pen))}
-    for name, mask in subset_masks(t.utts, subsets).items():
-        decision["dev"][name] = dev_counts[w].result(picked["dev"][1], mask)
+    decision["dev"], decision["oracle"]["dev"] = _results(t, dev_counts[w], picked["dev"][1], subsets)
     if test:
         tt = tables(test)[w]
         picked["test"] = (tt, tt.pick(s, pen))
@@ -54,11 +61,36 @@ def decide_nbest(dev, out, *, test=None, dev_ref=None, test_ref=None, weights=(N
         if test_words:
             c = Counts.of(tt, {k: normalize_words(v, normalize) for k, v in test_words.items()},
                           nbest_name=_named(test, w), ref_name=test_ref)
-            decision["test"] = {name: c.result(picked["test"][1], mask)
-                                for name, mask in subset_masks(tt.utts, subsets).items()}
+            decision["test"], decision["oracle"]["test"] = _results(tt, c, picked["test"][1], subsets)
+    if lm_off:
+        log.warning("decide-nbest: the LM is switched off at the chosen setting (%s)", lm_off)
     _write(out, names, picked, decision, rows, best, overwrite)
+    test_res, test_oracle = decision["test"], decision["oracle"]["test"]
     return {"setting": decision["setting"], "dev_wer": decision["dev"]["total"]["wer"],
-            "test_wer": decision["test"]["total"]["wer"] if decision["test"] else None}
+            "test_wer": test_res["total"]["wer"] if test_res else None,
+            "dev_oracle_wer": decision["oracle"]["dev"]["total"]["wer"],
+            "test_oracle_wer": test_oracle["total"]["wer"] if test_oracle else None,
+            "lm_off": decision["lm_off"]}
+
+
+def _lm_off(weight, lm_scale, table) -> str | None:
+    """What switches the (new) LM off at a setting, or None: lists without LM costs (any LM scale picks the
+    same), an LM scale of 0 (no LM cost at all) or an interpolation weight of 0 (none of the rescoring LM)."""
+    if not table.lm.any():
+        return "the n-best lists have no LM costs"
+    if lm_scale == 0:
+        return "lm_scale 0"
+    if weight == 0:
+        return "weight 0"
+    return None
+
+
+def _results(table, counts, rows, subsets):
+    """``({subset: counts of the decision}, {subset: counts of the n-best oracle})``."""
+    oracle = counts.oracle(table)
+    masks = subset_masks(table.utts, subsets)
+    return ({name: counts.result(rows, m) for name, m in masks.items()},
+            {name: counts.result(oracle, m) for name, m in masks.items()})
 
 
 def _named(pattern, weight):

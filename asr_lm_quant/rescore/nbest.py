@@ -219,6 +219,7 @@ class _Outputs:
     nbest: dict = field(default_factory=dict)     # weight -> .tsv/.jsonl path
     tables: dict = field(default_factory=dict)    # weight -> Kaldi n-best tables dir
     overwrite: bool = False
+    references: dict = field(default_factory=dict)  # utt -> words, carried into JSON-lines n-best outputs
     writers: dict = field(default_factory=dict)
 
     def open(self):
@@ -248,7 +249,8 @@ class _Outputs:
                    for h, x in zip(scored.hyps, g)]
             if w in self._nbest:
                 jsonl = is_jsonl(self.nbest[w])
-                self._nbest[w].write("".join(nbest_row(h, jsonl) for h in new))
+                refs = self._first_row_references(new) if jsonl else [None] * len(new)
+                self._nbest[w].write("".join(nbest_row(h, jsonl, r) for h, r in zip(new, refs)))
             if w in self._tables:
                 self._write_tables(self._tables[w], scored, new, w)
             if w in self.writers:
@@ -261,6 +263,15 @@ class _Outputs:
                     by_utt.setdefault(h.utterance, []).append(lin)
                 for utt, lats in by_utt.items():
                     self.writers[w].write(utt, union_lattices(lats))
+
+    def _first_row_references(self, hyps) -> list:
+        """Each row's reference to write: the utterance's on its first row (a chunk holds whole utterances),
+        None elsewhere and where there is none."""
+        out, prev = [], None
+        for h in hyps:
+            out.append(self.references.get(h.utterance) if h.utterance != prev else None)
+            prev = h.utterance
+        return out
 
     def _write_tables(self, files, scored, new, w):
         for h, o, c, r in zip(scored.hyps, scored.ngram, scored.nn, new):
@@ -308,10 +319,34 @@ def _chunks(items, max_hyps: int):
         yield hyps, lats
 
 
+def _items(lattices, hyps, hyp_groups, n, acoustic_scale, symbols):
+    """Per-utterance ``(hyps, lattices or None)`` of a job's one input (see :func:`rescore_nbest_job`)."""
+    if lattices is not None:
+        for key, lat in read_lattices(lattices, kind="compact"):
+            h, lts = lattice_hypotheses(key, lat, n, acoustic_scale, symbols)
+            if not h:
+                log.warning("%s: no path through the lattice; utterance skipped", key)
+                continue
+            yield h, lts
+    elif hyp_groups is not None:
+        for group in hyp_groups:
+            yield group, None
+    else:
+        group: list = []
+        for h in hyps:
+            if group and h.utterance != group[0].utterance:
+                yield group, None
+                group = []
+            group.append(h)
+        if group:
+            yield group, None
+
+
 def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | None = None,
                       hyps=None, hyp_groups=None, n: int = 20, acoustic_scale: float = 0.1, out_lattices=None,
                       out_nbest=None, out_tables=None, chunk_hyps: int = 4000, overwrite: bool = True,
-                      oov_penalty: float = 0.0, prune: PruneSweep | None = None) -> dict:
+                      oov_penalty: float = 0.0, prune: PruneSweep | None = None,
+                      references: dict | None = None) -> dict:
     """Rescore one job: lattices from the rspecifier ``lattices`` (converted to N-best as
     ``lattice-to-nbest``), ready-made ``hyps`` (NbestHyp, grouped by utterance) or ``hyp_groups`` (an
     iterable of per-utterance lists, e.g. :func:`~asr_lm_quant.nbest.read.iter_groups`: streamed).
@@ -320,7 +355,9 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
     Hypotheses of many utterances are scored together (``chunk_hyps`` at a time), so the NN batches
     stay full while memory stays bounded: outputs are written chunk by chunk. Existing outputs are replaced
     only with ``overwrite``. ``prune``: score only the hypotheses that can be the best at some setting of
-    that sweep (:class:`PruneSweep`); the others are left out of the outputs. Returns a summary dict.
+    that sweep (:class:`PruneSweep`); the others are left out of the outputs. ``references`` (``{utt: words}``,
+    filled at the latest when an utterance's group is yielded, as :func:`~asr_lm_quant.nbest.read.iter_groups`
+    does): written into JSON-lines n-best outputs, so that the next step finds them. Returns a summary dict.
     """
     if sum(x is not None for x in (lattices, hyps, hyp_groups)) != 1:
         raise ValueError("give exactly one of lattices, hyps and hyp_groups")
@@ -329,28 +366,7 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
         if not 0.0 <= w <= 1.0:
             raise InputError(None, f"interpolation weight {w} is outside [0, 1]")
     outs = _Outputs(weights, symbols, dict(out_lattices or {}), dict(out_nbest or {}), dict(out_tables or {}),
-                    overwrite=overwrite)
-
-    def items():
-        if lattices is not None:
-            for key, lat in read_lattices(lattices, kind="compact"):
-                h, lts = lattice_hypotheses(key, lat, n, acoustic_scale, symbols)
-                if not h:
-                    log.warning("%s: no path through the lattice; utterance skipped", key)
-                    continue
-                yield h, lts
-        elif hyp_groups is not None:
-            for group in hyp_groups:
-                yield group, None
-        else:
-            group: list = []
-            for h in hyps:
-                if group and h.utterance != group[0].utterance:
-                    yield group, None
-                    group = []
-                group.append(h)
-            if group:
-                yield group, None
+                    overwrite=overwrite, references=references if references is not None else {})
 
     summary = {"utterances": 0, "hypotheses": 0, "words": 0, "oov": 0, "ngram_oov": 0, "nn_seconds": 0.0,
                "nn_positions": 0, "weights": weights}
@@ -359,7 +375,7 @@ def rescore_nbest_job(*, scorer, ngram_lm, symbols, weights, lattices: str | Non
     outs.open()
     ok = False
     try:
-        for chunk, lats in _chunks(items(), chunk_hyps):
+        for chunk, lats in _chunks(_items(lattices, hyps, hyp_groups, n, acoustic_scale, symbols), chunk_hyps):
             lats = lats if any(x is not None for x in lats) else None
             if prune is None:
                 scored = score_hypotheses(chunk, scorer, ngram_lm, lats, oov_penalty)

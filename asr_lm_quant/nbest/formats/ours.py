@@ -10,5 +10,5 @@ def detect(item, is_line) -> bool:
     return is_line and ({"utterance", "rank"} <= keys or bool(keys & {"acoustic_cost", "lm_cost"}))
 
 
-FORMAT = Format(name="ours", help="TSV/JSONL", read=lambda path, references: iter_ours(path), detect=detect,
-                suffixes=(".tsv",))
+FORMAT = Format(name="ours", help="TSV/JSONL", read=iter_ours, detect=detect, suffixes=(".tsv",),
+                references=True)  # JSON lines carry them (rescore-nbest passes its input's on)
