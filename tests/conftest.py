@@ -34,3 +34,17 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+def fails(capsys, argv, *expect):
+    """Run the CLI; it must fail with one line naming each of ``expect``, and no traceback."""
+    from asr_lm_quant.cli import main
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if ": error: " in x]
+    assert rc != 0, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    for e in expect:
+        assert e in lines[0], lines[0]
+    return lines[0]

@@ -21,7 +21,7 @@ from asr_lm_quant.kaldi.lattice import Lattice
 from asr_lm_quant.nbest.read import read_nbest
 
 REPO = Path(__file__).resolve().parents[1]
-from conftest import TINY as tiny  # noqa: E402
+from conftest import TINY as tiny, fails  # noqa: E402
 
 HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
 
@@ -29,19 +29,6 @@ HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
 @pytest.fixture(scope="module")
 def t(tmp_path_factory):
     return tiny.build(tmp_path_factory.mktemp("bad_inputs"))
-
-
-def fails(capsys, argv, *expect):
-    """Run the CLI; it must fail with one line naming each of ``expect``, and no traceback."""
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if ": error: " in x]
-    assert rc != 0, err
-    assert "Traceback" not in err
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
-    for e in expect:
-        assert e in lines[0], lines[0]
-    return lines[0]
 
 
 def rescore(t, nbest, out, *extra):

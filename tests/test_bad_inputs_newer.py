@@ -21,7 +21,7 @@ import torch
 from asr_lm_quant.cli import main
 from asr_lm_quant.kaldi.archive import write_lattices
 from asr_lm_quant.kaldi.lattice import Lattice
-from conftest import REPO, TINY as tiny
+from conftest import REPO, TINY as tiny, fails
 
 HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
 
@@ -29,18 +29,6 @@ HEADER = "utterance\trank\ttext\tacoustic_cost\tlm_cost\n"
 @pytest.fixture(scope="module")
 def t(tmp_path_factory):
     return tiny.build(tmp_path_factory.mktemp("bad_newer"))
-
-
-def fails(capsys, argv, *expect):
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if ": error: " in x]
-    assert rc != 0, err
-    assert "Traceback" not in err
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
-    for e in expect:
-        assert e in lines[0], lines[0]
-    return lines[0]
 
 
 # --- old LMs of every kind -----------------------------------------------------------------------------------
